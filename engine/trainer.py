@@ -1,0 +1,441 @@
+"""One run: data and model on the device, the strategy's stages, early stopping, test metrics.
+
+Everything a reader needs leaves through the RunWriter (events + summary) and
+files in the run folder; nothing else is shared with the parent process.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import random
+import socket
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine import events as ev
+from engine.checkpoint import save_checkpoint
+from engine.config import RunConfig
+from engine.control import cancel_requested
+from engine.data import DatasetSplits, load_dataset
+from engine.feature_cache import SplitModel, forward_units, run_prefix, split_point
+from engine.metrics import test_results
+from engine.models import Classifier, build_classifier, norm_config
+from engine.run_writer import RunWriter
+from engine.store import atomic_write, atomic_write_json
+from engine.strategies import apply_plan, layer_groups, n_stages, plan, set_train_mode, stage_for_epoch
+from engine.transforms import prepare_batch
+from engine.weights import load_backbone_weights
+
+log = logging.getLogger(__name__)
+
+CACHE_LIMIT_BYTES = {"cpu": 3 << 30, "cuda": 8 << 30}
+
+
+class Cancel(Exception):
+    """A cancel request (cancel file, SIGTERM, Ctrl-C) reached the training loop."""
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {spec!r} asked for, but CUDA is not available here; use --device cpu")
+    return dev
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Tensors:
+    """A split as device tensors: uint8 images (or cached activations) and labels."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+@dataclass
+class LoopState:
+    """What a resumed run needs besides weights (saved in last_state.pt)."""
+
+    epoch: int = 0
+    stage: int = 0
+    best_val_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    rows: list = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, run_dir: Path, writer: RunWriter):
+        self.cfg, self.run_dir, self.writer = cfg, Path(run_dir), writer
+        self.device = resolve_device(cfg.train.device)
+        self.cuda = self.device.type == "cuda"
+        self.amp_dtype = None
+        if self.cuda and cfg.train.amp:
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self._last_cancel_check = 0.0
+
+    # --- set-up -------------------------------------------------------------
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        seed_everything(cfg.train.seed)
+        self.splits: DatasetSplits = load_dataset(
+            cfg.data.dataset, cfg.data.data_root, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed,
+            download=cfg.data.download, image_size=cfg.data.image_size, train_limit=cfg.data.train_limit,
+        )
+        self.model: Classifier = build_classifier(cfg.model.backbone, cfg.model.head, len(self.splits.classes))
+        self.weights = load_backbone_weights(
+            self.model.backbone, cfg.model.backbone, cfg.model.weights, cfg.model.on_missing_weights
+        )
+        self.norm = norm_config(self.model.backbone)
+        self.model.to(self.device)
+        if self.cuda and cfg.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.groups = layer_groups(self.model.backbone)
+        self.data = {
+            name: Tensors(s.x.to(self.device), s.y.to(self.device))
+            for name, s in (("train", self.splits.train), ("val", self.splits.val), ("test", self.splits.test))
+        }
+        weight = None
+        if cfg.train.class_weighting:
+            counts = torch.bincount(self.data["train"].y, minlength=len(self.splits.classes)).float()
+            weight = (counts.sum() / (len(counts) * counts.clamp(min=1))).to(self.device)
+        self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.train.label_smoothing)
+        self.units = None
+        if cfg.train.cache_features and not cfg.data.augment:
+            sample = self._prep(self.data["train"].x[:2])
+            self.units = forward_units(self.model.backbone, sample)
+            if self.units is None:
+                log.info("%s: forward_features is not a plain chain; no activation cache", cfg.model.backbone)
+
+    def _prep(self, xb: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        x = prepare_batch(xb, self.cfg.data.image_size, self.norm["mean"], self.norm["std"], gen)
+        if self.cuda and self.cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    # --- stages: trainable set, optimizer, activation cache ------------------
+
+    def enter_stage(self, stage: int, state: LoopState) -> None:
+        tc = self.cfg.train
+        self.plan = plan(tc, len(self.groups), stage)
+        param_groups = apply_plan(self.model, self.groups, self.plan)
+        opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[tc.optimizer]
+        kwargs = {"weight_decay": tc.weight_decay}
+        if tc.optimizer == "sgd":
+            kwargs["momentum"] = 0.9
+        self.optimizer = opt_cls(param_groups, **kwargs)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=tc.plateau_factor, patience=tc.plateau_patience
+        )
+        self.trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self._build_cache()
+
+    def _build_cache(self) -> None:
+        """Cache the frozen prefix's output for train and val, if it is worth it and fits."""
+        self.cache: dict[str, torch.Tensor] | None = None
+        self.net: nn.Module = self.model
+        if self.units is None:
+            return
+        k = split_point(self.units)
+        if k == 0:
+            return
+        n = len(self.data["train"].x) + len(self.data["val"].x)
+        probe = run_prefix(self.model.eval(), self.units, k, self._prep(self.data["train"].x[:1]))
+        need = probe.numel() * probe.element_size() * n
+        limit = CACHE_LIMIT_BYTES["cuda" if self.cuda else "cpu"]
+        if need > limit:
+            log.info("activation cache would need %.1f GB (limit %.1f); running the full network", need / 1e9, limit / 1e9)
+            return
+        self.cache = {}
+        bs = max(self.cfg.data.batch_size, 256)
+        for split in ("train", "val"):
+            xs = self.data[split].x
+            outs = []
+            for i in range(0, len(xs), bs):
+                with self._autocast():
+                    outs.append(run_prefix(self.model, self.units, k, self._prep(xs[i : i + bs])).float())
+                self._progress("features", i + bs, len(xs), None, None)
+                self._check_cancel()
+            self.cache[split] = torch.cat(outs)
+        self.net = SplitModel(self.model, self.units[k:])
+        log.info("cached %d of %d backbone units (%.1f MB)", k, len(self.units), need / 1e6)
+
+    # --- loops ----------------------------------------------------------------
+
+    def _batches(self, n: int, bs: int, gen: torch.Generator | None):
+        order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
+        for i in range(0, n, bs):
+            yield order[i : i + bs]
+
+    def _inputs(self, split: str, idx: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        if self.cache is not None and split in self.cache:
+            return self.cache[split][idx.to(self.cache[split].device)]
+        return self._prep(self.data[split].x[idx.to(self.device)], gen)
+
+    def train_epoch(self, epoch: int, gen: torch.Generator, aug_gen: torch.Generator | None) -> tuple[float, float, float]:
+        set_train_mode(self.model)  # the cached-tail net shares these modules
+        net = self.net
+        y_all = self.data["train"].y
+        n, bs = len(y_all), self.cfg.data.batch_size
+        steps = math.ceil(n / bs)
+        total_loss = correct = seen = 0
+        t0 = time.perf_counter()
+        for step, idx in enumerate(self._batches(n, bs, gen), 1):
+            x = self._inputs("train", idx, aug_gen)
+            y = y_all[idx.to(self.device)]
+            with self._autocast():
+                logits = net(x)
+                loss = self.loss_fn(logits.float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total_loss += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            rate = seen / max(time.perf_counter() - t0, 1e-9)
+            self._progress("train", step, steps, total_loss / seen, rate, epoch)
+            self._check_cancel()
+        return total_loss / seen, correct / seen, seen / max(time.perf_counter() - t0, 1e-9)
+
+    @torch.no_grad()
+    def evaluate(self, split: str, epoch: int = 0) -> tuple[float, float, torch.Tensor]:
+        """Loss, accuracy and softmax probabilities over a split (eval mode, no augmentation)."""
+        use_cache = self.cache is not None and split in self.cache
+        net = self.net if use_cache else self.model
+        self.model.eval()
+        net.eval()
+        y_all = self.data[split].y
+        n = len(y_all)
+        bs = max(self.cfg.data.batch_size, 256)
+        steps = math.ceil(n / bs)
+        probs, total_loss = [], 0.0
+        for step, idx in enumerate(self._batches(n, bs, None), 1):
+            x = self._inputs(split, idx, None) if use_cache else self._prep(self.data[split].x[idx.to(self.device)])
+            with self._autocast():
+                logits = net(x).float()
+            total_loss += F.cross_entropy(logits, y_all[idx.to(self.device)], reduction="sum").item()
+            probs.append(torch.softmax(logits, 1))
+            self._progress(split, step, steps, None, None, epoch)
+            self._check_cancel()
+        p = torch.cat(probs)
+        acc = (p.argmax(1) == y_all).float().mean().item()
+        return total_loss / n, acc, p
+
+    def _progress(self, phase, step, steps, loss, rate, epoch: int = 0) -> None:
+        self.writer.progress(
+            ev.Progress(epoch=epoch, epochs=self.cfg.train.epochs, phase=phase, step=min(step, steps), steps=steps,
+                        loss=loss, img_per_s=rate),
+            force=step >= steps,
+        )
+
+    def _check_cancel(self) -> None:
+        now = time.monotonic()
+        if now - self._last_cancel_check > 0.5:
+            self._last_cancel_check = now
+            reason = cancel_requested(self.run_dir)
+            if reason:
+                raise Cancel(reason)
+
+    # --- norms, checkpoints, state ---------------------------------------------
+
+    @torch.no_grad()
+    def group_norms(self) -> dict[str, float]:
+        params = dict(self.model.backbone.named_parameters())
+        out = {}
+        for name, pnames in self.groups:
+            sq = sum(params[p].detach().float().pow(2).sum().item() for p in pnames)
+            out[name] = math.sqrt(sq)
+        out["head"] = math.sqrt(sum(p.detach().float().pow(2).sum().item() for p in self.model.head.parameters()))
+        return out
+
+    def ckpt_meta(self, epoch: int, val_loss: float) -> dict:
+        return {
+            "backbone": self.cfg.model.backbone,
+            "head": self.cfg.model.head,
+            "num_classes": len(self.splits.classes),
+            "classes": list(self.splits.classes),
+            "image_size": self.cfg.data.image_size,
+            "mean": list(self.norm["mean"]),
+            "std": list(self.norm["std"]),
+            "interpolation": "bilinear",
+            "channels": "RGB",
+            "in_chans_source": int(self.splits.train.x.shape[1]),
+            "run_id": self.cfg.run_id,
+            "dataset": self.cfg.data.dataset,
+            "epoch": epoch,
+            "val_loss": val_loss,
+        }
+
+    def save_last(self, state: LoopState) -> None:
+        save_checkpoint(self.model, self.run_dir / "last.safetensors", self.ckpt_meta(state.epoch, state.best_val_loss))
+        blob = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "loop": {k: v for k, v in state.__dict__.items() if k != "rows"},
+            "rng": torch.get_rng_state(),
+        }
+        atomic_write(self.run_dir / "last_state.pt", lambda tmp: torch.save(blob, tmp))
+
+    def try_resume(self) -> LoopState:
+        """Load last.safetensors + last_state.pt (weights_only) if both are there and readable."""
+        state = LoopState()
+        last, blob_path = self.run_dir / "last.safetensors", self.run_dir / "last_state.pt"
+        if not (last.exists() and blob_path.exists()):
+            return state
+        try:
+            from engine.checkpoint import load_state
+
+            blob = torch.load(blob_path, map_location="cpu", weights_only=True)
+            self.model.load_state_dict(load_state(last, str(self.device)))
+            for k, v in blob["loop"].items():
+                setattr(state, k, v)
+            metrics = self.run_dir / "metrics.csv"
+            if metrics.exists():
+                state.rows = pd.read_csv(metrics).to_dict("records")[: state.epoch]
+            self._resume_blob = blob
+            log.info("resuming after epoch %d", state.epoch)
+        except Exception as exc:  # a torn or tampered checkpoint: start over rather than trust it
+            log.warning("can't resume from %s (%s); starting from scratch", last, exc)
+            state = LoopState()
+            self._resume_blob = None
+        return state
+
+    # --- the run ------------------------------------------------------------
+
+    def run(self) -> None:
+        cfg, tc = self.cfg, self.cfg.train
+        self._resume_blob = None
+        state = self.try_resume()
+        init_norms = self.group_norms()
+        self.writer.emit(ev.Started(
+            run_id=cfg.run_id, pid=os.getpid(), host=socket.gethostname(), device=str(self.device),
+            device_name=device_name(self.device), versions=versions(), config=cfg.to_dict(), weights=self.weights,
+            data={"classes": list(self.splits.classes), "train": len(self.splits.train.y), "val": len(self.splits.val.y),
+                  "test": len(self.splits.test.y), "image_size": cfg.data.image_size, "source": self.splits.source,
+                  "channels_source": int(self.splits.train.x.shape[1])},
+            params={"total": sum(p.numel() for p in self.model.parameters())},
+            groups=[g for g, _ in self.groups] + ["head"], initial_norms=init_norms,
+            resumed_from_epoch=state.epoch,
+        ))
+        gen = torch.Generator().manual_seed(tc.seed)
+        aug_gen = torch.Generator(device=self.device).manual_seed(tc.seed) if cfg.data.augment else None
+        for _ in range(state.epoch):  # keep the shuffling sequence of an uninterrupted run
+            torch.randperm(len(self.data["train"].y), generator=gen)
+        stage = stage_for_epoch(tc, state.epoch + 1)
+        self.enter_stage(stage, state)
+        if self._resume_blob is not None and self._resume_blob["loop"].get("stage", 0) == stage:
+            self.optimizer.load_state_dict(self._resume_blob["optimizer"])
+            self.scheduler.load_state_dict(self._resume_blob["scheduler"])
+        t_start = time.perf_counter()
+        early = False
+        for epoch in range(state.epoch + 1, tc.epochs + 1):
+            new_stage = stage_for_epoch(tc, epoch)
+            if new_stage != stage:
+                stage = new_stage
+                state.bad_epochs = 0
+                self.enter_stage(stage, state)
+                self.writer.emit(ev.Log(message=f"stage {stage}: {self.plan.n_trainable}/{len(self.groups)} "
+                                                f"backbone groups train, head lr {self.plan.head_lr:g}"))
+            t0 = time.perf_counter()
+            train_loss, train_acc, rate = self.train_epoch(epoch, gen, aug_gen)
+            val_loss, val_acc, _ = self.evaluate("val", epoch)
+            self.scheduler.step(val_loss)
+            improved = val_loss < state.best_val_loss
+            if improved:
+                state.best_val_loss, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
+                save_checkpoint(self.model, self.run_dir / "best.safetensors", self.ckpt_meta(epoch, val_loss))
+            else:
+                state.bad_epochs += 1
+            seconds = time.perf_counter() - t0
+            norms = self.group_norms()
+            lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
+            head_lr = lrs.get("head", 0.0)
+            state.epoch = epoch
+            row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+                   "val_acc": val_acc, "lr": head_lr, "img_per_s": rate, "seconds": seconds, "stage": stage,
+                   "trainable": self.trainable, "is_best": improved}
+            row.update({f"norm:{k}": v for k, v in norms.items()})
+            state.rows = state.rows[: epoch - 1] + [row]
+            frame = pd.DataFrame(state.rows)
+            atomic_write(self.run_dir / "metrics.csv", lambda tmp: frame.to_csv(tmp, index=False))
+            self.writer.emit(ev.Epoch(
+                epoch=epoch, epochs=tc.epochs, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
+                val_acc=val_acc, lr=head_lr, lrs={g: lrs.get(g, 0.0) for g, _ in self.groups} | {"head": head_lr},
+                img_per_s=rate, seconds=seconds, group_norms=norms, stage=stage, trainable=self.trainable,
+                is_best=improved,
+            ))
+            if improved:
+                self.writer.emit(ev.Checkpoint(kind="best", epoch=epoch, path="best.safetensors", val_loss=val_loss))
+            self.save_last(state)
+            if state.bad_epochs >= tc.patience:
+                if stage < n_stages(tc) - 1:  # gradual: a stalled stage moves on instead of stopping
+                    continue
+                early = True
+                self.writer.emit(ev.EarlyStop(epoch=epoch, best_epoch=state.best_epoch))
+                break
+        self.finish(state, early, time.perf_counter() - t_start)
+
+    def finish(self, state: LoopState, early: bool, seconds: float) -> None:
+        from engine.checkpoint import load_state
+
+        best = self.run_dir / "best.safetensors"
+        self.model.load_state_dict(load_state(best, str(self.device)))
+        self.cache, self.net = None, self.model
+        _, _, probs = self.evaluate("test")
+        probs_np = probs.float().cpu().numpy()
+        labels = self.splits.test.y.numpy()
+        results = test_results(probs_np, labels, list(self.splits.classes), self.splits.test.index.numpy())
+        train_seconds = sum(r["seconds"] for r in state.rows) if state.rows else seconds
+        results.update({
+            "run_id": self.cfg.run_id, "dataset": self.cfg.data.dataset, "backbone": self.cfg.model.backbone,
+            "strategy": self.cfg.train.strategy, "best_epoch": state.best_epoch, "epochs_run": state.epoch,
+            "early_stopped": early, "train_seconds": train_seconds, "weights": self.weights,
+            "device": str(self.device), "image_size": self.cfg.data.image_size,
+        })
+        atomic_write(self.run_dir / "test_probs.npz", lambda tmp: _save_npz(tmp, probs_np, labels,
+                                                                             self.splits.test.index.numpy()))
+        atomic_write_json(self.run_dir / "results.json", results)
+        keys = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted",
+                "f1_weighted")
+        self.writer.emit(ev.Finished(best_epoch=state.best_epoch, epochs_run=state.epoch, train_seconds=train_seconds,
+                                     test={k: results[k] for k in keys}))
+
+
+def _save_npz(tmp: str, probs: np.ndarray, labels: np.ndarray, index: np.ndarray) -> None:
+    with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path
+        np.savez_compressed(fh, probs=probs.astype(np.float32), labels=labels, preds=probs.argmax(1), index=index)
+
+
+def versions() -> dict:
+    return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+            "cuda": torch.version.cuda or "", "cudnn": str(torch.backends.cudnn.version() or "")}

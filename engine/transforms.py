@@ -1,0 +1,77 @@
+"""Batch transforms on the training device: uint8 NCHW in, normalised float out.
+
+Datasets stay as uint8 tensors on the device; resizing, augmentation and
+normalisation happen a batch at a time there, never per image in PIL.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def preprocess(x: torch.Tensor, image_size: int, mean, std) -> torch.Tensor:
+    """uint8 (N, C, H, W), C in {1, 3} -> float (N, 3, S, S), resized and normalised.
+
+    The same maths runs at export time (ONNX parity) and in ``predict``:
+    grey to RGB, bilinear resize (antialiased when shrinking), /255, (x-mean)/std.
+    """
+    x = x.float().div_(255.0)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    if x.shape[-2:] != (image_size, image_size):
+        shrink = x.shape[-1] > image_size
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=shrink)
+    mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - mean_t) / std_t
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, pad_frac: float = 0.125, jitter: float = 0.2) -> torch.Tensor:
+    """Per-sample random crop (pad + shift), horizontal flip and colour jitter on a float batch in [0,1].
+
+    Applied after resizing, before normalisation; every sample draws its own
+    parameters from ``generator`` (on the batch's device) so runs are seeded.
+    """
+    n, _, h, w = x.shape
+    dev = x.device
+    # flip
+    flip = torch.rand(n, device=dev, generator=generator) < 0.5
+    x = torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
+    # crop: reflect-pad then take a shifted window, one shift per sample
+    pad = max(1, int(round(h * pad_frac)))
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dy = torch.randint(0, 2 * pad + 1, (n,), device=dev, generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), device=dev, generator=generator)
+    rows = (dy.view(n, 1) + torch.arange(h, device=dev).view(1, h))  # (n, h)
+    cols = (dx.view(n, 1) + torch.arange(w, device=dev).view(1, w))  # (n, w)
+    idx_r = rows.view(n, 1, h, 1).expand(n, x.shape[1], h, padded.shape[-1])
+    x = padded.gather(2, idx_r)
+    idx_c = cols.view(n, 1, 1, w).expand(n, x.shape[1], h, w)
+    x = x.gather(3, idx_c)
+    # colour jitter: brightness, contrast, saturation
+    def factor():
+        return 1.0 + (torch.rand(n, 1, 1, 1, device=dev, generator=generator) * 2 - 1) * jitter
+
+    x = x * factor()
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * factor() + mean
+    grey = x.mean(dim=1, keepdim=True)
+    x = (x - grey) * factor() + grey
+    return x.clamp_(0.0, 1.0)
+
+
+def prepare_batch(x: torch.Tensor, image_size: int, mean, std, generator: torch.Generator | None = None) -> torch.Tensor:
+    """preprocess, with augmentation between resize and normalisation when a generator is given."""
+    if generator is None:
+        return preprocess(x, image_size, mean, std)
+    xf = x.float().div_(255.0)
+    if xf.shape[1] == 1:
+        xf = xf.expand(-1, 3, -1, -1)
+    if xf.shape[-2:] != (image_size, image_size):
+        xf = F.interpolate(xf, size=(image_size, image_size), mode="bilinear", align_corners=False,
+                           antialias=xf.shape[-1] > image_size)
+    xf = augment(xf, generator)
+    mean_t = torch.as_tensor(mean, dtype=xf.dtype, device=xf.device).view(1, 3, 1, 1)
+    std_t = torch.as_tensor(std, dtype=xf.dtype, device=xf.device).view(1, 3, 1, 1)
+    return (xf - mean_t) / std_t

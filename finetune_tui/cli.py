@@ -1,0 +1,239 @@
+"""The `finetune-tui` command. Nothing heavy is imported at module level (`predict` must not load torch)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+USER_ERRORS = ("ConfigError", "DataError", "UnknownBackbone", "WeightsError", "GridBusy", "CheckpointError",
+               "StoreError")
+
+EPILOG = """examples:
+  finetune-tui                                  open the TUI on ./runs
+  finetune-tui run --preset demo                offline demo grid (a few minutes on CPU)
+  finetune-tui run --preset seed --data-root ~/data --image-size 96 --detach
+  finetune-tui run --grid my_grid.toml --tui    start detached and watch it in the TUI
+  finetune-tui runs                             list runs with status and metrics
+"""
+
+
+def fail(message: str) -> int:
+    print(f"finetune-tui: error: {message}", file=sys.stderr)
+    return 2
+
+
+def add_run_parser(sub) -> None:
+    p = sub.add_parser("run", help="train a grid (preset or TOML file)", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train every dataset x backbone x strategy of a grid, one subprocess per run. "
+                                   "Running the same grid again resumes it: finished runs are skipped, unfinished "
+                                   "ones restart from their last checkpoint.",
+                       epilog="Any setting can be given with --set section.key=value (sections: data, model, train; "
+                              "see docs/CONFIG.md or `finetune-tui run --show-config`).")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--preset", choices=["demo", "seed"], help="a built-in grid (default: demo)")
+    src.add_argument("--grid", metavar="FILE.toml", help="a TOML grid file")
+    p.add_argument("--name", help="grid name (folder in the run store); default: the preset's or the file's name")
+    p.add_argument("--runs", default="runs", metavar="DIR", help="run store (default: runs/)")
+    p.add_argument("--datasets", help="comma-separated dataset names (transport, animals, footwear, people, cifar10, "
+                                      "cifar100, fashion_mnist, digits, imagefolder:PATH)")
+    p.add_argument("--backbones", help="comma-separated: vgg16, resnet50, mobilenetv2, efficientnetb0, "
+                                       "efficientnet_lite0 or any timm model name")
+    p.add_argument("--strategies", help="comma-separated: frozen, partial, full, gradual, discriminative")
+    p.add_argument("--data-root", help="where source datasets are looked for (default: data/)")
+    p.add_argument("--download", action="store_true", default=None, help="download missing sources via torchvision")
+    p.add_argument("--image-size", type=int, help="input side in pixels (seed: 32; pretrained nets like 96-224)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the strategy's own)")
+    p.add_argument("--head", choices=["seed", "linear"])
+    p.add_argument("--weights", help="'pretrained' (default), 'random', or a .safetensors/.pth file")
+    p.add_argument("--on-missing-weights", choices=["fail", "random"],
+                   help="when pretrained weights can't be had: fail (default) or train from random init")
+    p.add_argument("--augment", action="store_true", default=None, help="random crop, flip, colour jitter")
+    p.add_argument("--class-weighting", action="store_true", default=None, help="inverse-frequency loss weights")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--concurrency", type=int, help="runs at once (default: one per GPU, 1 on CPU)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any setting, e.g. --set train.patience=3 --set data.val_fraction=0.2")
+    p.add_argument("--detach", action="store_true", help="start in the background and return; survives logout")
+    p.add_argument("--tui", action="store_true", help="start detached and open the TUI on the grid")
+    p.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
+    p.add_argument("--show-config", action="store_true", help="print the resolved grid config and exit")
+    p.set_defaults(func=cmd_run)
+
+
+FLAG_KEYS = {
+    "datasets": "datasets", "backbones": "backbones", "strategies": "strategies", "concurrency": "concurrency",
+    "data_root": "data.data_root", "download": "data.download", "image_size": "data.image_size",
+    "batch_size": "data.batch_size", "augment": "data.augment", "epochs": "train.epochs", "lr": "train.lr",
+    "head": "model.head", "weights": "model.weights", "on_missing_weights": "model.on_missing_weights",
+    "class_weighting": "train.class_weighting", "device": "train.device",
+}
+
+
+def resolve_grid(args):
+    from dataclasses import replace
+
+    from engine.config import apply_overrides, load_grid_file, parse_set
+    from engine.presets import get_preset
+
+    grid = load_grid_file(args.grid) if args.grid else get_preset(args.preset or "demo")
+    overrides = parse_set(args.set)  # --set first, so explicit flags win over it
+    overrides.update({key: getattr(args, attr) for attr, key in FLAG_KEYS.items() if getattr(args, attr) is not None})
+    grid = apply_overrides(grid, overrides)
+    if args.name:
+        grid = replace(grid, name=args.name)
+    return grid
+
+
+def cmd_run(args) -> int:
+    from engine import orchestrator as orch
+    from engine.console import ProgressView
+    from engine.store import RunStore
+
+    grid = resolve_grid(args)
+    if args.show_config:
+        print(json.dumps(grid.to_dict(), indent=2))
+        return 0
+    if args.detach or args.tui:
+        gdir = orch.start_detached(grid, args.runs)
+        print(f"grid {grid.name!r} started in the background: {gdir}  (log: {gdir / 'orchestrator.log'})")
+        if args.tui:
+            from tui.app import run_app
+
+            return run_app(Path(args.runs), grid.name)
+        print(f"watch it with `finetune-tui --runs {args.runs}` or `finetune-tui runs --grid {grid.name}`")
+        return 0
+    gdir = orch.prepare(grid, args.runs)
+    summaries = {rec.run_id: rec.summary for rec in RunStore(args.runs).runs(grid.name)}
+    view = ProgressView(summaries, plain=True if args.plain else None)
+    try:
+        with view:
+            counts = orch.Orchestrator(gdir, on_event=view).run()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: unfinished runs stay resumable; run the same command again to resume", file=sys.stderr)
+        return 130
+    print(f"grid {grid.name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"  ({gdir})")
+    return 0 if set(counts) <= {"done"} else 1
+
+
+def add_runs_parser(sub) -> None:
+    p = sub.add_parser("runs", help="list runs with status and metrics")
+    p.add_argument("--runs", default="runs", metavar="DIR", help="run store (default: runs/)")
+    p.add_argument("--grid", help="only this grid")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.set_defaults(func=cmd_runs)
+
+
+def cmd_runs(args) -> int:
+    from engine.store import RunStore
+
+    store = RunStore(args.runs)
+    if args.grid and args.grid not in store.grids():
+        return fail(f"no grid {args.grid!r} in {args.runs}; grids there: {', '.join(store.grids()) or 'none'}")
+    records = store.runs(args.grid)
+    if args.format == "table":
+        from rich.console import Console
+
+        from engine.console import runs_table
+
+        if not records:
+            print(f"no runs in {args.runs}; start one with `finetune-tui run --preset demo`")
+            return 0
+        Console().print(runs_table(records, title=f"runs in {args.runs}"))
+        return 0
+    import pandas as pd
+
+    rows = []
+    for rec in records:
+        d = rec.summary.to_dict()
+        d.pop("val_acc_history", None)
+        d.pop("epoch_seconds", None)
+        d["problem"] = rec.problem
+        rows.append(d)
+    if args.format == "json":
+        print(json.dumps(rows, indent=1))
+    else:
+        pd.DataFrame(rows).to_csv(sys.stdout, index=False)
+    return 0
+
+
+def add_control_parsers(sub) -> None:
+    p = sub.add_parser("resume", help="resume a grid in the background (finished runs are skipped)")
+    p.add_argument("grid")
+    p.add_argument("--runs", default="runs", metavar="DIR")
+    p.set_defaults(func=cmd_resume)
+    p = sub.add_parser("cancel", help="cancel a grid, or one run of it")
+    p.add_argument("grid")
+    p.add_argument("run", nargs="?", help="run id (default: the whole grid)")
+    p.add_argument("--runs", default="runs", metavar="DIR")
+    p.set_defaults(func=cmd_cancel)
+
+
+def cmd_resume(args) -> int:
+    from engine.orchestrator import resume_detached
+
+    gdir = resume_detached(args.runs, args.grid)
+    print(f"grid {args.grid!r} resumed in the background: {gdir}")
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    from engine.control import cancel_grid, cancel_run
+
+    gdir = Path(args.runs) / args.grid
+    if not (gdir / "grid.json").exists():
+        return fail(f"no grid {args.grid!r} in {args.runs}")
+    if args.run:
+        if not (gdir / args.run / "config.json").exists():
+            return fail(f"no run {args.run!r} in grid {args.grid!r}")
+        cancel_run(gdir / args.run)
+        print(f"asked {args.run} to stop")
+    else:
+        cancel_grid(gdir)
+        print(f"asked grid {args.grid} to stop")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="finetune-tui", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Fine-tune pretrained image backbones over a dataset x backbone x strategy grid; "
+                    "watch it live; export the best models to ONNX. With no command, opens the TUI.",
+    )
+    parser.add_argument("--runs", default="runs", metavar="DIR", help="run store for the TUI (default: runs/)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_run_parser(sub)
+    add_runs_parser(sub)
+    add_control_parsers(sub)
+    for module in ("export.cli", "report.cli"):  # sub-packages register their own commands
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command is None:
+            from tui.app import run_app
+
+            return run_app(Path(args.runs))
+        return args.func(args)
+    except Exception as exc:
+        if type(exc).__name__ in USER_ERRORS or (isinstance(exc, ValueError) and "not found" in str(exc)):
+            return fail(str(exc).splitlines()[0])
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
