@@ -1,0 +1,69 @@
+import pytest
+
+from engine.config import (ConfigError, GridConfig, RunConfig, apply_overrides, load_grid_file, parse_set, run_id)
+from engine.presets import PRESETS
+
+
+def test_toml_grid_file_and_overrides(tmp_path):
+    f = tmp_path / "mygrid.toml"
+    f.write_text('datasets = ["digits"]\nbackbones = ["test_efficientnet"]\nstrategies = ["frozen", "full"]\n'
+                 "[data]\nimage_size = 32\n[train]\nepochs = 7\n")
+    grid = load_grid_file(f)
+    assert grid.name == "mygrid"
+    assert grid.base.data.image_size == 32 and grid.base.train.epochs == 7
+    assert [r.run_id for r in grid.runs()] == ["digits__test_efficientnet__frozen", "digits__test_efficientnet__full"]
+    # command line beats file
+    grid2 = apply_overrides(grid, {"train.epochs": "3", "strategies": "partial", "data.augment": "true"})
+    assert grid2.base.train.epochs == 3 and grid2.strategies == ("partial",) and grid2.base.data.augment is True
+    assert grid2.base.data.image_size == 32  # untouched keys keep the file's value
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[train]\nepochz = 3\n", "unknown key(s) ['epochz']"),
+    ("[train]\nepochs = 'many'\n", "epochs: expected an integer"),
+    ("[model]\nhead = 'mlp'\n", "head: 'mlp' is not one of seed, linear"),
+    ("[data]\nval_fraction = 1.5\n", "val_fraction: 1.5 is out of range"),
+    ("[extra]\nx = 1\n", "unknown key(s) ['extra']"),
+    ("datasets = 3\n", "datasets: expected a list of names"),
+    ("not toml [", "invalid TOML"),
+])
+def test_bad_config_values_name_key_and_file(tmp_path, text, needle):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_grid_file(f)
+    assert needle in str(info.value)
+    assert str(f) in str(info.value)
+
+
+def test_missing_grid_file_message(tmp_path):
+    with pytest.raises(ConfigError, match="not found; pass a TOML file"):
+        load_grid_file(tmp_path / "nope.toml")
+
+
+def test_set_syntax_and_unknown_section():
+    assert parse_set(["train.epochs=3", "data.image_size = 96"]) == {"train.epochs": "3", "data.image_size": "96"}
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        parse_set(["epochs"])
+    with pytest.raises(ConfigError, match="unknown section"):
+        apply_overrides(GridConfig(), {"optim.lr": "1"})
+
+
+def test_round_trip_through_dict():
+    grid = PRESETS["seed"]
+    assert GridConfig.from_dict(grid.to_dict()) == grid
+    run = grid.runs()[5]
+    assert RunConfig.from_dict(run.to_dict()) == run
+
+
+def test_seed_preset_is_the_reference_grid():
+    grid = PRESETS["seed"]
+    assert len(grid.runs()) == 48
+    assert grid.base.data.image_size == 32 and grid.base.train.epochs == 20
+    assert grid.base.train.patience == 5 and grid.base.train.plateau_factor == 0.5
+    assert grid.base.train.plateau_patience == 3 and grid.base.train.seed == 42
+    assert grid.base.train.optimizer == "adam" and grid.base.model.head == "seed"
+
+
+def test_run_id_is_folder_safe():
+    assert run_id("imagefolder:/data/my pets", "resnet50", "full") == "if--data-my-pets__resnet50__full"

@@ -1,0 +1,146 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from engine import events as ev
+from engine.store import (DEAD_WORKER, FileLock, RunStore, RunSummary, atomic_write_json, atomic_write_text,
+                          is_locked, load_run)
+
+
+def test_event_round_trip_and_version():
+    e = ev.Epoch(epoch=3, epochs=20, train_loss=0.5, val_acc=0.9, group_norms={"blocks.0": 1.5})
+    obj = json.loads(e.to_json())
+    assert obj["v"] == ev.SCHEMA_VERSION and obj["type"] == "epoch"
+    back = ev.parse_event(e.to_json())
+    assert back == e
+
+
+def test_reader_ignores_unknown_fields_types_and_torn_lines(tmp_path):
+    path = tmp_path / "events.jsonl"
+    newer = dict(json.loads(ev.Log(message="hi").to_json()), extra_field=1)
+    lines = [ev.Started(run_id="r").to_json(), json.dumps(newer), '{"type":"from_the_future","v":9}', "garbage",
+             ev.Epoch(epoch=1).to_json()]
+    path.write_text("\n".join(lines) + "\n" + ev.Epoch(epoch=2).to_json()[:30])  # torn last line
+    events, offset = ev.read_events(path)
+    assert [type(e).__name__ for e in events] == ["Started", "Log", "Epoch"]
+    assert events[1].message == "hi"
+    assert offset == len("\n".join(lines)) + 1
+    # the rest of the torn line arrives: reading on from the offset gets it, once
+    with open(path, "a") as fh:
+        fh.write(ev.Epoch(epoch=2).to_json()[30:] + "\n")
+    more, _ = ev.read_events(path, offset)
+    assert [e.epoch for e in more] == [2]
+
+
+def test_atomic_write_keeps_old_file_when_writer_dies(tmp_path):
+    target = tmp_path / "results.json"
+    atomic_write_json(target, {"accuracy": 0.9})
+
+    class Boom(Exception):
+        pass
+
+    from engine.store import atomic_write
+
+    def bad(tmp):
+        with open(tmp, "w") as fh:
+            fh.write('{"accuracy": 0.')  # half-written
+        raise Boom
+
+    with pytest.raises(Boom):
+        atomic_write(target, bad)
+    assert json.loads(target.read_text()) == {"accuracy": 0.9}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temp files left
+
+
+def test_atomic_write_survives_sigkill_mid_write(tmp_path):
+    """A process killed while rewriting a file in a loop never leaves it torn."""
+    target = tmp_path / "summary.json"
+    code = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from engine.store import atomic_write_json\n"
+        "i = 0\n"
+        "while True:\n"
+        "    atomic_write_json(%r, {'i': i, 'pad': 'x' * 200000}); i += 1\n"
+    ) % (os.getcwd(), str(target))
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    import time
+
+    deadline = time.time() + 20
+    while not target.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.kill()
+    proc.wait()
+    obj = json.loads(target.read_text())
+    assert obj["i"] >= 0 and len(obj["pad"]) == 200000
+
+
+def _run_folder(tmp_path, events=(), config=True):
+    rdir = tmp_path / "g" / "ds__bb__frozen"
+    rdir.mkdir(parents=True)
+    if config:
+        from engine.config import RunConfig
+
+        atomic_write_json(rdir / "config.json", RunConfig().to_dict())
+    (rdir / "events.jsonl").write_text("".join(e.to_json() + "\n" for e in events))
+    return rdir
+
+
+def test_load_run_folds_events_when_summary_missing(tmp_path):
+    rdir = _run_folder(tmp_path, [
+        ev.Started(run_id="x", config={"train": {"epochs": 5}}),
+        ev.Epoch(epoch=1, epochs=5, val_acc=0.5, seconds=2.0),
+        ev.Epoch(epoch=2, epochs=5, val_acc=0.7, seconds=4.0, is_best=True),
+        ev.Finished(best_epoch=2, test={"accuracy": 0.71, "f1_macro": 0.69}),
+    ])
+    rec = load_run(rdir)
+    s = rec.summary
+    assert not rec.problem
+    assert (s.status, s.epoch, s.best_val_acc, s.best_epoch, s.test_accuracy) == ("done", 2, 0.7, 2, 0.71)
+    assert s.val_acc_history == [0.5, 0.7]
+
+
+def test_dead_worker_detected_through_lock(tmp_path):
+    rdir = _run_folder(tmp_path, [ev.Started(run_id="x"), ev.Epoch(epoch=1, epochs=5, seconds=3.0)])
+    lock = FileLock(rdir / "run.lock")
+    assert lock.acquire()
+    assert is_locked(rdir / "run.lock")
+    s = load_run(rdir).summary
+    assert s.status == "running" and s.eta_seconds == pytest.approx(12.0)
+    lock.release()
+    s = load_run(rdir).summary
+    assert s.status == "failed" and s.error == DEAD_WORKER
+
+
+def test_resumed_run_history_is_replaced_not_appended(tmp_path):
+    rdir = _run_folder(tmp_path, [
+        ev.Started(), ev.Epoch(epoch=1, val_acc=0.5), ev.Epoch(epoch=2, val_acc=0.6),
+        ev.Started(resumed_from_epoch=1), ev.Epoch(epoch=2, val_acc=0.65), ev.Epoch(epoch=3, val_acc=0.8),
+    ])
+    FileLock(rdir / "run.lock")
+    s = load_run(rdir).summary
+    assert s.val_acc_history == [0.5, 0.65, 0.8]
+
+
+@pytest.mark.parametrize("damage", ["missing", "torn", "empty-object"])
+def test_corrupt_run_folder_is_unreadable_with_reason(tmp_path, damage):
+    rdir = _run_folder(tmp_path, config=False)
+    if damage == "torn":
+        atomic_write_text(rdir / "config.json", '{"data": {"dataset": "x"')
+    elif damage == "empty-object":
+        atomic_write_text(rdir / "config.json", "{}")
+    rec = load_run(rdir)
+    assert rec.summary.status == "unreadable"
+    assert "config.json" in rec.problem
+    # the store lists it rather than failing
+    atomic_write_json(tmp_path / "g" / "grid.json", {"name": "g", "runs": []})
+    assert [r.summary.status for r in RunStore(tmp_path).runs("g")] == ["unreadable"]
+
+
+def test_summary_round_trip_ignores_unknown_keys():
+    s = RunSummary(run_id="a", status="done", test_accuracy=0.9)
+    d = s.to_dict() | {"added_later": 1}
+    assert RunSummary.from_dict(d) == s
