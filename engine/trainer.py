@@ -386,6 +386,7 @@ class Trainer:
                    "trainable": self.trainable, "is_best": improved}
             row.update({f"norm:{k}": v for k, v in norms.items()})
             state.rows = state.rows[: epoch - 1] + [row]
+            self.save_last(state)  # before the epoch is announced: an announced epoch is resumable
             frame = pd.DataFrame(state.rows)
             atomic_write(self.run_dir / "metrics.csv", lambda tmp: frame.to_csv(tmp, index=False))
             self.writer.emit(ev.Epoch(
@@ -396,7 +397,6 @@ class Trainer:
             ))
             if improved:
                 self.writer.emit(ev.Checkpoint(kind="best", epoch=epoch, path="best.safetensors", val_loss=val_loss))
-            self.save_last(state)
             if state.bad_epochs >= tc.patience:
                 if stage < n_stages(tc) - 1:  # gradual: a stalled stage moves on instead of stopping
                     continue
