@@ -142,7 +142,7 @@ def test_seed_preset_runs_on_real_format_cifar_files(tmp_path):
     write_cifar10(tmp_path / "data", train_per_class=2000, test_per_class=500)
     r = run_cli("run", "--preset", "seed", "--runs", str(tmp_path / "runs"), "--data-root", str(tmp_path / "data"),
                 "--datasets", "transport", "--backbones", "test_efficientnet", "--strategies", "frozen",
-                "--epochs", "1", "--set", "train.threads=1", "--plain")
+                "--epochs", "1", "--weights", "random", "--set", "train.threads=1", "--plain")
     assert r.returncode == 0, r.stdout + r.stderr
     rec = RunStore(tmp_path / "runs").runs("seed")[0]
     assert rec.summary.status == "done"
