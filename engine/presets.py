@@ -26,9 +26,9 @@ DEMO = GridConfig(
     backbones=("efficientnet_lite0", "test_efficientnet"),
     strategies=("frozen", "partial", "full"),
     base=RunConfig(
-        data=DataConfig(image_size=48, batch_size=64, train_limit=3000),
+        data=DataConfig(image_size=48, batch_size=64, train_limit=4000),
         model=ModelConfig(head="seed", weights="pretrained", on_missing_weights="random"),
-        train=TrainConfig(epochs=4, patience=2, plateau_patience=1),
+        train=TrainConfig(epochs=5, patience=3, plateau_patience=2),
     ),
 )
 

@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS=test bash scripts/setup.sh
-export HF_HUB_OFFLINE=1 MPLBACKEND=Agg
+# one thread per test process: two processes on two cores, no oversubscription
+export HF_HUB_OFFLINE=1 MPLBACKEND=Agg OMP_NUM_THREADS=1
 exec .venv/bin/python -m pytest -n 2 --dist loadfile -q -p no:cacheprovider "$@"
