@@ -100,19 +100,26 @@ class GridConfig:
     strategies: tuple[str, ...] = ("frozen", "partial", "full")
     concurrency: int = 0  # runs at once; 0 = one per GPU, or 1 on CPU
     base: RunConfig = field(default_factory=RunConfig)
+    # per-name settings: {"full": {"train.epochs": 3}} applies to every run whose
+    # dataset, backbone or strategy is "full" (TOML: [overrides.full])
+    overrides: dict = field(default_factory=dict)
 
     def runs(self) -> list[RunConfig]:
-        return [
-            replace(
-                self.base,
-                data=replace(self.base.data, dataset=d),
-                model=replace(self.base.model, backbone=b),
-                train=replace(self.base.train, strategy=s),
-            )
-            for d in self.datasets
-            for b in self.backbones
-            for s in self.strategies
-        ]
+        out = []
+        for d in self.datasets:
+            for b in self.backbones:
+                for s in self.strategies:
+                    run = replace(
+                        self.base,
+                        data=replace(self.base.data, dataset=d),
+                        model=replace(self.base.model, backbone=b),
+                        train=replace(self.base.train, strategy=s),
+                    )
+                    for name in (d, b, s):
+                        if name in self.overrides:
+                            run = override_run(run, self.overrides[name], f"overrides.{name}")
+                    out.append(run)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -123,8 +130,33 @@ class GridConfig:
         # a TOML file has [data]/[model]/[train] at top level; a stored grid.json nests them in "base"
         sections = obj.pop("base", None) or {k: obj.pop(k) for k in ("data", "model", "train") if k in obj}
         base = RunConfig.from_dict(sections, source)
-        grid = _build(cls, obj, source, skip=("base",))
-        return replace(grid, base=base)
+        overrides = obj.pop("overrides", {}) or {}
+        if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+            raise ConfigError(f"{source} overrides: expected tables like [overrides.full] with section.key = value")
+        grid = _build(cls, obj, source, skip=("base", "overrides"))
+        grid = replace(grid, base=base, overrides={k: dict(v) for k, v in overrides.items()})
+        grid.runs()  # check every override now, not when a run starts
+        return grid
+
+
+def override_run(run: RunConfig, settings: dict, source: str) -> RunConfig:
+    """Apply ``{"train.epochs": 3, ...}`` (or nested ``{"train": {"epochs": 3}}``) to one run."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    sections = {"data": dataclasses.asdict(run.data), "model": dataclasses.asdict(run.model),
+                "train": dataclasses.asdict(run.train)}
+    for key, value in flat.items():
+        section, _, name = key.partition(".")
+        if section not in sections or not name:
+            raise ConfigError(f"{source}: {key!r} must be data.KEY, model.KEY or train.KEY")
+        if name in ("dataset", "backbone", "strategy"):
+            raise ConfigError(f"{source}: {key!r} is set by the grid, not by an override")
+        sections[section][name] = value
+    return RunConfig.from_dict(sections, source)
 
 
 def run_id(dataset: str, backbone: str, strategy: str) -> str:
@@ -261,8 +293,9 @@ def apply_overrides(grid: GridConfig, overrides: dict[str, Any], source: str = "
         new_sections[section] = _build(cls, current, f"{source} {section}")
     current_top = {k: v for k, v in dataclasses.asdict(grid).items() if k != "base"}
     current_top.update(top)
-    new_grid = _build(GridConfig, current_top, source, skip=("base",))
-    return replace(new_grid, base=RunConfig(**new_sections))
+    current_top.pop("overrides", None)
+    new_grid = _build(GridConfig, current_top, source, skip=("base", "overrides"))
+    return replace(new_grid, base=RunConfig(**new_sections), overrides=grid.overrides)
 
 
 def parse_set(items: list[str]) -> dict[str, str]:

@@ -67,3 +67,26 @@ def test_seed_preset_is_the_reference_grid():
 
 def test_run_id_is_folder_safe():
     assert run_id("imagefolder:/data/my pets", "resnet50", "full") == "if--data-my-pets__resnet50__full"
+
+
+def test_per_name_overrides_apply_to_matching_runs_only(tmp_path):
+    f = tmp_path / "o.toml"
+    f.write_text('datasets = ["digits"]\nbackbones = ["test_efficientnet", "test_resnet"]\n'
+                 'strategies = ["frozen", "full"]\n[train]\nepochs = 10\n'
+                 '[overrides.full]\n"train.epochs" = 2\n"data.train_limit" = 500\n'
+                 '[overrides.test_resnet]\nmodel = { head = "linear" }\n')
+    grid = load_grid_file(f)
+    runs = {r.run_id: r for r in grid.runs()}
+    assert runs["digits__test_efficientnet__frozen"].train.epochs == 10
+    assert runs["digits__test_efficientnet__full"].train.epochs == 2
+    assert runs["digits__test_efficientnet__full"].data.train_limit == 500
+    assert runs["digits__test_resnet__full"].model.head == "linear"
+    assert runs["digits__test_efficientnet__full"].model.head == "seed"
+    assert GridConfig.from_dict(grid.to_dict()) == grid  # survives grid.json
+
+
+def test_bad_override_names_the_table(tmp_path):
+    f = tmp_path / "o.toml"
+    f.write_text('[overrides.full]\n"train.epochz" = 2\n')
+    with pytest.raises(ConfigError, match=r"overrides.full \[train\]: unknown key"):
+        load_grid_file(f)
