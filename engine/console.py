@@ -6,9 +6,11 @@ import sys
 import threading
 import time
 
-from rich.console import Console
+from rich import box
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from engine import events as ev
 from engine.store import RunSummary, fold
@@ -78,26 +80,39 @@ class ProgressView:
             t.add_column(col, no_wrap=True)
         for rid, s in self.summaries.items():
             progress = f"{s.phase} {s.step}/{s.steps}" if s.status == "running" and s.steps else ""
-            status = f"[{STATUS_STYLE.get(s.status, '')}]{s.status}[/]"
+            status = Text(s.status, style=STATUS_STYLE.get(s.status, "magenta"))
             if s.status == "failed" and s.error:
-                status += f" [red]{s.error[:60]}[/]"
+                status.append(" " + s.error[:60], style="red")
             t.add_row(rid, status, f"{s.epoch}/{s.epochs}", progress, _pct(s.train_loss), _pct(s.val_acc),
                       _pct(s.best_val_acc), _pct(s.test_accuracy), _pct(s.test_f1_macro),
                       "" if s.img_per_s is None else f"{s.img_per_s:.0f}")
         return t
 
 
-def runs_table(records, title: str = "runs") -> Table:
-    """`finetune-tui runs`: every run with status and metrics."""
-    t = Table(title=title)
-    for col in ("grid", "run", "status", "epoch", "best val acc", "test acc", "F1 (macro)", "weights", "error"):
-        t.add_column(col, overflow="fold")
+def runs_table(records, title: str = "runs") -> Group:
+    """`finetune-tui runs`: every run with status and metrics, then one line per failure or problem."""
+    grids = {rec.summary.grid for rec in records}
+    one = len(grids) == 1
+    t = Table(title=f"{title}, grid {grids.pop()}" if one else title, box=box.SIMPLE_HEAD, pad_edge=False,
+              padding=(0, 1))
+    if not one:
+        t.add_column("grid", style="dim")
+    t.add_column("dataset", min_width=8)
+    t.add_column("backbone", min_width=12, overflow="fold")
+    t.add_column("strategy", min_width=8)
+    for col in ("status", "epoch", "val", "test", "F1"):
+        t.add_column(col, no_wrap=True, justify="left" if col == "status" else "right")
+    notes = []
     for rec in records:
         s = rec.summary
-        t.add_row(s.grid, rec.run_id, f"[{STATUS_STYLE.get(s.status, '')}]{s.status}[/]", f"{s.epoch}/{s.epochs}",
-                  _pct(s.best_val_acc), _pct(s.test_accuracy), _pct(s.test_f1_macro), s.weights[:40],
-                  (rec.problem or s.error)[:80])
-    return t
+        cells = [] if one else [s.grid]
+        t.add_row(*cells, s.dataset or rec.run_id, s.backbone, s.strategy,
+                  Text(s.status, style=STATUS_STYLE.get(s.status, "magenta")), f"{s.epoch}/{s.epochs}",
+                  _pct(s.best_val_acc), _pct(s.test_accuracy), _pct(s.test_f1_macro))
+        note = rec.problem or s.error
+        if note:  # Text, not markup: errors may hold brackets
+            notes.append(Text.assemble((f"{s.grid}/{rec.run_id}: ", "bold"), (note, "red")))
+    return Group(t, *notes)
 
 
 def is_terminal() -> bool:

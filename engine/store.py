@@ -298,7 +298,9 @@ class RunStore:
             ids = self.grid_info(grid).get("runs", [])
         except StoreError:
             ids = []
-        found = {p.name for p in gdir.iterdir() if p.is_dir()} if gdir.is_dir() else set()
+        # a run folder holds a config or events; report/, export/ and the like are not runs
+        found = {p.name for p in gdir.iterdir() if p.is_dir() and (p.name in ids or (p / "config.json").exists()
+                 or (p / "events.jsonl").exists())} if gdir.is_dir() else set()
         ordered = [i for i in ids if i in found] + sorted(found - set(ids))
         return [gdir / i for i in ordered]
 
