@@ -90,7 +90,8 @@ def feature_dim(backbone: nn.Module, in_chans: int = 3) -> int:
 
 def build_classifier(backbone_name: str, head: str, num_classes: int) -> Classifier:
     backbone = create_backbone(backbone_name)
-    return Classifier(backbone, build_head(head, feature_dim(backbone), num_classes), feature_dim(backbone))
+    dim = feature_dim(backbone)
+    return Classifier(backbone, build_head(head, dim, num_classes), dim)
 
 
 def norm_config(backbone: nn.Module) -> dict:

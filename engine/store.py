@@ -34,6 +34,8 @@ from typing import Any, Callable
 from engine import events as ev
 
 DEFAULT_ROOT = "runs"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "unreadable")
 
 
@@ -50,6 +52,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; store files are as readable as any other
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:

@@ -36,7 +36,7 @@ def add_run_parser(sub) -> None:
     src.add_argument("--preset", choices=["demo", "seed"], help="a built-in grid (default: demo)")
     src.add_argument("--grid", metavar="FILE.toml", help="a TOML grid file")
     p.add_argument("--name", help="grid name (folder in the run store); default: the preset's or the file's name")
-    p.add_argument("--runs", default="runs", metavar="DIR", help="run store (default: runs/)")
+    p.add_argument("--runs", default=argparse.SUPPRESS, metavar="DIR", help="run store (default: runs/)")
     p.add_argument("--datasets", help="comma-separated dataset names (transport, animals, footwear, people, cifar10, "
                                       "cifar100, fashion_mnist, digits, imagefolder:PATH)")
     p.add_argument("--backbones", help="comma-separated: vgg16, resnet50, mobilenetv2, efficientnetb0, "
@@ -122,7 +122,7 @@ def cmd_run(args) -> int:
 
 def add_runs_parser(sub) -> None:
     p = sub.add_parser("runs", help="list runs with status and metrics")
-    p.add_argument("--runs", default="runs", metavar="DIR", help="run store (default: runs/)")
+    p.add_argument("--runs", default=argparse.SUPPRESS, metavar="DIR", help="run store (default: runs/)")
     p.add_argument("--grid", help="only this grid")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.set_defaults(func=cmd_runs)
@@ -164,12 +164,12 @@ def cmd_runs(args) -> int:
 def add_control_parsers(sub) -> None:
     p = sub.add_parser("resume", help="resume a grid in the background (finished runs are skipped)")
     p.add_argument("grid")
-    p.add_argument("--runs", default="runs", metavar="DIR")
+    p.add_argument("--runs", default=argparse.SUPPRESS, metavar="DIR", help="run store (default: runs/)")
     p.set_defaults(func=cmd_resume)
     p = sub.add_parser("cancel", help="cancel a grid, or one run of it")
     p.add_argument("grid")
     p.add_argument("run", nargs="?", help="run id (default: the whole grid)")
-    p.add_argument("--runs", default="runs", metavar="DIR")
+    p.add_argument("--runs", default=argparse.SUPPRESS, metavar="DIR", help="run store (default: runs/)")
     p.set_defaults(func=cmd_cancel)
 
 
