@@ -74,8 +74,19 @@ def prepare(grid: GridConfig, root: str | Path) -> Path:
     for r in runs:
         rdir = gdir / r.run_id
         if not (rdir / "config.json").exists():
-            atomic_write_json(rdir / "config.json", r.to_dict())
+            atomic_write_json(rdir / "config.json", _absolute_paths(r).to_dict())
     return gdir
+
+
+def _absolute_paths(run):
+    """A run's folder must not depend on where a later reader (export, report) is started."""
+    from dataclasses import replace
+
+    data = replace(run.data, data_root=str(Path(run.data.data_root).expanduser().resolve()))
+    model = run.model
+    if model.weights not in ("pretrained", "random"):
+        model = replace(model, weights=str(Path(model.weights).expanduser().resolve()))
+    return replace(run, data=data, model=model)
 
 
 def load_grid(gdir: Path) -> GridConfig:

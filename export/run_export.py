@@ -1,0 +1,401 @@
+"""One run's export, step by step: ONNX file, parity and accuracy on the test set, variants, latency.
+
+Writes ``<run>/export/``: ``model.onnx`` (renamed ``model.parity_failed.onnx`` when parity
+fails, so nothing ships it by accident), ``model.int8.onnx`` / ``model.fp16.onnx`` when asked,
+``summary.json`` (docs/CONTRACTS.md) and ``export.json`` (everything measured, with provenance).
+The public entry point is ``export.api.export_run``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.checkpoint import load_classifier
+from engine.store import RunRecord, StoreError, atomic_write_json, load_run, read_json
+from export import evaluate, metadata
+from export.benchmark import bench_ort, bench_torch, busy_machine, provenance, ratios
+from export.onnx_export import OPSET, export_onnx
+from export.ort_session import CPU, CUDA, TRT, available_providers, open_session
+from export.parity import compare_logits
+from export.quantize import VARIANTS, convert_fp16, quantize_int8
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_IMAGES = 256
+BENCH_IMAGES = 64  # distinct test images the benchmark batches are cut from
+DIAGNOSIS_IMAGES = 128  # a failed parity check is re-run against float64 on the worst images
+MODEL, FAILED_MODEL = "model.onnx", "model.parity_failed.onnx"
+SUMMARY, DETAIL, LOCK = "summary.json", "export.json", "export.lock"
+
+class ExportError(Exception):
+    """A user error (no checkpoint, unknown selection, export already running); one line."""
+
+
+@dataclass(frozen=True)
+class ExportProgress:
+    """What an export is doing now: ``stage`` with ``done`` of ``total`` (0 of 0: no count)."""
+
+    run_id: str
+    stage: str  # "export", "evaluate", "int8", "fp16", "benchmark CPUExecutionProvider b8", "torch cpu b8", "done"
+    done: int = 0
+    total: int = 0
+
+
+ProgressFn = Callable[[ExportProgress], None]
+
+
+def variant_file(variant: str) -> str:
+    return f"model.{variant}.onnx"
+
+def _empty_summary() -> dict:
+    """docs/CONTRACTS.md's export/summary.json, nothing measured yet."""
+    return {"status": "failed", "error": "", "onnx_accuracy": None, "onnx_f1_macro": None, "torch_accuracy": None,
+            "torch_f1_macro": None, "parity_max_abs_diff": None, "top1_agreement": None, "size_mb": None,
+            "latency": {}, "torch_latency": {}, "provenance": {}}
+
+
+def _size_mb(path: Path) -> float:
+    return round(path.stat().st_size / 1e6, 3)
+
+
+@contextmanager
+def _strict_fp32(cuda: bool):
+    """No TF32 in PyTorch while checking parity on CUDA (it would cost ~1e-3 on its own)."""
+    if not cuda:
+        yield
+        return
+    old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+class RunExport:
+    """One run's export, step by step; ``detail`` becomes export.json, ``summary`` summary.json."""
+
+    def __init__(self, run_dir: Path, **opts):
+        self.run_dir, self.out = run_dir, run_dir / "export"
+        self.opts = opts
+        self.record: RunRecord = load_run(run_dir)
+        self.run_id = run_dir.name
+        self.summary = _empty_summary()
+        self.detail: dict[str, Any] = {
+            "run_id": self.run_id, "grid": run_dir.parent.name, "dataset": self.record.summary.dataset,
+            "backbone": self.record.summary.backbone, "strategy": self.record.summary.strategy,
+            "run_status": self.record.summary.status, "files": {}, "variants": {}, "providers": {},
+            "ratio_onnx_over_torch": {}, "seconds": {},
+        }
+
+    def _progress(self, stage: str, done: int = 0, total: int = 0) -> None:
+        if self.opts["progress"]:
+            self.opts["progress"](ExportProgress(self.run_id, stage, done, total))
+
+    def _clear_previous(self) -> None:
+        for name in (SUMMARY, DETAIL, MODEL, FAILED_MODEL, *(variant_file(v) for v in VARIANTS)):
+            (self.out / name).unlink(missing_ok=True)
+
+    def run(self) -> dict:
+        t0 = time.perf_counter()
+        self._clear_previous()
+        if self.record.summary.status != "done":
+            log.warning("%s: run status is %s; exporting its current best checkpoint", self.run_id,
+                        self.record.summary.status)
+        try:
+            self._export_and_check()
+            if self.summary["status"] == "parity_failed":
+                return self.summary
+            for variant in self.opts["variants"]:
+                self._variant(variant)
+            if self.opts["benchmark"]:
+                self._benchmark()
+            self.summary["status"] = "ok"
+        except Exception as exc:  # recorded and reported, so a grid export goes on with the next run
+            self.summary["status"] = "failed"
+            self.summary["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+            self.detail["traceback"] = traceback.format_exc()  # for whoever debugs it, not for the terminal
+            log.error("%s: export failed: %s", self.run_id, self.summary["error"])
+        finally:
+            self.detail["seconds"]["total"] = round(time.perf_counter() - t0, 2)
+            self.summary["provenance"] = self.detail.get("provenance", {})
+            self.summary = self.detail["summary"] = _json_safe(self.summary)
+            atomic_write_json(self.out / DETAIL, _json_safe(self.detail))
+            atomic_write_json(self.out / SUMMARY, self.summary)
+            self._progress("done")
+        return self.summary
+
+    # -- steps --
+
+    def _timed(self, name: str, t0: float) -> None:
+        self.detail["seconds"][name] = round(time.perf_counter() - t0, 2)
+
+    def _export_and_check(self) -> None:
+        o = self.opts
+        t0 = time.perf_counter()
+        self._progress("export")
+        self.detail["provenance"] = provenance(o["threads"], o["bench_config"] if o["benchmark"] else None)
+        ckpt = self.run_dir / "best.safetensors"
+        self.model, self.meta = load_classifier(ckpt)
+        self.data = o["data"] if o["data"] is not None else load_data(self.run_dir)
+        if list(self.data.classes) != list(self.meta["classes"]):
+            raise ValueError(f"the dataset's classes {list(self.data.classes)} differ from the checkpoint's "
+                             f"{self.meta['classes']}")
+        self.detail["checkpoint"] = {"path": str(ckpt), "epoch": self.meta.get("epoch"),
+                                     "val_loss": self.meta.get("val_loss")}
+        onnx_meta = metadata.build(self.meta, grid=self.run_dir.parent.name, source_run=str(self.run_dir),
+                                   source_checkpoint="best.safetensors", strategy=self.record.summary.strategy,
+                                   exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                   exporter=f"torch {torch.__version__} (dynamo=False)")
+        self.path = export_onnx(self.model, self.out / MODEL, onnx_meta, opset=OPSET)
+        self.detail["files"]["model"] = {"path": MODEL, "size_mb": _size_mb(self.path), "opset": OPSET,
+                                         "checker": "onnx.checker full_check passed"}
+        self.summary["size_mb"] = _size_mb(self.path)
+        self._timed("export", t0)
+
+        t0 = time.perf_counter()
+        device, info = self._eval_session(self.path, "fp32")
+        n = len(self.data.test.y)
+        self._progress("evaluate", 0, n)
+        with _strict_fp32(device.startswith("cuda")):
+            t_logits, o_logits = evaluate.both_logits(self.model, info.session, self.data.test.x, self.meta, device,
+                                                      lambda d, t: self._progress("evaluate", d, t))
+        self.labels = np.asarray(self.data.test.y)
+        self.onnx_logits = o_logits
+        parity = compare_logits(t_logits, o_logits, o["atol"])
+        tm = evaluate.metrics(t_logits, self.labels, len(self.meta["classes"]))
+        om = evaluate.metrics(o_logits, self.labels, len(self.meta["classes"]))
+        self.summary.update(torch_accuracy=tm["accuracy"], torch_f1_macro=tm["f1_macro"],
+                            onnx_accuracy=om["accuracy"], onnx_f1_macro=om["f1_macro"],
+                            parity_max_abs_diff=parity.max_abs_diff, top1_agreement=parity.top1_agreement)
+        self.detail["parity"] = {**parity.to_dict(), "device": device, "provider": info.actual,
+                                 "images": "the whole test split"}
+        self.detail["reported"] = _reported(self.run_dir, o_logits.argmax(1))
+        self._timed("evaluate", t0)
+        if not parity.passed:
+            os.replace(self.path, self.out / FAILED_MODEL)
+            self.detail["files"]["model"]["path"] = FAILED_MODEL
+            self.summary["status"] = "parity_failed"
+            self.summary["error"] = f"{parity.message()}; {self._diagnose(t_logits, o_logits)}"
+            log.error("%s: %s; the file is kept as %s for inspection", self.run_id, self.summary["error"],
+                      FAILED_MODEL)
+        else:
+            log.info("%s: %s", self.run_id, parity.message())
+
+    def _diagnose(self, t_logits: np.ndarray, o_logits: np.ndarray) -> str:
+        """Mis-export or ill-conditioned model? Both fp32 results against a float64 PyTorch reference
+        on the images where they differ most: an export bug leaves ONNX far further from it than
+        PyTorch fp32; an ill-conditioned model (e.g. BatchNorm channels with zero variance) puts
+        both at the same distance."""
+        worst = np.sort(np.argsort(-np.abs(t_logits - o_logits).max(1), kind="stable")[:DIAGNOSIS_IMAGES])
+        x = torch.as_tensor(self.data.test.x)[torch.from_numpy(worst)]
+        ref = evaluate.torch_logits_fp64(self.model, evaluate.input_batches(x, self.meta, batch=64))
+        torch_err = float(np.abs(t_logits[worst] - ref).max())
+        onnx_err = float(np.abs(o_logits[worst] - ref).max())
+        dead = sum(int((m.running_var == 0).sum()) for m in self.model.modules()
+                   if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_var is not None)
+        suggest = float(f"{2 * float(np.abs(t_logits - o_logits).max()):.0e}")
+        same_order = onnx_err <= 4 * max(torch_err, self.opts["atol"] / 10)
+        self.detail["parity"]["fp64_reference"] = {
+            "images": int(len(worst)), "torch_fp32_vs_fp64": torch_err, "onnx_vs_fp64": onnx_err,
+            "batchnorm_zero_var_channels": dead, "same_order": same_order}
+        found = (f"against a float64 PyTorch reference on the {len(worst)} most different images, PyTorch fp32 is "
+                 f"off by {torch_err:.2g} and ONNX by {onnx_err:.2g}")
+        if dead:
+            found += f"; {dead} BatchNorm channel(s) have running_var 0"
+        if same_order:
+            return (f"{found}: the model is ill-conditioned in fp32, not mis-exported; "
+                    f"accept it with --atol {suggest:g}")
+        return f"{found}: ONNX is much further off than PyTorch's own rounding, an export problem"
+
+    def _eval_session(self, path: Path, what: str, prefer_gpu: bool | None = None):
+        """(torch device, SessionInfo) for evaluating ``path``: CUDA when torch and onnxruntime both can."""
+        want = self.opts["device"]
+        gpu = (torch.cuda.is_available() and want in ("auto", "cuda")) if prefer_gpu is None else prefer_gpu
+        if gpu and CUDA in available_providers():
+            info = open_session(path, CUDA, provider_options={"use_tf32": 0})
+            if not info.fell_back:
+                return "cuda", info
+            self.detail.setdefault("notes", []).append(f"{what} evaluated on CPU: {info.error}")
+        return "cpu", open_session(path, CPU, threads=self.opts["threads"])
+
+    def _variant(self, variant: str) -> None:
+        t0 = time.perf_counter()
+        self._progress(variant)
+        dst = self.out / variant_file(variant)
+        if variant == "int8":
+            calib = self._calibration_batches()
+            settings = quantize_int8(self.path, dst, calib, sum(len(b) for b in calib))
+            info = open_session(dst, CPU, threads=self.opts["threads"])
+        else:
+            settings = convert_fp16(self.path, dst)
+            _, info = self._eval_session(dst, "fp16", prefer_gpu=torch.cuda.is_available())
+        logits = evaluate.ort_logits(info.session, evaluate.input_batches(self.data.test.x, self.meta))
+        m = evaluate.metrics(logits, self.labels, len(self.meta["classes"]))
+        agree = float(np.mean(logits.argmax(1) == self.onnx_logits.argmax(1)))
+        entry = {
+            "path": dst.name, "size_mb": _size_mb(dst), "size_ratio": round(_size_mb(dst) / self.summary["size_mb"], 3),
+            "accuracy": m["accuracy"], "f1_macro": m["f1_macro"],
+            "accuracy_delta": m["accuracy"] - self.summary["onnx_accuracy"],
+            "f1_delta": m["f1_macro"] - self.summary["onnx_f1_macro"],
+            "top1_agreement_fp32": agree,
+            "max_abs_diff_fp32": float(np.abs(logits - self.onnx_logits).max()),
+            "evaluated_on": info.actual, "settings": settings, "latency": {},
+        }
+        if variant == "fp16" and info.actual == CPU:
+            entry["note"] = "fp16 is for GPUs: accuracy measured on the CPU provider; no latency without CUDA"
+        self.detail["variants"][variant] = entry
+        self._timed(variant, t0)
+
+    def _calibration_batches(self) -> list[np.ndarray]:
+        split = getattr(self.data, "train", None)
+        source = "train"
+        if split is None or len(split.y) == 0:
+            split, source = self.data.test, "test (no train split given)"
+        n = min(CALIBRATION_IMAGES, len(split.y))
+        pick = np.sort(np.random.default_rng(0).choice(len(split.y), size=n, replace=False))
+        x = torch.as_tensor(split.x)[torch.from_numpy(pick)]
+        self.detail["calibration"] = {"split": source, "images": n, "seed": 0}
+        return list(evaluate.input_batches(x, self.meta, batch=32))
+
+    def _bench_images(self) -> np.ndarray:
+        x = torch.as_tensor(self.data.test.x)[:BENCH_IMAGES]
+        return next(evaluate.input_batches(x, self.meta, batch=BENCH_IMAGES))
+
+    def _provider_options(self, provider: str) -> dict:
+        if provider == TRT:
+            s, b = int(self.meta["image_size"]), max(self.opts["batches"])
+            return {"device_id": 0, "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": str(self.out / "trt_cache"),
+                    "trt_profile_min_shapes": f"input:1x3x{s}x{s}",
+                    "trt_profile_opt_shapes": f"input:{b}x3x{s}x{s}",
+                    "trt_profile_max_shapes": f"input:{b}x3x{s}x{s}"}
+        if provider == CUDA:
+            return {"device_id": 0}
+        return {}
+
+    def _benchmark(self) -> None:
+        o = self.opts
+        t0 = time.perf_counter()
+        busy = busy_machine()
+        if busy:
+            self.detail.setdefault("notes", []).append(busy)
+            log.warning("%s: %s", self.run_id, busy)
+        images = self._bench_images()
+        cfg, batches = o["bench_config"], o["batches"]
+        wanted = o["providers"] if o["providers"] is not None else available_providers()
+        torch_devices: dict[str, str] = {}
+        for provider in wanted:
+            info = open_session(self.path, provider, threads=o["threads"],
+                                provider_options=self._provider_options(provider))
+            self.detail["providers"][provider] = info.describe()
+            if info.fell_back:  # reported as such, never timed under the requested provider's name
+                self.detail["providers"][provider]["status"] = "fallback"
+                continue
+            self._progress(f"benchmark {info.actual}", 0, len(batches))
+            lat = bench_ort(info, images, batches, cfg)
+            self.detail.setdefault("latency", {})[info.actual] = lat
+            self.summary["latency"][info.actual] = _contract_latency(lat)
+            self.detail["providers"][provider]["status"] = "measured"
+            torch_devices[info.actual] = "cpu" if info.actual == CPU else f"cuda:{info.options.get('device_id', 0)}"
+        for variant, entry in self.detail["variants"].items():
+            provider = CPU if variant == "int8" else CUDA
+            if provider not in self.summary["latency"]:
+                continue
+            info = open_session(self.out / entry["path"], provider, threads=o["threads"],
+                                provider_options=self._provider_options(provider))
+            if not info.fell_back:
+                self._progress(f"benchmark {variant} {provider}", 0, len(batches))
+                entry["latency"][provider] = bench_ort(info, images, batches, cfg)
+        for device in sorted(set(torch_devices.values())):
+            self._progress(f"torch {device}", 0, len(batches))
+            lat = bench_torch(self.model, images, batches, device, cfg, threads=o["threads"])
+            self.detail.setdefault("torch_latency", {})[device] = lat
+            self.summary["torch_latency"][device] = _contract_latency(lat)
+        for provider, device in torch_devices.items():
+            self.detail["ratio_onnx_over_torch"][provider] = {
+                "torch_device": device, **ratios(self.summary["latency"][provider],
+                                                 self.summary["torch_latency"][device])}
+        self.model.to("cpu")
+        self._timed("benchmark", t0)
+
+
+_CONTRACT_KEYS = ("p50_ms", "p90_ms", "p99_ms", "img_per_s")  # summary.json; export.json has runs, mean
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf (a model that outputs NaN) become None: the store's JSON is strict."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def _contract_latency(lat: dict[str, dict]) -> dict[str, dict]:
+    return {b: {k: v[k] for k in _CONTRACT_KEYS} for b, v in lat.items()}
+
+
+def data_key(run_dir: Path) -> tuple | None:
+    """What decides a run's splits (config.json's data section and seed); None if unreadable."""
+    try:
+        cfg = read_json(run_dir / "config.json")
+        d, t = cfg["data"], cfg["train"]
+        return (d["dataset"], d["data_root"], d["val_fraction"], t["seed"], d["image_size"], d["train_limit"])
+    except (StoreError, KeyError, TypeError):
+        return None
+
+
+def load_data(run_dir: Path):
+    """The run's dataset, drawn exactly as its trainer drew it (config.json's data section)."""
+    from engine.data import load_dataset
+
+    key = data_key(run_dir)
+    if key is None:
+        raise ValueError(f"{run_dir / 'config.json'} is missing or lacks the data/train settings")
+    dataset, data_root, val_fraction, seed, image_size, train_limit = key
+    return load_dataset(dataset, data_root, val_fraction=val_fraction, seed=seed, download=False,
+                        image_size=image_size, train_limit=train_limit)
+
+
+def _reported(run_dir: Path, onnx_preds: np.ndarray) -> dict:
+    """What training reported (results.json, test_probs.npz) next to the ONNX predictions."""
+    out: dict[str, Any] = {}
+    try:
+        results = read_json(run_dir / "results.json")
+        out["accuracy"] = results.get("accuracy")
+        out["f1_macro"] = results.get("f1_macro")
+        out["device"] = results.get("device")
+    except StoreError:
+        pass
+    try:
+        with np.load(run_dir / "test_probs.npz") as npz:
+            preds = npz["preds"]
+        if len(preds) == len(onnx_preds):
+            out["onnx_pred_agreement"] = float(np.mean(preds == onnx_preds))
+            out["onnx_pred_disagreements"] = int(np.sum(preds != onnx_preds))
+    except (OSError, KeyError, ValueError):
+        pass
+    return out
+
+
+def load_export(run_dir: str | Path) -> dict | None:
+    """A run's ``export/summary.json``, or None if it was never exported (or is being exported)."""
+    try:
+        return read_json(Path(run_dir) / "export" / SUMMARY)
+    except StoreError:
+        return None

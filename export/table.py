@@ -1,0 +1,166 @@
+"""A grid's exports as one table (``<grid>/exports.csv``), and which runs of a grid to export."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from engine.store import RunRecord, RunStore, StoreError, atomic_write, load_run, read_json
+from export.ort_session import short_name
+from export.run_export import DETAIL, ExportError, load_export
+
+SELECTIONS = ("all", "best-per-dataset", "best-per-dataset-backbone")
+
+
+def select_runs(records: list[RunRecord], select: str = "all") -> list[RunRecord]:
+    """Finished runs with a best checkpoint; ``best-per-*`` keeps the one with the highest best
+    *validation* accuracy per dataset (and backbone): the test set plays no part in choosing."""
+    if select not in SELECTIONS:
+        raise ExportError(f"selection {select!r} not known; choose from {', '.join(SELECTIONS)}")
+    done = [r for r in records if r.summary.status == "done" and (r.path / "best.safetensors").is_file()]
+    if select == "all":
+        return done
+    best: dict[tuple, RunRecord] = {}
+    for r in done:
+        key = (r.summary.dataset,) if select == "best-per-dataset" else (r.summary.dataset, r.summary.backbone)
+        score = r.summary.best_val_acc if r.summary.best_val_acc is not None else -math.inf
+        current = best.get(key)
+        if current is None or score > (current.summary.best_val_acc or -math.inf):
+            best[key] = r
+    return [r for r in done if r in best.values()]
+
+
+def grid_records(grid_dir: str | Path) -> list[RunRecord]:
+    grid_dir = Path(grid_dir)
+    if not (grid_dir / "grid.json").is_file():
+        raise ExportError(f"{grid_dir} is not a grid folder (no grid.json)")
+    store = RunStore(grid_dir.parent)
+    return [load_run(d, grid_dir.name) for d in store.run_dirs(grid_dir.name)]
+
+
+def grid_table(grid_dir: str | Path):
+    """One row per exported run of the grid (pandas DataFrame): what ``exports.csv`` holds.
+
+    Columns: run_id, dataset, backbone, strategy, status, accuracy and F1 (torch_/onnx_),
+    parity, size, variants (``int8_size_mb``, ``int8_accuracy_delta``, ...), then per provider
+    (``cpu``, ``cuda``, ``trt``) and batch: ``<p>_b<batch>_p50_ms/p90_ms/p99_ms/img_s``, PyTorch
+    ``torch_<device>_b<batch>_p50_ms/img_s``, ``<p>_b<batch>_vs_torch`` (ONNX/PyTorch img/s),
+    ``pareto_<p>_b<smallest batch>`` (no other model of the dataset is both more accurate and
+    faster), and provenance (cpu, gpu, onnxruntime, torch, threads).
+    """
+    import pandas as pd
+
+    from export.pareto import pareto_front
+
+    rows = []
+    for record in grid_records(grid_dir):
+        row = run_row(record)
+        if row:
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    smallest: dict[str, int] = {}  # provider -> smallest benchmarked batch
+    for col in df.columns:
+        m = _LATENCY_COL.match(col)
+        if m:
+            smallest[m["p"]] = min(int(m["b"]), smallest.get(m["p"], int(m["b"])))
+    ok = df[df["status"] == "ok"]
+    for provider, batch in smallest.items():
+        flags = pd.Series(False, index=df.index)
+        for _, group in ok.groupby("dataset"):
+            points = list(zip(group["onnx_accuracy"], group[f"{provider}_b{batch}_p50_ms"]))
+            flags.loc[group.index] = pareto_front(points)
+        df[f"pareto_{provider}_b{batch}"] = flags
+    return df
+
+
+_LATENCY_COL = re.compile(r"^(?P<p>cpu|cuda|trt|[a-z]+)_b(?P<b>\d+)_p50_ms$")
+
+
+def run_row(record: RunRecord) -> dict | None:
+    """A run's exports.csv row (None before its first export)."""
+    out_dir = record.path / "export"
+    summary = load_export(record.path)
+    if summary is None:
+        return None
+    try:
+        detail = read_json(out_dir / DETAIL)
+    except StoreError:
+        detail = {}
+    s = record.summary
+    row: dict[str, Any] = {"run_id": record.run_id, "dataset": s.dataset, "backbone": s.backbone,
+                           "strategy": s.strategy, "status": summary.get("status"), "error": summary.get("error", "")}
+    for k in ("torch_accuracy", "onnx_accuracy", "torch_f1_macro", "onnx_f1_macro", "parity_max_abs_diff",
+              "top1_agreement", "size_mb"):
+        row[k] = summary.get(k)
+    for variant, v in detail.get("variants", {}).items():
+        row.update({f"{variant}_size_mb": v.get("size_mb"), f"{variant}_accuracy": v.get("accuracy"),
+                    f"{variant}_accuracy_delta": v.get("accuracy_delta"),
+                    f"{variant}_top1_agreement_fp32": v.get("top1_agreement_fp32")})
+        for provider, lat in v.get("latency", {}).items():
+            for b, m in lat.items():
+                row[f"{variant}_{short_name(provider)}_b{b}_p50_ms"] = m["p50_ms"]
+                row[f"{variant}_{short_name(provider)}_b{b}_img_s"] = m["img_per_s"]
+    for provider, lat in summary.get("latency", {}).items():
+        p = short_name(provider)
+        for b, m in lat.items():
+            row.update({f"{p}_b{b}_p50_ms": m["p50_ms"], f"{p}_b{b}_p90_ms": m["p90_ms"],
+                        f"{p}_b{b}_p99_ms": m["p99_ms"], f"{p}_b{b}_img_s": m["img_per_s"]})
+    for device, lat in summary.get("torch_latency", {}).items():
+        d = device.split(":")[0]
+        for b, m in lat.items():
+            row.update({f"torch_{d}_b{b}_p50_ms": m["p50_ms"], f"torch_{d}_b{b}_img_s": m["img_per_s"]})
+    for provider, r in detail.get("ratio_onnx_over_torch", {}).items():
+        for b, v in r.items():
+            if b != "torch_device":
+                row[f"{short_name(provider)}_b{b}_vs_torch"] = v
+    fallbacks = [f"{short_name(p)}: {d.get('error', '')}" for p, d in detail.get("providers", {}).items()
+                 if d.get("fallback")]
+    row["provider_fallbacks"] = "; ".join(fallbacks)
+    prov = summary.get("provenance", {})
+    row.update({"cpu": prov.get("cpu"), "gpu": prov.get("gpu"), "onnxruntime": prov.get("onnxruntime"),
+                "torch": prov.get("torch"), "threads": prov.get("threads")})
+    return row
+
+
+def write_grid_csv(grid_dir: str | Path) -> Path:
+    """Write ``<grid>/exports.csv`` from every run's export (atomically); returns its path."""
+    grid_dir = Path(grid_dir)
+    df = grid_table(grid_dir)
+    path = grid_dir / "exports.csv"
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+    return path
+
+
+def latency_rows(run_dir: str | Path) -> list[dict[str, Any]]:
+    """A run's latency figures in long form: one row per engine (onnxruntime provider, variant, or
+    PyTorch device) and batch, with p50/p90/p99 ms, images/s and ONNX/PyTorch images/s."""
+    run_dir = Path(run_dir)
+    try:
+        detail = read_json(run_dir / "export" / DETAIL)
+    except StoreError:
+        return []
+    ratio = detail.get("ratio_onnx_over_torch", {})
+    rows = []
+
+    def add(engine: str, lat: dict, torch_lat: dict | None) -> None:
+        for b, m in lat.items():
+            vs = m["img_per_s"] / torch_lat[b]["img_per_s"] if torch_lat and b in torch_lat else None
+            rows.append({"run_id": run_dir.name, "engine": engine, "batch": int(b), "p50_ms": m["p50_ms"],
+                         "p90_ms": m["p90_ms"], "p99_ms": m["p99_ms"], "img_s": m["img_per_s"],
+                         "runs": m.get("runs"), "vs_torch": round(vs, 3) if vs else None})
+
+    torch_lat = detail.get("torch_latency", {})
+    for provider, lat in detail.get("latency", {}).items():
+        device = ratio.get(provider, {}).get("torch_device")
+        add(f"onnx {short_name(provider)}", lat, torch_lat.get(device))
+    for variant, v in detail.get("variants", {}).items():
+        for provider, lat in v.get("latency", {}).items():
+            device = ratio.get(provider, {}).get("torch_device")
+            add(f"onnx {variant} {short_name(provider)}", lat, torch_lat.get(device))
+    for device, lat in torch_lat.items():
+        add(f"torch {device}", lat, None)
+    return rows

@@ -1,0 +1,177 @@
+"""predict: an exported file classifies images with onnxruntime, numpy and Pillow alone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.checkpoint import load_classifier
+from engine.transforms import preprocess
+from export import cli, metadata, predict
+from export.onnx_export import export_onnx
+from tests.test_export import CLASSES, make_run, tiny_data
+
+REPO = Path(__file__).resolve().parents[1]
+BLOCK_TORCH = (
+    "import sys\n"
+    "for name in ('torch', 'timm', 'torchvision', 'engine.models', 'engine.transforms'):\n"
+    "    sys.modules[name] = None  # any import of these now raises ImportError\n"
+)
+
+
+@pytest.fixture(scope="module")
+def model_and_images(tmp_path_factory):
+    """An exported test_efficientnet (32 px, grey data) and PNGs of its test images."""
+    tmp = tmp_path_factory.mktemp("predict")
+    run = make_run(tmp / "g")
+    model, meta = load_classifier(run / "best.safetensors")
+    path = export_onnx(model, tmp / "model.onnx", metadata.build(meta))
+    data = tiny_data(12, seed=3)
+    images = []
+    for i, x in enumerate(data.test.x.numpy()):
+        p = tmp / f"img{i}.png"
+        Image.fromarray(x[0]).save(p)
+        images.append(str(p))
+    with torch.no_grad():
+        logits = model(preprocess(data.test.x, 32, meta["mean"], meta["std"]))
+    return {"path": path, "images": images, "probs": torch.softmax(logits, 1).numpy(), "meta": meta, "tmp": tmp}
+
+
+@pytest.mark.parametrize("chans, h, w, size", [
+    (1, 28, 28, 32),  # grey, upscaled (footwear at 32 px)
+    (1, 28, 28, 64),
+    (1, 28, 28, 16),  # grey, shrunk: antialiased
+    (3, 32, 32, 64),
+    (3, 100, 100, 64),
+    (3, 80, 96, 48),
+    (3, 60, 100, 64),  # only the width shrinks
+    (3, 100, 60, 64),  # only the height shrinks: the engine doesn't antialias (it checks the width)
+    (3, 32, 32, 32),  # no resize
+])
+def test_preprocessing_reproduces_engine(chans, h, w, size):
+    x = np.random.default_rng(h * w + size).integers(0, 256, (chans, h, w), dtype=np.uint8)
+    meta = {"image_size": size, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+            "in_chans_source": chans}
+    ref = preprocess(torch.from_numpy(x)[None], size, meta["mean"], meta["std"])[0].numpy()
+    got = predict.uint8_array(x, meta)
+    assert got.shape == (3, size, size) and got.dtype == np.float32
+    assert np.abs(got - ref).max() < 1e-5
+
+
+def test_grey_model_takes_colour_images_as_grey(tmp_path):
+    meta = {"image_size": 16, "mean": [0.5] * 3, "std": [0.25] * 3, "in_chans_source": 1}
+    grey = np.random.default_rng(0).integers(0, 256, (20, 20), dtype=np.uint8)
+    rgb = Image.fromarray(np.stack([grey] * 3, axis=-1))
+    np.testing.assert_array_equal(predict.image_array(rgb, meta), predict.image_array(Image.fromarray(grey), meta))
+
+
+def test_predict_matches_pytorch_in_process(model_and_images):
+    m = model_and_images
+    model = predict.load_model(m["path"])
+    assert model.classes == CLASSES and model.info.actual == "CPUExecutionProvider"
+    results = predict.classify(model, m["images"], k=3)
+    probs = np.array([[t["prob"] for t in sorted(r["top"], key=lambda t: t["index"])] for r in results])
+    np.testing.assert_allclose(probs, m["probs"], atol=1e-5)
+    assert [r["top"][0]["index"] for r in results] == list(m["probs"].argmax(1))
+    assert all(r["top"][0]["prob"] >= r["top"][1]["prob"] >= r["top"][2]["prob"] for r in results)
+
+
+def _run(code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", BLOCK_TORCH + code, *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_predict_subprocess_never_imports_torch(model_and_images):
+    """Through the sub-command parser, with torch made unimportable: would fail on any torch import."""
+    m = model_and_images
+    code = (
+        "import argparse, sys\n"
+        "from export import cli\n"
+        "parser = argparse.ArgumentParser(prog='finetune-tui')\n"
+        "cli.register(parser.add_subparsers(dest='command'))\n"
+        "args = parser.parse_args(sys.argv[1:])\n"
+        "rc = args.func(args)\n"
+        "assert sys.modules.get('torch') is None\n"
+        "sys.exit(rc)\n"
+    )
+    proc = _run(code, "predict", str(m["path"]), *m["images"], "--json", "--top-k", "2")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["provider"] == "CPUExecutionProvider"
+    preds = [p["top"][0]["index"] for p in out["predictions"]]
+    assert preds == list(m["probs"].argmax(1))
+    assert [p["image"] for p in out["predictions"]] == m["images"]
+    assert all(len(p["top"]) == 2 for p in out["predictions"])
+    got = [p["top"][0]["prob"] for p in out["predictions"]]
+    np.testing.assert_allclose(got, m["probs"].max(1), atol=1e-5)
+
+
+def test_predict_module_entry_point_without_torch(model_and_images):
+    m = model_and_images
+    proc = _run("import runpy, sys; sys.argv[0] = 'predict'; runpy.run_module('export.predict', run_name='__main__')",
+                str(m["path"]), m["images"][0])
+    assert proc.returncode == 0, proc.stderr
+    name = CLASSES[int(m["probs"][0].argmax())]
+    assert proc.stdout.startswith(f"{m['images'][0]}: {name} ")
+
+
+def test_finetune_tui_predict_without_torch(model_and_images):
+    """The real entry point (finetune_tui.cli.main), once the lead's CLI exists."""
+    if not (REPO / "finetune_tui" / "cli.py").is_file():
+        pytest.skip("finetune_tui/cli.py not written yet")
+    m = model_and_images
+    proc = _run("import sys; from finetune_tui.cli import main; sys.exit(main(sys.argv[1:]))",
+                "predict", str(m["path"]), m["images"][0], "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["predictions"][0]["top"][0]["index"] == int(m["probs"][0].argmax())
+
+
+def _predict(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["predict", *argv])
+    return args.func(args)
+
+
+def test_predict_user_errors(model_and_images, tmp_path, capsys):
+    m = model_and_images
+    not_ours = tmp_path / "plain.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter's notice
+        torch.onnx.export(torch.nn.Linear(2, 2), (torch.zeros(1, 2),), str(not_ours), dynamo=False)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    text = tmp_path / "notes.png"
+    text.write_text("hello")
+    cases = [
+        ([str(tmp_path / "missing.onnx"), m["images"][0]], "model file"),
+        ([str(garbage), m["images"][0]], "can't be loaded by onnxruntime"),
+        ([str(not_ours), m["images"][0]], "not a finetune-tui ONNX export"),
+        ([str(m["path"]), str(tmp_path / "nope.png")], "image"),
+        ([str(m["path"]), str(text)], "can't be read"),
+        ([str(m["path"]), m["images"][0], "--top-k", "0"], "--top-k"),
+    ]
+    for argv, message in cases:
+        assert _predict(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("finetune-tui: error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_predict_text_output(model_and_images, capsys):
+    m = model_and_images
+    assert _predict([str(m["path"]), *m["images"][:2], "--top-k", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    for line, probs in zip(lines, m["probs"][:2]):
+        # top-k is capped at the number of classes, most likely first
+        shown = line.split(": ", 1)[1].split("  ")
+        assert len(shown) == 3 and shown[0].startswith(CLASSES[int(probs.argmax())])
