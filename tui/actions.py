@@ -1,20 +1,25 @@
-"""What the TUI asks of the store: start, resume and cancel grids and runs.
+"""What the TUI asks of the store: start, resume and cancel grids and runs; export and report grids.
 
 Starting and resuming go through the ``finetune-tui`` command line in a child
 process of its own session: the CLI validates the grid (which imports torch,
 seconds of work the TUI process should never carry), prepares the folders and
 starts the orchestrator detached (``engine.orchestrator.start_detached`` /
 ``resume_detached``), so the grid outlives the TUI and the SSH connection.
+Exporting and reporting run the CLI the same way, as children that outlive the TUI
+(:class:`Child`): their output goes to ``<grid>/export.log`` / ``<grid>/report.log``
+and the TUI only waits for them to say how it went. Torch never loads in the TUI.
 Cancelling only writes a file (``engine.control``).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from engine.control import cancel_grid, cancel_run
 
@@ -77,20 +82,62 @@ def free_name(root: Path, name: str) -> str:
     return f"{base}-{i}"
 
 
+def _command(args: list[str]) -> list[str]:
+    """The command line of ``finetune-tui ARGS`` run by this Python."""
+    return [sys.executable, "-m", "finetune_tui.cli", *args]
+
+
+def error_line(output: str, returncode: int) -> str:
+    """The line of a failed CLI command's output that says why: its last ``finetune-tui:`` or ``error:`` line,
+    else its last non-empty line, else the exit code."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error:" in ln or ln.startswith("finetune-tui:")]
+    message = (errors or lines or [f"exit code {returncode}"])[-1]
+    return message.replace("finetune-tui: error: ", "").replace("finetune-tui: ", "")
+
+
 def _cli(args: list[str]) -> str:
     """Run ``finetune-tui ARGS`` in its own session; its stdout, or ActionError with its error line."""
-    cmd = [sys.executable, "-m", "finetune_tui.cli", *args]
     try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        proc = subprocess.run(_command(args), stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=START_TIMEOUT, start_new_session=True)
     except subprocess.TimeoutExpired:
         raise ActionError(f"`finetune-tui {' '.join(args)}` did not return in {START_TIMEOUT:.0f} s") from None
     if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-        errors = [ln for ln in lines if "error:" in ln]
-        message = (errors or lines or [f"exit code {proc.returncode}"])[-1]
-        raise ActionError(message.replace("finetune-tui: error: ", ""))
+        raise ActionError(error_line(proc.stderr, proc.returncode))
     return proc.stdout
+
+
+@dataclass
+class Child:
+    """A ``finetune-tui`` command running in its own session (it outlives the TUI), output to ``log``."""
+
+    proc: subprocess.Popen
+    log: Path
+    success: Callable[[str], str]  # its last output line -> what to tell the user when it succeeded
+
+    def finished(self) -> bool:
+        return self.proc.poll() is not None
+
+    def outcome(self) -> str:
+        """The success message, or ActionError with the log's error line (call once finished)."""
+        try:
+            output = self.log.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            output = ""
+        if self.proc.returncode != 0:
+            raise ActionError(error_line(output, self.proc.returncode))
+        lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+        return self.success(lines[-1] if lines else "")
+
+
+def _spawn(args: list[str], log: Path, success: Callable[[str], str]) -> Child:
+    """Start ``finetune-tui ARGS`` detached, stdout and stderr (unbuffered, in order) to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8") as fh:
+        proc = subprocess.Popen(_command(args), stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return Child(proc, log, success)
 
 
 class StoreActions:
@@ -118,3 +165,19 @@ class StoreActions:
 
     def cancel_grid(self, grid: str) -> None:
         cancel_grid(self.root / grid, "grid cancelled from the TUI")
+
+    def export_grid(self, grid: str) -> Child:
+        """Export the grid's best model per dataset to ONNX and benchmark it (``finetune-tui export``)."""
+        gdir = self.root / grid
+        args = ["export", "--runs", str(self.root), grid, "--select", "best-per-dataset", "--quiet"]
+        return _spawn(args, gdir / "export.log", lambda _last: f"exports in {gdir / 'exports.csv'}")
+
+    def report_grid(self, grid: str) -> Child:
+        """Make the grid's report (``finetune-tui report --quiet`` prints the path of its report.md)."""
+        gdir = self.root / grid
+
+        def where(last: str) -> str:
+            index = Path(last) if last.endswith("report.md") else gdir / "report" / "report.md"
+            return f"report in {index.with_name('report.html')}"
+
+        return _spawn(["report", "--runs", str(self.root), grid, "--quiet"], gdir / "report.log", where)

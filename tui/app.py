@@ -19,16 +19,18 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
-from tui.actions import ActionError, StoreActions
-from tui.messages import ActionDone, ReaderFailed, StoreChanged
+from tui.actions import ActionError, Child, StoreActions
+from tui.messages import ActionDone, ChildStarted, ReaderFailed, StoreChanged
 from tui.screens.compare import CompareScreen
 from tui.screens.detail import DetailScreen
 from tui.screens.help import HelpScreen
+from tui.screens.latency import LatencyScreen
 from tui.screens.runs import RunsScreen
 from tui.store_watcher import StoreSnapshot, StoreWatcher
 from tui.widgets.runs_table import RunsTable
 
 POLL_INTERVAL = 0.3  # seconds between store scans; events show within one interval
+CHILD_POLL = 0.5  # seconds between checks whether an export or report child has finished
 FIRST_ROWS_BUDGET = 0.1  # seconds the first scan may spend loading runs before the rows so far are shown
 
 
@@ -122,6 +124,29 @@ class FinetuneApp(App[int]):
         else:
             self.post_message(ActionDone(what))
 
+    @work(thread=True, exit_on_error=False, group="children")
+    def run_child(self, what: str, start: Callable[..., Child], *args) -> None:
+        """Start a CLI child (``start(*args)``), wait for it, report how it went; quitting leaves it running."""
+        try:
+            child = start(*args)
+        except Exception as exc:  # cannot start: no such Python, unwritable grid folder
+            self.post_message(ActionDone(what, error=f"{type(exc).__name__}: {exc}".splitlines()[0]))
+            return
+        self.post_message(ChildStarted(what, child.log))
+        while not child.finished():
+            if self._stop.wait(CHILD_POLL):
+                return  # the TUI is closing; the child goes on in its own session
+        try:
+            message = child.outcome()
+        except ActionError as exc:
+            self.post_message(ActionDone(what, error=str(exc), path=child.log))
+        else:
+            self.post_message(ActionDone(message, path=child.log))
+
+    @on(ChildStarted)
+    def _child_started(self, message: ChildStarted) -> None:
+        self.notify(f"{message.what}… log: {message.log}", title="started", timeout=8)
+
     @on(ActionDone)
     def _action_done(self, message: ActionDone) -> None:
         if message.error:
@@ -148,6 +173,7 @@ class FinetuneApp(App[int]):
             ("Runs", keyed(RunsTable.BINDINGS) + keyed(RunsScreen.BINDINGS)),
             ("Run detail", keyed(DetailScreen.BINDINGS)),
             ("Compare", keyed(CompareScreen.BINDINGS)),
+            ("Latency", keyed(LatencyScreen.BINDINGS)),
         ]
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

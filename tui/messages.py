@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from textual.message import Message
 
+from tui.latency import LatencyRow
 from tui.run_tail import RunDetail
 from tui.store_watcher import StoreSnapshot
 
@@ -52,6 +53,21 @@ class ActionDone(Message):
     what: str
     error: str = ""
     path: Path | None = None
+
+
+@dataclass
+class ChildStarted(Message):
+    """A CLI command (export, report) started in a process of its own; its output goes to ``log``."""
+
+    what: str
+    log: Path
+
+
+@dataclass
+class LatencyRowsRead(Message, bubble=False):
+    """The accuracy-versus-latency rows of every exported run, read from their ``export/summary.json``."""
+
+    rows: list[LatencyRow]
 
 
 @dataclass

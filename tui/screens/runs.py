@@ -14,6 +14,7 @@ from tui.messages import HeaderClicked, RowHighlighted, RowSelected, StoreChange
 from tui.screens.compare import CompareScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.detail import DetailScreen
+from tui.screens.latency import LatencyScreen
 from tui.screens.pick import PickScreen
 from tui.screens.start_grid import StartGridScreen, StartRequest
 from tui.store_watcher import RunState
@@ -42,6 +43,12 @@ class RunsScreen(Screen):
                 id="runs.cancel_grid"),
         Binding("R", "resume_grid", "Resume", tooltip="Resume the highlighted run's grid in the background",
                 id="runs.resume_grid"),
+        Binding("e", "export", "Export", tooltip="Export the grid's best models to ONNX and time them",
+                id="runs.export"),
+        Binding("r", "report", "Report", tooltip="Make the highlighted run's grid's report",
+                id="runs.report"),
+        Binding("L", "latency", "Latency", tooltip="Accuracy vs latency of exported models",
+                id="runs.latency"),
         Binding("p", "path", "Path", tooltip="Show and copy the run folder's path", id="runs.path"),
         Binding("asterisk", "mark_all", "Mark all shown", show=False, key_display="*", id="runs.mark_all"),
         Binding("escape", "clear", "Clear filter/marks", show=False, id="runs.clear"),
@@ -303,6 +310,19 @@ class RunsScreen(Screen):
             return
         self.app.run_store_action(f"grid {grid} resumed", self.app.actions.resume_grid, grid)
         self.notify(f"resuming grid {grid}…", title="resume")
+
+    def action_export(self) -> None:
+        grid = self._current_grid()
+        if grid is not None:
+            self.app.run_child(f"exporting grid {grid}", self.app.actions.export_grid, grid)
+
+    def action_report(self) -> None:
+        grid = self._current_grid()
+        if grid is not None:
+            self.app.run_child(f"making the report of grid {grid}", self.app.actions.report_grid, grid)
+
+    def action_latency(self) -> None:
+        self.app.push_screen(LatencyScreen())
 
     def action_path(self) -> None:
         run = self.current_run()
