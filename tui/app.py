@@ -21,6 +21,7 @@ from textual.worker import get_current_worker
 
 from tui.actions import ActionError, Child, StoreActions
 from tui.messages import ActionDone, ChildStarted, ReaderFailed, StoreChanged
+from tui.screens.confirm import ConfirmScreen
 from tui.screens.compare import CompareScreen
 from tui.screens.detail import DetailScreen
 from tui.screens.help import HelpScreen
@@ -111,6 +112,21 @@ class FinetuneApp(App[int]):
         self.notify(message.error.splitlines()[0], title=f"{message.where} failed; retrying", severity="error")
 
     # -- store actions, run off the UI thread -----------------------------------------------
+
+    def confirm_cancel_run(self, run) -> None:
+        """Ask, then cancel ``run`` (a row of the runs table or the detail screen's run)."""
+        if not run.cancellable:
+            self.notify(f"{run.key} is {run.status}; only running or queued runs can be cancelled", title="cancel")
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.run_store_action(f"asked {run.key} to stop", self.actions.cancel_run, run.path)
+
+        detail = ("It will not start." if run.status == "queued" else
+                  "Its worker stops at its next step, keeping the last checkpoint.")
+        self.push_screen(ConfirmScreen(f"Cancel run [b]{run.key}[/b]?",
+                                       f"{detail} Resuming the grid (R) runs it again."), confirmed)
 
     @work(thread=True, exit_on_error=False, group="actions")
     def run_store_action(self, what: str, fn: Callable[..., object], *args, **kwargs) -> None:

@@ -14,7 +14,6 @@ from textual.worker import get_current_worker
 
 from tui.messages import ReaderFailed, RunDetailChanged, StoreChanged
 from tui.run_tail import RunDetail, RunTail
-from tui.screens.confirm import ConfirmScreen
 from tui.store_watcher import RunState
 from tui.theme import Palette
 from tui.widgets.class_report import ClassReport
@@ -187,19 +186,10 @@ class DetailScreen(Screen):
             break
 
     def action_cancel_run(self) -> None:
-        run = self.run
-        if run is None or not run.cancellable:
+        if self.run is None:
             self.notify("only running or queued runs can be cancelled", title="cancel")
             return
-
-        def confirmed(yes: bool | None) -> None:
-            if yes:
-                self.app.run_store_action(f"asked {run.key} to stop", self.app.actions.cancel_run, run.path)
-
-        detail = ("It will not start." if run.status == "queued" else
-                  "Its worker stops at its next step, keeping the last checkpoint.")
-        self.app.push_screen(ConfirmScreen(f"Cancel run [b]{run.key}[/b]?",
-                                           f"{detail} Resuming the grid (R) runs it again."), confirmed)
+        self.app.confirm_cancel_run(self.run)
 
     def action_path(self) -> None:
         run = self.run

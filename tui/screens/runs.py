@@ -265,20 +265,8 @@ class RunsScreen(Screen):
 
     def action_cancel_run(self) -> None:
         run = self.current_run()
-        if run is None:
-            return
-        if not run.cancellable:
-            self.notify(f"{run.key} is {run.status}; only running or queued runs can be cancelled", title="cancel")
-            return
-
-        def confirmed(yes: bool | None) -> None:
-            if yes:
-                self.app.run_store_action(f"asked {run.key} to stop", self.app.actions.cancel_run, run.path)
-
-        detail = ("It will not start." if run.status == "queued" else
-                  "Its worker stops at its next step, keeping the last checkpoint.")
-        self.app.push_screen(ConfirmScreen(f"Cancel run [b]{run.key}[/b]?",
-                                           f"{detail} Resuming the grid (R) runs it again."), confirmed)
+        if run is not None:
+            self.app.confirm_cancel_run(run)
 
     def _current_grid(self) -> str | None:
         run = self.current_run()
