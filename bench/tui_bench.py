@@ -76,7 +76,7 @@ def naive_load(root: Path) -> int:
     n = 0
     store = RunStore(root)
     for grid in store.grids():
-        for rdir in store.run_dirs(grid):
+        for rdir in (rd.path for rd in store.grid(grid).run_dirs()):
             cfg = read_json(rdir / "config.json")
             s = RunSummary(run_id=rdir.name, grid=grid, dataset=cfg["data"]["dataset"])
             events, _ = ev.read_events(rdir / "events.jsonl")

@@ -11,6 +11,8 @@ import difflib
 from dataclasses import dataclass
 from functools import lru_cache
 
+from engine.errors import UserError
+
 
 @dataclass(frozen=True)
 class BackboneInfo:
@@ -31,7 +33,7 @@ BACKBONES: dict[str, BackboneInfo] = {
 }
 
 
-class UnknownBackbone(ValueError):
+class UnknownBackbone(UserError, ValueError):
     pass
 
 

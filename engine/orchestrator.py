@@ -13,20 +13,23 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from engine import events as ev
 from engine.config import ConfigError, GridConfig, check_grid_name
-from engine.control import cancel_requested, cancel_run, clear_cancel
-from engine.launcher import Launcher, RunHandle, SubprocessLauncher
-from engine.store import FileLock, RunStore, atomic_write_json, is_locked, load_run, read_json
+from engine.errors import UserError
+from engine.launcher import Launcher, RunHandle, SubprocessLauncher, project_env
+from engine.store import GridDir, RunDir, RunStore, RunWriter, is_dead_worker_error, load_run
 
 log = logging.getLogger(__name__)
 
+EXIT_DISK_FULL = 4  # engine.worker's code when not even its failed event could be written
+KILL_AFTER = 30.0  # seconds a worker may ignore its cancel file before it is killed
 
-class GridBusy(Exception):
+
+class GridBusy(UserError):
     """Another orchestrator holds the grid."""
 
 
@@ -54,12 +57,10 @@ def validate(grid: GridConfig) -> None:
 def prepare(grid: GridConfig, root: str | Path) -> Path:
     """Create (or re-open) the grid folder and a folder per run with its resolved config."""
     validate(grid)
-    gdir = Path(root) / grid.name
-    info_path = gdir / "grid.json"
-    config = grid.to_dict()
-    if info_path.exists():
-        old = read_json(info_path)
-        if old.get("config") != json.loads(json.dumps(config)):
+    gdir = RunStore(root).grid(grid.name)
+    if gdir.exists():
+        old = gdir.info().get("config")
+        if old != json.loads(json.dumps(grid.to_dict())):
             raise ConfigError(
                 f"grid {grid.name!r} already exists in {root} with another config; "
                 f"pass --name NEW for a new grid, or the same settings to resume it"
@@ -68,29 +69,23 @@ def prepare(grid: GridConfig, root: str | Path) -> Path:
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise ConfigError("grid has duplicate runs (a name listed twice?)")
-    gdir.mkdir(parents=True, exist_ok=True)
-    if not info_path.exists():
-        atomic_write_json(info_path, {"name": grid.name, "config": config, "runs": ids, "created": time.time()})
+    gdir.path.mkdir(parents=True, exist_ok=True)
+    if not gdir.exists():
+        gdir.write_info(grid, ids)
     for r in runs:
-        rdir = gdir / r.run_id
-        if not (rdir / "config.json").exists():
-            atomic_write_json(rdir / "config.json", _absolute_paths(r).to_dict())
-    return gdir
+        rd = gdir.run(r.run_id)
+        if not rd.config_file.exists():
+            rd.write_config(_absolute_paths(r))
+    return gdir.path
 
 
 def _absolute_paths(run):
     """A run's folder must not depend on where a later reader (export, report) is started."""
-    from dataclasses import replace
-
     data = replace(run.data, data_root=str(Path(run.data.data_root).expanduser().resolve()))
     model = run.model
     if model.weights not in ("pretrained", "random"):
         model = replace(model, weights=str(Path(model.weights).expanduser().resolve()))
     return replace(run, data=data, model=model)
-
-
-def load_grid(gdir: Path) -> GridConfig:
-    return GridConfig.from_dict(read_json(gdir / "grid.json")["config"], str(gdir / "grid.json"))
 
 
 # --- devices -------------------------------------------------------------
@@ -115,39 +110,45 @@ def gpu_ids(device: str) -> list[int]:
 
 @dataclass
 class Slot:
-    run_dir: Path
+    run: RunDir
     handle: RunHandle | None  # None = adopted: a worker from an earlier orchestrator, still alive
     gpu: int | None
     cancel_sent: float = 0.0
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.path
 
 
 class Orchestrator:
     def __init__(self, gdir: Path, launcher: Launcher | None = None, on_event: Callable | None = None,
                  concurrency: int = 0):
-        self.gdir = Path(gdir)
-        self.grid = load_grid(self.gdir)
+        self.grid_dir = GridDir(gdir)
+        self.gdir = self.grid_dir.path
+        self.grid = self.grid_dir.config()
         self.launcher = launcher or SubprocessLauncher()
         self.on_event = on_event or (lambda run_id, event: None)
         self.gpus = gpu_ids(self.grid.base.train.device)
         self.concurrency = concurrency or self.grid.concurrency or max(1, len(self.gpus))
         cores = os.cpu_count() or 1
         self.threads = self.grid.base.train.threads or (0 if self.gpus else max(1, cores // self.concurrency))
-        self.lock = FileLock(self.gdir / "grid.lock")
+        self.lock = self.grid_dir.lock()
 
-    def pending(self) -> list[Path]:
+    def pending(self) -> list[RunDir]:
         """Runs to (re)start: everything not done, in grid order."""
         out = []
-        for rdir in RunStore(self.gdir.parent).run_dirs(self.gdir.name):
-            rec = load_run(rdir)
+        for rd in self.grid_dir.run_dirs():
+            rec = load_run(rd)
             if rec.problem or rec.summary.status == "done":
                 continue
-            out.append(rdir)
+            out.append(rd)
         return out
 
     def run(self) -> dict[str, int]:
         if not self.lock.acquire():
-            raise GridBusy(f"grid {self.gdir.name!r} is already running (another orchestrator holds {self.gdir / 'grid.lock'})")
-        clear_cancel(self.gdir)
+            raise GridBusy(f"grid {self.gdir.name!r} is already running (another orchestrator holds "
+                           f"{self.grid_dir.lock_file})")
+        self.grid_dir.clear_cancel()
         try:
             self._loop()
         finally:
@@ -159,48 +160,52 @@ class Orchestrator:
 
     def _loop(self) -> None:
         queue = self.pending()
-        for rdir in queue:
-            clear_cancel(rdir)
+        for rd in queue:
+            if not rd.alive():  # a live worker we are about to adopt keeps any cancel just sent to it
+                rd.clear_cancel()
         active: list[Slot] = []
         try:
             while queue or active:
-                grid_cancel = cancel_requested(self.gdir)
+                grid_cancel = self.grid_dir.cancel_reason()
                 if grid_cancel:
-                    for rdir in queue:
-                        self._mark(rdir, ev.Cancelled(reason=grid_cancel))
+                    for rd in queue:
+                        self._mark(rd, ev.Cancelled(reason=grid_cancel))
                     queue = []
                     for s in active:
                         if not s.cancel_sent:
-                            cancel_run(s.run_dir, grid_cancel)
+                            s.run.request_cancel(grid_cancel)
                             s.cancel_sent = time.monotonic()
                 while queue and len(active) < self.concurrency:
-                    rdir = queue.pop(0)
-                    reason = cancel_requested(rdir)
-                    if reason:
-                        self._mark(rdir, ev.Cancelled(reason=reason))
+                    rd = queue.pop(0)
+                    reason = rd.cancel_reason()
+                    if reason and not rd.alive():
+                        self._mark(rd, ev.Cancelled(reason=reason))
                         continue
-                    active.append(self._start(rdir, active))
+                    active.append(self._start(rd, active))
                 for s in list(active):
+                    if not s.cancel_sent and s.run.cancel_reason():
+                        s.cancel_sent = time.monotonic()  # a cancel sent to the run itself (TUI, CLI)
                     if self._finished(s):
                         active.remove(s)
-                    elif s.cancel_sent and time.monotonic() - s.cancel_sent > 30 and s.handle is not None:
-                        s.handle.kill()  # a worker that ignores its cancel file
+                    elif s.cancel_sent and time.monotonic() - s.cancel_sent > KILL_AFTER and s.handle is not None:
+                        log.warning("%s: ignored its cancel request for %.0f s; killing it", s.run.run_id, KILL_AFTER)
+                        s.handle.kill()
                 time.sleep(0.2)
         except KeyboardInterrupt:
             log.warning("interrupted: stopping %d running run(s)", len(active))
             self._stop_all(active)
             raise
 
-    def _start(self, rdir: Path, active: list[Slot]) -> Slot:
+    def _start(self, rd: RunDir, active: list[Slot]) -> Slot:
         busy = [s.gpu for s in active]
         gpu = min(self.gpus, key=busy.count) if self.gpus else None
-        if is_locked(rdir / "run.lock"):  # a worker left by a dead orchestrator: wait for it, don't double-train
-            log.info("%s: adopting a live worker", rdir.name)
-            return Slot(rdir, None, gpu)
-        run_id = rdir.name
-        handle = self.launcher.launch(rdir, gpu, self.threads, lambda line: self._line(run_id, line))
+        if rd.alive():  # a worker left by a dead orchestrator: wait for it, don't double-train
+            log.info("%s: adopting a live worker", rd.run_id)
+            return Slot(rd, None, gpu)
+        run_id = rd.run_id
+        handle = self.launcher.launch(rd.path, gpu, self.threads, lambda line: self._line(run_id, line))
         log.info("%s: started (pid %s, gpu %s)", run_id, handle.pid, gpu)
-        return Slot(rdir, handle, gpu)
+        return Slot(rd, handle, gpu)
 
     def _line(self, run_id: str, line: str) -> None:
         event = ev.parse_event(line)
@@ -209,41 +214,46 @@ class Orchestrator:
 
     def _finished(self, s: Slot) -> bool:
         if s.handle is None:
-            if is_locked(s.run_dir / "run.lock"):
+            if s.run.alive():
                 return False
-            self._ensure_terminal(s.run_dir, "adopted worker ended without a final event")
+            self._ensure_terminal(s.run, ev.Failed(error="adopted worker ended without a final event", kind="killed"))
             return True
         code = s.handle.poll()
         if code is None:
             return False
         if code < 0:
-            why = f"worker killed by {signal.Signals(-code).name}"
+            final = ev.Failed(error=f"worker killed by {signal.Signals(-code).name}", kind="killed")
+        elif code == EXIT_DISK_FULL:
+            from engine.errors import disk_full_message
+
+            final = ev.Failed(error=disk_full_message(s.run.path), kind="disk_full")
         else:
-            why = f"worker exited with code {code} before reporting; see {s.run_dir / 'worker.log'}"
-        # give the pipe reader a moment to deliver the last lines
-        time.sleep(0.05)
-        self._ensure_terminal(s.run_dir, why)
+            final = ev.Failed(error=f"worker exited with code {code} before reporting; see {s.run.worker_log}",
+                              kind="crash")
+        time.sleep(0.05)  # give the pipe reader a moment to deliver the last lines
+        self._ensure_terminal(s.run, final)
         return True
 
-    def _ensure_terminal(self, rdir: Path, why: str) -> None:
-        rec = load_run(rdir)
-        if rec.summary.status in ("done", "failed", "cancelled") and rec.summary.error != _dead_marker():
+    def _ensure_terminal(self, rd: RunDir, final: ev.Failed) -> None:
+        rec = load_run(rd)
+        if rec.summary.status in ev.TERMINAL and not is_dead_worker_error(rec.summary.error):
             return
-        self._mark(rdir, ev.Failed(error=why, kind="killed"))
+        self._mark(rd, final)
 
-    def _mark(self, rdir: Path, event: ev.Event) -> None:
-        from engine.run_writer import RunWriter
-
-        writer = RunWriter(rdir, echo=False)
+    def _mark(self, rd: RunDir, event: ev.Event) -> None:
         try:
-            writer.emit(event)
-        finally:
-            writer.close()
-        self.on_event(rdir.name, event)
+            writer = RunWriter(rd, echo=False)
+            try:
+                writer.emit(event)
+            finally:
+                writer.close()
+        except OSError as exc:  # a full disk: the run reads as stopped; resuming the grid retries it
+            log.error("%s: could not record %s: %s", rd.run_id, event.type, exc)
+        self.on_event(rd.run_id, event)
 
     def _stop_all(self, active: list[Slot]) -> None:
         for s in active:
-            cancel_run(s.run_dir, "grid interrupted")
+            s.run.request_cancel("grid interrupted")
             if s.handle is not None:
                 try:
                     s.handle.terminate()
@@ -258,45 +268,34 @@ class Orchestrator:
             self._finished(s)
 
 
-def _dead_marker() -> str:
-    from engine.store import DEAD_WORKER
-
-    return DEAD_WORKER
-
-
 # --- detached start ----------------------------------------------------------
 
 
 def start_detached(grid: GridConfig, root: str | Path) -> Path:
     """Prepare the grid and start its orchestrator in a new session (outlives this process)."""
     gdir = prepare(grid, root)
-    return _spawn(gdir)
+    return _spawn(GridDir(gdir))
 
 
 def resume_detached(root: str | Path, grid_name: str) -> Path:
-    gdir = Path(root) / grid_name
-    if not (gdir / "grid.json").exists():
-        raise ConfigError(f"no grid {grid_name!r} in {root}; `finetune-tui runs --runs {root}` lists grids")
-    validate(load_grid(gdir))
+    gdir = RunStore(root).find_grid(grid_name)
+    validate(gdir.config())
     return _spawn(gdir)
 
 
-def _spawn(gdir: Path) -> Path:
-    if is_locked(gdir / "grid.lock"):
+def _spawn(gdir: GridDir) -> Path:
+    if gdir.running():
         raise GridBusy(f"grid {gdir.name!r} is already running")
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    with open(gdir / "orchestrator.log", "ab") as logf:
+    with open(gdir.orchestrator_log, "ab") as logf:
         subprocess.Popen(
-            [sys.executable, "-m", "engine.orchestrator", str(gdir)],
-            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env, start_new_session=True,
+            [sys.executable, "-m", "engine.orchestrator", str(gdir.path)],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=project_env(), start_new_session=True,
         )
     # wait until it holds the lock, so callers (and a TUI) see it as running
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not is_locked(gdir / "grid.lock"):
+    while time.monotonic() < deadline and not gdir.running():
         time.sleep(0.05)
-    return gdir
+    return gdir.path
 
 
 def main(argv: list[str] | None = None) -> int:

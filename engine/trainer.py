@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import timm
 import torch
 import torch.nn.functional as F
@@ -26,14 +25,12 @@ from torch import nn
 
 from engine import events as ev
 from engine.checkpoint import save_checkpoint
-from engine.config import RunConfig
-from engine.control import cancel_requested
+from engine.config import ConfigError, RunConfig
 from engine.data import DatasetSplits, load_dataset
 from engine.feature_cache import SplitModel, forward_units, run_prefix, split_point
 from engine.metrics import test_results
 from engine.models import Classifier, build_classifier, norm_config
-from engine.run_writer import RunWriter
-from engine.store import atomic_write, atomic_write_json
+from engine.store import RunDir, RunWriter
 from engine.strategies import apply_plan, layer_groups, n_stages, plan, set_train_mode, stage_for_epoch
 from engine.transforms import prepare_batch
 from engine.weights import load_backbone_weights
@@ -50,10 +47,25 @@ class Cancel(Exception):
 def resolve_device(spec: str) -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(spec)
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"train.device {spec!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} asked for, but CUDA is not available here; use --device cpu")
+        raise ConfigError(f"train.device {spec!r} asked for, but CUDA is not available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"train.device {spec!r}: this process sees {torch.cuda.device_count()} GPU(s)")
     return dev
+
+
+def device_label(device: torch.device, visible: str | None = None) -> str:
+    """The device as the machine names it: cuda:0 of a process pinned to GPU 3 is cuda:3."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+    if device.type != "cuda" or not visible:
+        return str(device)
+    ids = [v.strip() for v in visible.split(",") if v.strip()]
+    index = device.index or 0
+    return f"cuda:{ids[index]}" if index < len(ids) else str(device)
 
 
 def device_name(device: torch.device) -> str:
@@ -89,9 +101,10 @@ class LoopState:
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, run_dir: Path, writer: RunWriter):
-        self.cfg, self.run_dir, self.writer = cfg, Path(run_dir), writer
-        self.device = resolve_device(cfg.train.device)
+    def __init__(self, cfg: RunConfig, run_dir: RunDir | Path, writer: RunWriter, device: str | None = None):
+        self.cfg, self.writer = cfg, writer
+        self.dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        self.device = resolve_device(device or cfg.train.device)
         self.cuda = self.device.type == "cuda"
         self.amp_dtype = None
         if self.cuda and cfg.train.amp:
@@ -262,7 +275,7 @@ class Trainer:
         now = time.monotonic()
         if now - self._last_cancel_check > 0.5:
             self._last_cancel_check = now
-            reason = cancel_requested(self.run_dir)
+            reason = self.dir.cancel_reason()
             if reason:
                 raise Cancel(reason)
 
@@ -297,19 +310,19 @@ class Trainer:
         }
 
     def save_last(self, state: LoopState) -> None:
-        save_checkpoint(self.model, self.run_dir / "last.safetensors", self.ckpt_meta(state.epoch, state.best_val_loss))
+        save_checkpoint(self.model, self.dir.last, self.ckpt_meta(state.epoch, state.best_val_loss))
         blob = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "loop": {k: v for k, v in state.__dict__.items() if k != "rows"},
             "rng": torch.get_rng_state(),
         }
-        atomic_write(self.run_dir / "last_state.pt", lambda tmp: torch.save(blob, tmp))
+        self.dir.write_with(self.dir.state_file, lambda tmp: torch.save(blob, tmp))
 
     def try_resume(self) -> LoopState:
         """Load last.safetensors + last_state.pt (weights_only) if both are there and readable."""
         state = LoopState()
-        last, blob_path = self.run_dir / "last.safetensors", self.run_dir / "last_state.pt"
+        last, blob_path = self.dir.last, self.dir.state_file
         if not (last.exists() and blob_path.exists()):
             return state
         try:
@@ -319,9 +332,9 @@ class Trainer:
             self.model.load_state_dict(load_state(last, str(self.device)))
             for k, v in blob["loop"].items():
                 setattr(state, k, v)
-            metrics = self.run_dir / "metrics.csv"
-            if metrics.exists():
-                state.rows = pd.read_csv(metrics).to_dict("records")[: state.epoch]
+            metrics = self.dir.metrics()
+            if metrics is not None:
+                state.rows = metrics.to_dict("records")[: state.epoch]
             self._resume_blob = blob
             log.info("resuming after epoch %d", state.epoch)
         except Exception as exc:  # a torn or tampered checkpoint: start over rather than trust it
@@ -338,7 +351,7 @@ class Trainer:
         state = self.try_resume()
         init_norms = self.group_norms()
         self.writer.emit(ev.Started(
-            run_id=cfg.run_id, pid=os.getpid(), host=socket.gethostname(), device=str(self.device),
+            run_id=cfg.run_id, pid=os.getpid(), host=socket.gethostname(), device=device_label(self.device),
             device_name=device_name(self.device), versions=versions(), config=cfg.to_dict(), weights=self.weights,
             data={"classes": list(self.splits.classes), "train": len(self.splits.train.y), "val": len(self.splits.val.y),
                   "test": len(self.splits.test.y), "image_size": cfg.data.image_size, "source": self.splits.source,
@@ -373,7 +386,7 @@ class Trainer:
             improved = val_loss < state.best_val_loss
             if improved:
                 state.best_val_loss, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
-                save_checkpoint(self.model, self.run_dir / "best.safetensors", self.ckpt_meta(epoch, val_loss))
+                save_checkpoint(self.model, self.dir.best, self.ckpt_meta(epoch, val_loss))
             else:
                 state.bad_epochs += 1
             seconds = time.perf_counter() - t0
@@ -387,8 +400,7 @@ class Trainer:
             row.update({f"norm:{k}": v for k, v in norms.items()})
             state.rows = state.rows[: epoch - 1] + [row]
             self.save_last(state)  # before the epoch is announced: an announced epoch is resumable
-            frame = pd.DataFrame(state.rows)
-            atomic_write(self.run_dir / "metrics.csv", lambda tmp: frame.to_csv(tmp, index=False))
+            self.dir.write_metrics(state.rows)
             self.writer.emit(ev.Epoch(
                 epoch=epoch, epochs=tc.epochs, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
                 val_acc=val_acc, lr=head_lr, lrs={g: lrs.get(g, 0.0) for g, _ in self.groups} | {"head": head_lr},
@@ -396,7 +408,7 @@ class Trainer:
                 is_best=improved,
             ))
             if improved:
-                self.writer.emit(ev.Checkpoint(kind="best", epoch=epoch, path="best.safetensors", val_loss=val_loss))
+                self.writer.emit(ev.Checkpoint(kind="best", epoch=epoch, path=self.dir.BEST, val_loss=val_loss))
             if state.bad_epochs >= tc.patience:
                 if stage < n_stages(tc) - 1:  # gradual: a stalled stage moves on instead of stopping
                     continue
@@ -408,7 +420,7 @@ class Trainer:
     def finish(self, state: LoopState, early: bool, seconds: float) -> None:
         from engine.checkpoint import load_state
 
-        best = self.run_dir / "best.safetensors"
+        best = self.dir.best
         self.model.load_state_dict(load_state(best, str(self.device)))
         self.cache, self.net = None, self.model
         _, _, probs = self.evaluate("test")
@@ -420,20 +432,14 @@ class Trainer:
             "run_id": self.cfg.run_id, "dataset": self.cfg.data.dataset, "backbone": self.cfg.model.backbone,
             "strategy": self.cfg.train.strategy, "best_epoch": state.best_epoch, "epochs_run": state.epoch,
             "early_stopped": early, "train_seconds": train_seconds, "weights": self.weights,
-            "device": str(self.device), "image_size": self.cfg.data.image_size,
+            "device": device_label(self.device), "image_size": self.cfg.data.image_size,
         })
-        atomic_write(self.run_dir / "test_probs.npz", lambda tmp: _save_npz(tmp, probs_np, labels,
-                                                                             self.splits.test.index.numpy()))
-        atomic_write_json(self.run_dir / "results.json", results)
+        self.dir.write_probs(probs_np, labels, self.splits.test.index.numpy())
+        self.dir.write_results(results)
         keys = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted",
                 "f1_weighted")
         self.writer.emit(ev.Finished(best_epoch=state.best_epoch, epochs_run=state.epoch, train_seconds=train_seconds,
                                      test={k: results[k] for k in keys}))
-
-
-def _save_npz(tmp: str, probs: np.ndarray, labels: np.ndarray, index: np.ndarray) -> None:
-    with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path
-        np.savez_compressed(fh, probs=probs.astype(np.float32), labels=labels, preds=probs.argmax(1), index=index)
 
 
 def versions() -> dict:

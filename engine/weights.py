@@ -19,11 +19,12 @@ import torch
 from torch import nn
 
 from engine.backbones import resolve_backbone
+from engine.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class WeightsError(Exception):
+class WeightsError(UserError):
     """Weights can't be had or don't fit; the message says what to do."""
 
 

@@ -4,11 +4,14 @@ Prints events (JSON lines) and nothing else on stdout; logs and tracebacks go
 to stderr (the orchestrator points it at worker.log). Holds ``run.lock`` for
 its whole life, so anyone can tell a live run from a dead one.
 
-Exit codes: 0 done or cancelled, 1 failed, 3 another worker holds the run.
+Exit codes: 0 done or cancelled, 1 failed (a failed event says why), 3 another
+worker holds the run, 4 the disk is full and not even the failed event could
+be written (the orchestrator records it).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
@@ -16,78 +19,78 @@ import traceback
 from pathlib import Path
 
 from engine import events as ev
-from engine.store import FileLock
+from engine.errors import DiskFull
+from engine.store import RunDir, RunWriter
 
 log = logging.getLogger("engine.worker")
 
-USER_ERRORS = ("DataError", "WeightsError", "UnknownBackbone", "ConfigError", "CheckpointError")
+EXIT_DONE, EXIT_FAILED, EXIT_BUSY, EXIT_DISK_FULL = 0, 1, 3, 4
 
 
 def _sigterm(signum, frame):  # turn SIGTERM into the same path as Ctrl-C
     raise KeyboardInterrupt("terminated")
 
 
-def classify(exc: BaseException, cfg) -> tuple[str, str]:
-    """(kind, one-line message) for a failed run."""
-    import torch
-
-    name = type(exc).__name__
-    if name in USER_ERRORS or isinstance(exc, ValueError) and "not found" in str(exc):
-        return "user", str(exc).splitlines()[0]
-    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
-        bs, size = cfg.data.batch_size, cfg.data.image_size
-        return "oom", (f"out of GPU memory at batch size {bs}, image size {size}: "
-                       f"lower --batch-size (try {max(1, bs // 2)}) or --image-size, or lower --concurrency")
-    if isinstance(exc, MemoryError):
-        return "oom", "out of host memory: lower --batch-size or --concurrency, or use a smaller dataset"
-    first = str(exc).splitlines()[0][:200] if str(exc) else ""
-    return "crash", f"{name}: {first} (full traceback in traceback.txt)"
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m engine.worker RUN_DIR", file=sys.stderr)
-        return 2
-    run_dir = Path(argv[0])
+    parser = argparse.ArgumentParser(prog="python -m engine.worker", description="train one run folder")
+    parser.add_argument("run_dir")
+    parser.add_argument("--device", help="device inside this process, overriding the config's (the launcher "
+                                         "pins a GPU with CUDA_VISIBLE_DEVICES and passes cuda:0)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    rd = RunDir(Path(args.run_dir))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    lock = FileLock(run_dir / "run.lock")
+    lock = rd.lock()
     if not lock.acquire():
-        log.error("%s is already being trained by another worker", run_dir)
-        return 3
+        log.error("%s is already being trained by another worker", rd.path)
+        return EXIT_BUSY
     signal.signal(signal.SIGTERM, _sigterm)
-    from engine.run_writer import RunWriter
-
-    writer = RunWriter(run_dir)
+    writer = None
     cfg = None
     try:
-        import torch
+        writer = RunWriter(rd)
+        cfg = rd.config()
+        from engine.trainer import Trainer
 
-        from engine.config import RunConfig
-        from engine.store import read_json
-        from engine.trainer import Cancel, Trainer
-
-        cfg = RunConfig.from_dict(read_json(run_dir / "config.json"), str(run_dir / "config.json"))
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
-        trainer = Trainer(cfg, run_dir, writer)
+        trainer = Trainer(cfg, rd, writer, device=args.device)
         trainer.setup()
         trainer.run()
-        return 0
-    except (KeyboardInterrupt, Cancel) as exc:
-        reason = str(exc) or "interrupted"
-        writer.emit(ev.Cancelled(reason=reason, epoch=writer.summary.epoch))
-        return 0
-    except BaseException as exc:  # every failure ends as one event a user can read
-        tb = traceback.format_exc()
-        (run_dir / "traceback.txt").write_text(tb, encoding="utf-8")
-        log.error("run failed:\n%s", tb)
-        kind, message = classify(exc, cfg) if cfg is not None else ("user", str(exc).splitlines()[0])
-        writer.emit(ev.Failed(error=message, kind=kind, traceback_file="traceback.txt"))
-        return 1
+        return EXIT_DONE
+    except BaseException as exc:  # every ending is one event a user can read
+        return _end(rd, writer, exc, cfg)
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
         lock.release()
+
+
+def _end(rd: RunDir, writer: RunWriter | None, exc: BaseException, cfg) -> int:
+    from engine.failures import classify
+    from engine.trainer import Cancel
+
+    if isinstance(exc, (KeyboardInterrupt, Cancel)):
+        event: ev.Event = ev.Cancelled(reason=str(exc) or "interrupted", epoch=writer.summary.epoch if writer else 0)
+        code = EXIT_DONE
+    else:
+        tb = traceback.format_exc()
+        log.error("run failed:\n%s", tb)
+        failure = classify(exc, rd.path, cfg.data.batch_size if cfg else None, cfg.data.image_size if cfg else None)
+        tb_file = ""
+        if failure.kind == "crash":
+            try:
+                rd.write_traceback(tb)
+                tb_file = rd.TRACEBACK
+            except OSError:  # incl. DiskFull: the traceback is in worker.log as well
+                pass
+        event = ev.Failed(error=failure.message, kind=failure.kind, traceback_file=tb_file)
+        code = EXIT_FAILED
+    if writer is None:
+        return EXIT_DISK_FULL if isinstance(exc, DiskFull) else EXIT_FAILED
+    try:
+        writer.emit(event)
+    except OSError as second:  # DiskFull included: the orchestrator writes the final event for us
+        log.error("could not record the run's end (%s): %s", type(event).__name__, second)
+        return EXIT_DISK_FULL
+    return code
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def grid_records(grid_dir: str | Path) -> list[RunRecord]:
     if not (grid_dir / "grid.json").is_file():
         raise ExportError(f"{grid_dir} is not a grid folder (no grid.json)")
     store = RunStore(grid_dir.parent)
-    return [load_run(d, grid_dir.name) for d in store.run_dirs(grid_dir.name)]
+    return [load_run(d, grid_dir.name) for d in store.grid(grid_dir.name).run_dirs()]
 
 
 def grid_table(grid_dir: str | Path):

@@ -8,8 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-USER_ERRORS = ("ConfigError", "DataError", "UnknownBackbone", "WeightsError", "GridBusy", "CheckpointError",
-               "StoreError")
+# raised by modules not yet on engine.errors.UserError
+LEGACY_USER_ERRORS = ("ConfigError", "CheckpointError", "ExportError", "ReportError", "PredictError", "MetadataError")
 
 EPILOG = """examples:
   finetune-tui                                  open the TUI on ./runs
@@ -132,8 +132,8 @@ def cmd_runs(args) -> int:
     from engine.store import RunStore
 
     store = RunStore(args.runs)
-    if args.grid and args.grid not in store.grids():
-        return fail(f"no grid {args.grid!r} in {args.runs}; grids there: {', '.join(store.grids()) or 'none'}")
+    if args.grid:
+        store.find_grid(args.grid)
     records = store.runs(args.grid)
     if args.format == "table":
         from rich.console import Console
@@ -150,8 +150,8 @@ def cmd_runs(args) -> int:
     rows = []
     for rec in records:
         d = rec.summary.to_dict()
-        d.pop("val_acc_history", None)
-        d.pop("epoch_seconds", None)
+        for listed in ("val_acc_history", "val_loss_history", "epoch_seconds"):
+            d.pop(listed, None)
         d["problem"] = rec.problem
         rows.append(d)
     if args.format == "json":
@@ -182,18 +182,14 @@ def cmd_resume(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    from engine.control import cancel_grid, cancel_run
+    from engine.store import RunStore
 
-    gdir = Path(args.runs) / args.grid
-    if not (gdir / "grid.json").exists():
-        return fail(f"no grid {args.grid!r} in {args.runs}")
+    store = RunStore(args.runs)
     if args.run:
-        if not (gdir / args.run / "config.json").exists():
-            return fail(f"no run {args.run!r} in grid {args.grid!r}")
-        cancel_run(gdir / args.run)
+        store.find_run(args.grid, args.run).request_cancel()
         print(f"asked {args.run} to stop")
     else:
-        cancel_grid(gdir)
+        store.find_grid(args.grid).request_cancel()
         print(f"asked grid {args.grid} to stop")
     return 0
 
@@ -229,10 +225,32 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_app(Path(args.runs))
         return args.func(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     except Exception as exc:
-        if type(exc).__name__ in USER_ERRORS or (isinstance(exc, ValueError) and "not found" in str(exc)):
-            return fail(str(exc).splitlines()[0])
-        raise
+        return report_error(exc)
+
+
+def report_error(exc: Exception) -> int:
+    """One line for anything that ends a command: exit 2 for what the user can fix, 1 for a bug."""
+    from engine.errors import UserError
+
+    if isinstance(exc, UserError) or type(exc).__name__ in LEGACY_USER_ERRORS or (
+            isinstance(exc, ValueError) and "not found" in str(exc)):  # legacy registries
+        return fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    if isinstance(exc, OSError):  # permissions, a file where a folder should be, a vanished mount
+        where = f" {exc.filename}" if exc.filename else ""
+        return fail(f"can't access{where}: {exc.strerror or exc}; check the path and its permissions")
+    import tempfile
+    import traceback
+
+    with tempfile.NamedTemporaryFile("w", prefix="finetune-tui-crash-", suffix=".txt", delete=False) as fh:
+        traceback.print_exc(file=fh)
+    first = str(exc).splitlines()[0][:200] if str(exc) else ""
+    print(f"finetune-tui: internal error: {type(exc).__name__}: {first} (traceback in {fh.name}; please report it)",
+          file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ def load_grid(grid_dir: str | Path) -> GridData:
     except StoreError as exc:
         info = {}
         problems.append(str(exc))
-    runs = [load_run_data(d, grid_dir.name) for d in store.run_dirs(grid_dir.name) if _is_run_dir(d)]
+    runs = [load_run_data(d, grid_dir.name) for d in (rd.path for rd in store.grid(grid_dir.name).run_dirs()) if _is_run_dir(d)]
     present = {r.run_id for r in runs}
     for run_id in info.get("runs", []):
         if run_id not in present:

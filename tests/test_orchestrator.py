@@ -101,14 +101,16 @@ def test_grid_lock_refuses_a_second_orchestrator(tmp_path):
 
 
 def test_grid_cancel_marks_queued_runs_cancelled(tmp_path):
-    from engine.control import cancel_grid
+    from engine.store import GridDir
 
+    # long enough that the first run can't finish before the cancel reaches it
+    long = replace(BASE, train=replace(BASE.train, epochs=500, patience=500))
     gdir = prepare(GridConfig(name="c", datasets=("digits",), backbones=("test_efficientnet",),
-                              strategies=("frozen", "partial", "full"), base=BASE), tmp_path)
+                              strategies=("frozen", "partial", "full"), base=long), tmp_path)
 
     def on_event(rid, e):
         if e.type == "started":
-            cancel_grid(gdir)
+            GridDir(gdir).request_cancel()
 
     counts = Orchestrator(gdir, on_event=on_event).run()
     assert counts == {"cancelled": 3}

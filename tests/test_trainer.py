@@ -159,10 +159,10 @@ def test_user_errors_fail_the_run_with_one_line(tmp_path):
 
 
 def test_cancel_file_stops_the_run(tmp_path):
-    from engine.control import cancel_run
+    from engine.store import RunDir
 
     rdir = make_run(tmp_path, epochs=3)
-    cancel_run(rdir, "stop please")
+    RunDir(rdir).request_cancel("stop please")
     assert worker_main([str(rdir)]) == 0
     last = [e for e in events_of(rdir) if e.type != "progress"][-1]
     assert last.type == "cancelled" and last.reason == "stop please"

@@ -8,7 +8,7 @@ starts the orchestrator detached (``engine.orchestrator.start_detached`` /
 Exporting and reporting run the CLI the same way, as children that outlive the TUI
 (:class:`Child`): their output goes to ``<grid>/export.log`` / ``<grid>/report.log``
 and the TUI only waits for them to say how it went. Torch never loads in the TUI.
-Cancelling only writes a file (``engine.control``).
+Cancelling only writes a cancel request into the store (``engine.store``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from engine.control import cancel_grid, cancel_run
+from engine.store import GridDir, RunDir
 
 START_TIMEOUT = 120.0  # validating a grid imports torch; the orchestrator then starts in the background
 
@@ -161,10 +161,10 @@ class StoreActions:
         return grid
 
     def cancel_run(self, run_dir: Path) -> None:
-        cancel_run(run_dir, "cancelled from the TUI")
+        RunDir(run_dir).request_cancel("cancelled from the TUI")
 
     def cancel_grid(self, grid: str) -> None:
-        cancel_grid(self.root / grid, "grid cancelled from the TUI")
+        GridDir(self.root / grid).request_cancel("grid cancelled from the TUI")
 
     def export_grid(self, grid: str) -> Child:
         """Export the grid's best model per dataset to ONNX and benchmark it (``finetune-tui export``)."""

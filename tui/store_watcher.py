@@ -344,7 +344,7 @@ class StoreWatcher:
         sigs = (file_signature(gdir), file_signature(gdir / "grid.json"))
         if sigs != self._grid_sigs.get(grid):
             self._grid_sigs[grid] = sigs
-            dirs = self.store.run_dirs(grid)
+            dirs = [rd.path for rd in self.store.grid(grid).run_dirs()]
             old = self._run_dirs.get(grid, [])
             if dirs != old:
                 self._run_dirs[grid] = dirs
@@ -359,7 +359,8 @@ class StoreWatcher:
                 changed = True
             self._grids[grid] = info
         state = self._grids[grid]
-        live = (self.store.grid_running(grid), (gdir / "cancel").exists())
+        gd = self.store.grid(grid)
+        live = (gd.running(), gd.cancel_file.exists())
         if live != (state.running, state.cancel_requested):
             self._grids[grid] = dataclasses.replace(state, running=live[0], cancel_requested=live[1])
             changed = True
@@ -382,7 +383,7 @@ class StoreWatcher:
     def _read_grid(self, grid: str) -> GridState:
         gdir = self.root / grid
         try:
-            info = self.store.grid_info(grid)
+            info = self.store.grid(grid).info()
             if not isinstance(info, dict):
                 raise StoreError(f"{gdir / 'grid.json'} is not a JSON object")
         except StoreError as exc:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from engine.errors import UserError
 
-class DataError(Exception):
+
+class DataError(UserError):
     """Data can't be had. The message is one line: the dataset, the paths
     looked at, the files expected, and how to get them."""
 

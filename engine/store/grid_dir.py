@@ -1,0 +1,119 @@
+"""One grid folder: its file names, grid.json, its run folders, liveness, cancel.
+
+``<root>/<grid>/``::
+
+    grid.json          {"name", "config": GridConfig dict, "runs": [run ids], "created"}
+    grid.lock          flock held while an orchestrator drives the grid
+    orchestrator.log   the orchestrator's log (detached grids)
+    cancel             present = cancel the whole grid
+    exports.csv        one row per exported run;  export.log / report.log: TUI-started children
+    report/            the grid's report
+    <run>/             one folder per run (RunDir)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine.errors import StoreError
+from engine.store.atomic import atomic_write_json, atomic_write_text, read_json_object
+from engine.store.locks import FileLock, is_locked
+from engine.store.run_dir import RunDir, _cancel_reason
+
+if TYPE_CHECKING:
+    from engine.config import GridConfig
+
+
+class GridDir:
+    INFO, LOCK, CANCEL, LOG = "grid.json", "grid.lock", "cancel", "orchestrator.log"
+    EXPORTS, EXPORT_LOG, REPORT_LOG, REPORT = "exports.csv", "export.log", "report.log", "report"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"GridDir({str(self.path)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, GridDir) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    info_file = property(lambda self: self.path / self.INFO)
+    lock_file = property(lambda self: self.path / self.LOCK)
+    cancel_file = property(lambda self: self.path / self.CANCEL)
+    orchestrator_log = property(lambda self: self.path / self.LOG)
+    exports_csv = property(lambda self: self.path / self.EXPORTS)
+    export_log = property(lambda self: self.path / self.EXPORT_LOG)
+    report_log = property(lambda self: self.path / self.REPORT_LOG)
+    report_dir = property(lambda self: self.path / self.REPORT)
+
+    def exists(self) -> bool:
+        return self.info_file.is_file()
+
+    def run(self, run_id: str) -> RunDir:
+        return RunDir(self.path / run_id)
+
+    # --- grid.json ---------------------------------------------------------------
+
+    def info(self) -> dict:
+        return read_json_object(self.info_file)
+
+    def config(self) -> "GridConfig":
+        """The grid's config as stored; StoreError naming grid.json when it can't be read."""
+        from engine.config import ConfigError, GridConfig
+
+        info = self.info()
+        try:
+            return GridConfig.from_dict(info["config"], str(self.info_file))
+        except KeyError:
+            raise StoreError(f"{self.info_file} lacks its config") from None
+        except ConfigError as exc:
+            raise StoreError(str(exc)) from None
+
+    def run_ids(self) -> list[str]:
+        try:
+            ids = self.info().get("runs", [])
+        except StoreError:
+            return []
+        return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+
+    def write_info(self, grid: "GridConfig", run_ids: list[str]) -> None:
+        atomic_write_json(self.info_file, {"name": grid.name, "config": grid.to_dict(), "runs": run_ids,
+                                           "created": time.time()})
+
+    def run_dirs(self) -> list[RunDir]:
+        """The grid's run folders: those grid.json lists, in its order, then any other run folder."""
+        ids = self.run_ids()
+        try:
+            subdirs = [p for p in self.path.iterdir() if p.is_dir()]
+        except OSError:
+            return []
+        found = {p.name for p in subdirs if p.name in ids or RunDir(p).is_run()}
+        ordered = [i for i in ids if i in found] + sorted(found - set(ids))
+        return [RunDir(self.path / i) for i in ordered]
+
+    # --- liveness and control ----------------------------------------------------
+
+    def running(self) -> bool:
+        """An orchestrator holds grid.lock right now."""
+        return is_locked(self.lock_file)
+
+    def lock(self) -> FileLock:
+        return FileLock(self.lock_file)
+
+    def request_cancel(self, reason: str = "grid cancelled by user") -> None:
+        atomic_write_text(self.cancel_file, reason + "\n")
+
+    def cancel_reason(self) -> str | None:
+        return _cancel_reason(self.cancel_file)
+
+    def clear_cancel(self) -> None:
+        self.cancel_file.unlink(missing_ok=True)

@@ -1,0 +1,125 @@
+"""Reading a whole store: grids by name, run records with their summaries."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import StoreError
+from engine.store.atomic import MissingFile
+from engine.store.grid_dir import GridDir
+from engine.store.run_dir import RunDir
+from engine.store.summary import RunSummary, fold, settle
+
+DEFAULT_ROOT = "runs"
+
+
+def default_root() -> Path:
+    """The run store used when no --runs is given."""
+    return Path(DEFAULT_ROOT)
+
+
+@dataclass
+class RunRecord:
+    """A run as found on disk: its folder, summary, and why it is unreadable if so."""
+
+    path: Path
+    summary: RunSummary
+    problem: str = ""  # non-empty = unreadable, with the reason
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def dir(self) -> RunDir:
+        return RunDir(self.path)
+
+
+def load_run(run_dir: str | Path | RunDir, grid: str = "") -> RunRecord:
+    """Read a run folder; never raises: problems come back in ``problem``."""
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    grid = grid or rd.grid_name
+    try:
+        cfg = rd.config_dict()
+        summary = RunSummary(run_id=rd.run_id, grid=grid, dataset=cfg["data"]["dataset"],
+                             backbone=cfg["model"]["backbone"], strategy=cfg["train"]["strategy"],
+                             epochs=cfg["train"]["epochs"])
+    except (StoreError, KeyError, TypeError) as exc:
+        reason = str(exc) if isinstance(exc, StoreError) else f"{rd.config_file} lacks {exc}"
+        return RunRecord(rd.path, RunSummary(run_id=rd.run_id, grid=grid, status="unreadable", error=reason), reason)
+    try:
+        stored = RunSummary.from_dict(rd.stored_summary())
+        summary = stored if stored.run_id else summary
+    except (StoreError, TypeError):
+        # no summary yet (or torn by an old writer): rebuild it from the events
+        for event in rd.events()[0]:
+            fold(summary, event)
+    if summary.status == "running":
+        settle(summary, rd.alive(), rd.path)
+    return RunRecord(rd.path, summary)
+
+
+class RunStore:
+    """A run store: a folder of grid folders."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_root()
+
+    def grids(self) -> list[str]:
+        try:
+            return sorted(p.name for p in self.root.iterdir() if p.is_dir() and GridDir(p).exists())
+        except OSError:
+            return []
+
+    def grid(self, name: str) -> GridDir:
+        """The grid folder for ``name`` (which may not exist yet); refuses names that leave the store."""
+        check_name(name, "grid")
+        return GridDir(self.root / name)
+
+    def find_grid(self, name: str) -> GridDir:
+        """An existing grid by name; StoreError listing the store's grids otherwise."""
+        gdir = self.grid(name)
+        if not gdir.exists():
+            known = self.grids()
+            hint = f"grids there: {', '.join(known)}" if known else "it has no grids yet"
+            raise StoreError(f"no grid {name!r} in {self.root}; {hint}")
+        return gdir
+
+    def find_run(self, grid: str, run_id: str) -> RunDir:
+        gdir = self.find_grid(grid)
+        check_name(run_id, "run", limit=255)
+        rd = gdir.run(run_id)
+        if not rd.is_run():
+            raise StoreError(f"no run {run_id!r} in grid {grid!r}; `finetune-tui runs --grid {grid}` lists them")
+        return rd
+
+    def locate(self, target: str) -> GridDir | RunDir:
+        """A grid or run from a grid name, GRID/RUN_ID, or the path of a grid or run folder."""
+        for candidate in (Path(target), self.root / target):
+            if GridDir(candidate).exists():
+                return GridDir(candidate)
+            if RunDir(candidate).is_run() or RunDir(candidate).best.is_file():
+                return RunDir(candidate)
+        raise StoreError(f"{target!r} is neither a run nor a grid folder, nor a grid or GRID/RUN_ID in {self.root}")
+
+    def runs(self, grid: str | None = None) -> list[RunRecord]:
+        grids = [grid] if grid else self.grids()
+        return [load_run(rd, g) for g in grids for rd in self.grid(g).run_dirs()]
+
+
+def check_name(name: str, what: str, limit: int = 64) -> str:
+    """A grid or run name must be a single folder name inside the store."""
+    if os.sep in name or (os.altsep and os.altsep in name) or name in (".", "..") or not name:
+        raise StoreError(f"{what} name {name!r} must be a name in the run store, not a path")
+    if what == "grid":
+        from engine.config import check_grid_name
+
+        check_grid_name(name)
+    elif len(name) > limit:
+        raise StoreError(f"{what} name {name[:40]!r}... is longer than {limit} characters")
+    return name
+
+
+__all__ = ["DEFAULT_ROOT", "MissingFile", "RunRecord", "RunStore", "check_name", "default_root", "load_run"]

@@ -1,0 +1,295 @@
+"""One run folder: every file name it holds, typed readers, atomic writers, liveness, cancel.
+
+``<root>/<grid>/<run>/``::
+
+    config.json       resolved RunConfig              events.jsonl   the event stream (engine.events)
+    summary.json      fold of the events (fast list)   metrics.csv    one row per epoch
+    best.safetensors  weights of the best epoch        last.safetensors, last_state.pt: resume point
+    results.json      test metrics, per class, confusion matrix, top errors
+    test_probs.npz    probs, labels, preds, index over the test split
+    run.lock          flock held while a worker lives  cancel         present = stop this run
+    worker.log        the worker's stderr              traceback.txt  the traceback of a crash
+    export/           ONNX files and their summary (ExportDir)
+
+Readers never import torch: the TUI, the report and ``predict`` use them.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from engine import events as ev
+from engine.errors import StoreError
+from engine.store.atomic import MissingFile, atomic_write, atomic_write_json, atomic_write_text, read_json, \
+    read_json_object
+from engine.store.locks import FileLock, is_locked
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from engine.config import RunConfig
+
+
+@dataclass(frozen=True)
+class TestProbs:
+    """test_probs.npz: softmax probabilities over the test split, with labels and predictions."""
+
+    probs: "np.ndarray"  # (N, C) float
+    labels: "np.ndarray"  # (N,) int
+    preds: "np.ndarray"  # (N,) int
+    index: "np.ndarray | None"  # (N,) position in the source dataset
+
+
+class ExportDir:
+    """``<run>/export/``: the ONNX files of a run and what was measured on them."""
+
+    SUMMARY, DETAIL, LOCK = "summary.json", "export.json", "export.lock"
+    MODEL, FAILED_MODEL = "model.onnx", "model.parity_failed.onnx"
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    summary_file = property(lambda self: self.path / self.SUMMARY)
+    detail_file = property(lambda self: self.path / self.DETAIL)
+    lock_file = property(lambda self: self.path / self.LOCK)
+    model = property(lambda self: self.path / self.MODEL)
+    failed_model = property(lambda self: self.path / self.FAILED_MODEL)
+    trt_cache = property(lambda self: self.path / "trt_cache")
+
+    def variant(self, name: str) -> Path:
+        """``model.<name>.onnx`` (int8, fp16, ...)."""
+        return self.path / f"model.{name}.onnx"
+
+    def summary(self) -> dict | None:
+        """``summary.json`` (docs/CONTRACTS.md), None when never exported; StoreError when unreadable."""
+        try:
+            return read_json_object(self.summary_file)
+        except MissingFile:
+            return None
+
+    def detail(self) -> dict | None:
+        """``export.json``: everything measured, with provenance; None when absent."""
+        try:
+            return read_json_object(self.detail_file)
+        except MissingFile:
+            return None
+
+    def lock(self) -> FileLock:
+        return FileLock(self.lock_file)
+
+
+class RunDir:
+    """A run folder; cheap to make (no I/O until a method is called)."""
+
+    CONFIG, EVENTS, SUMMARY, METRICS = "config.json", "events.jsonl", "summary.json", "metrics.csv"
+    BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last_state.pt"
+    RESULTS, PROBS = "results.json", "test_probs.npz"
+    LOCK, CANCEL, WORKER_LOG, TRACEBACK = "run.lock", "cancel", "worker.log", "traceback.txt"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, RunDir) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def grid_name(self) -> str:
+        return self.path.parent.name
+
+    config_file = property(lambda self: self.path / self.CONFIG)
+    events_file = property(lambda self: self.path / self.EVENTS)
+    summary_file = property(lambda self: self.path / self.SUMMARY)
+    metrics_file = property(lambda self: self.path / self.METRICS)
+    best = property(lambda self: self.path / self.BEST)
+    last = property(lambda self: self.path / self.LAST)
+    state_file = property(lambda self: self.path / self.STATE)
+    results_file = property(lambda self: self.path / self.RESULTS)
+    probs_file = property(lambda self: self.path / self.PROBS)
+    lock_file = property(lambda self: self.path / self.LOCK)
+    cancel_file = property(lambda self: self.path / self.CANCEL)
+    worker_log = property(lambda self: self.path / self.WORKER_LOG)
+    traceback_file = property(lambda self: self.path / self.TRACEBACK)
+    export = property(lambda self: ExportDir(self.path / "export"))
+
+    def is_run(self) -> bool:
+        """A folder holding a config or an event stream (report/, export/ and the like are not runs)."""
+        return self.config_file.exists() or self.events_file.exists()
+
+    # --- readers ---------------------------------------------------------------
+
+    def config_dict(self) -> dict:
+        return read_json_object(self.config_file)
+
+    def config(self) -> "RunConfig":
+        """The run's resolved config; StoreError naming the file when missing, unreadable or invalid."""
+        from engine.config import ConfigError, RunConfig
+
+        try:
+            return RunConfig.from_dict(self.config_dict(), str(self.config_file))
+        except ConfigError as exc:
+            raise StoreError(str(exc)) from None
+
+    def events(self, offset: int = 0) -> tuple[list[ev.Event], int]:
+        """Complete events from byte ``offset`` on, and the offset after the last complete line."""
+        return ev.read_events(self.events_file, offset)
+
+    def stored_summary(self) -> dict:
+        return read_json_object(self.summary_file)
+
+    def results(self) -> dict | None:
+        """results.json (test metrics, per-class report, confusion matrix, top errors); None before the test."""
+        try:
+            return read_json_object(self.results_file)
+        except MissingFile:
+            return None
+
+    def metrics(self) -> "pd.DataFrame | None":
+        """metrics.csv, one row per epoch (a replayed epoch keeps its last row); None when absent or empty."""
+        import pandas as pd
+
+        if not self.metrics_file.exists():
+            return None
+        try:
+            df = pd.read_csv(self.metrics_file)
+        except (ValueError, OSError) as exc:
+            raise StoreError(f"{self.metrics_file} is unreadable ({exc})") from None
+        if "epoch" not in df.columns or df.empty:
+            return None
+        return df.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+
+    def probs(self) -> TestProbs | None:
+        """test_probs.npz; None before the test, StoreError when unreadable."""
+        import numpy as np
+
+        if not self.probs_file.exists():
+            return None
+        try:
+            with np.load(self.probs_file, allow_pickle=False) as npz:
+                probs = np.asarray(npz["probs"], dtype=np.float64)
+                labels = np.asarray(npz["labels"], dtype=np.int64)
+                preds = np.asarray(npz["preds"], dtype=np.int64) if "preds" in npz else probs.argmax(1)
+                index = np.asarray(npz["index"], dtype=np.int64) if "index" in npz else None
+        except (OSError, KeyError, ValueError) as exc:
+            raise StoreError(f"{self.probs_file} is unreadable ({exc})") from None
+        return TestProbs(probs, labels, preds, index)
+
+    def checkpoint_meta(self, which: str = "best") -> dict:
+        """The metadata of ``best``/``last`` .safetensors, read from the file's header (no torch)."""
+        return read_safetensors_metadata(self.best if which == "best" else self.last)
+
+    def has_checkpoint(self, which: str = "best") -> bool:
+        return (self.best if which == "best" else self.last).is_file()
+
+    def worker_log_tail(self, n: int, chunk: int = 16384) -> tuple[str, ...]:
+        """The last ``n`` lines of worker.log, reading at most ``chunk`` bytes from its end."""
+        try:
+            with open(self.worker_log, "rb") as fh:
+                fh.seek(0, 2)
+                size = fh.tell()
+                fh.seek(max(0, size - chunk))
+                data = fh.read()
+        except OSError:
+            return ()
+        lines = data.decode("utf-8", errors="replace").splitlines()
+        if size > chunk:
+            lines = lines[1:]  # the first line is probably cut
+        return tuple(lines[-n:])
+
+    # --- liveness and control ----------------------------------------------------
+
+    def alive(self) -> bool:
+        """A worker holds run.lock right now."""
+        return is_locked(self.lock_file)
+
+    def lock(self) -> FileLock:
+        return FileLock(self.lock_file)
+
+    def request_cancel(self, reason: str = "cancelled by user") -> None:
+        atomic_write_text(self.cancel_file, reason + "\n")
+
+    def cancel_reason(self) -> str | None:
+        return _cancel_reason(self.cancel_file)
+
+    def clear_cancel(self) -> None:
+        self.cancel_file.unlink(missing_ok=True)
+
+    # --- writers (the worker's and orchestrator's side) -----------------------------
+
+    def write_config(self, config: "RunConfig") -> None:
+        atomic_write_json(self.config_file, config.to_dict())
+
+    def write_results(self, results: dict) -> None:
+        atomic_write_json(self.results_file, results)
+
+    def write_probs(self, probs: "np.ndarray", labels: "np.ndarray", index: "np.ndarray") -> None:
+        import numpy as np
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path
+                np.savez_compressed(fh, probs=probs.astype(np.float32), labels=labels, preds=probs.argmax(1),
+                                    index=index)
+
+        atomic_write(self.probs_file, write)
+
+    def write_metrics(self, rows: list[dict]) -> None:
+        import pandas as pd
+
+        frame = pd.DataFrame(rows)
+        atomic_write(self.metrics_file, lambda tmp: frame.to_csv(tmp, index=False))
+
+    def write_with(self, path: Path, write: Callable[[str], None]) -> None:
+        """Atomically write one of this run's files with ``write(tmp_path)`` (checkpoints)."""
+        atomic_write(path, write)
+
+    def write_traceback(self, text: str) -> None:
+        atomic_write_text(self.traceback_file, text)
+
+
+def _cancel_reason(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip() or "cancelled"
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, UnicodeDecodeError):
+        return "cancelled"
+
+
+def read_safetensors_metadata(path: str | Path) -> dict[str, Any]:
+    """A .safetensors file's ``__metadata__`` with JSON values decoded, from its header alone.
+
+    The format: 8 bytes little-endian header length, then the JSON header.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if n > 100_000_000:
+                raise ValueError("header too large")
+            header = json.loads(fh.read(n))
+    except FileNotFoundError:
+        raise MissingFile(f"checkpoint {path} is missing") from None
+    except (OSError, ValueError, struct.error) as exc:
+        raise StoreError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc})") from None
+    raw = header.get("__metadata__") or {}
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        try:
+            out[k] = json.loads(v)
+        except ValueError:
+            out[k] = v
+    return out
