@@ -1,19 +1,33 @@
-"""Configuration as data: one frozen dataclass per concern.
+"""Configuration as data: one frozen dataclass per concern, and one parser for every source.
 
-Precedence is command line > grid file > defaults. Unknown keys and values of
-the wrong type are errors (``ConfigError``) that name the key and the source.
-The resolved config of every run is written to its folder (``config.json``).
+Precedence is command line > grid file > defaults; a later source beats all of
+an earlier one, its per-name ``[overrides.NAME]`` included. Every setting, from
+a TOML file, a stored ``grid.json``, ``--set`` or a flag, goes through one
+dotted-key parser (``parse_setting``): unknown keys, values of the wrong type or
+out of range, and keys the grid sets itself (``data.dataset``, ``model.backbone``,
+``train.strategy``) are ``ConfigError``s naming the key and the source. Each
+value is checked once, when it is parsed; building a grid's runs only combines
+checked values. The resolved config of every run is written to its folder
+(``config.json``) and the grid's to ``grid.json``; ``GridConfig.to_toml`` writes
+a grid file that reads back to the same grid.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import re
 import tomllib
 import typing
 from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from engine import toml_writer
+from engine.heads import HEADS
+from engine.strategies import STRATEGIES
 
 
 class ConfigError(ValueError):
@@ -35,14 +49,14 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "efficientnet_lite0"  # short name (vgg16, resnet50, ...) or any timm name
-    head: str = "seed"  # "seed" (256-128 MLP with dropout) or "linear"
+    head: str = "seed"  # a registered head (engine/heads.py): "seed" (256-128 MLP with dropout) or "linear"
     weights: str = "pretrained"  # "pretrained", "random", or a path to .safetensors/.pth
     on_missing_weights: str = "fail"  # "fail" or "random" when pretrained weights can't be had
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    strategy: str = "frozen"  # frozen, partial, full, gradual, discriminative
+    strategy: str = "frozen"  # a registered strategy (engine/strategies.py)
     epochs: int = 20
     lr: float = 0.0  # 0 = the strategy's default (frozen 1e-3, partial 1e-4, full 1e-5, ...)
     optimizer: str = "adam"  # adam or adamw or sgd
@@ -80,14 +94,14 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, obj: dict, source: str = "config") -> "RunConfig":
-        unknown = set(obj) - {"data", "model", "train"}
-        if unknown:
-            raise ConfigError(f"{source}: unknown section(s) {sorted(unknown)}; expected data, model, train")
-        return cls(
-            data=_build(DataConfig, obj.get("data", {}), f"{source} [data]"),
-            model=_build(ModelConfig, obj.get("model", {}), f"{source} [model]"),
-            train=_build(TrainConfig, obj.get("train", {}), f"{source} [train]"),
-        )
+        """A run's ``config.json``: ``{"data": {...}, "model": {...}, "train": {...}}``; missing keys are defaults."""
+        if not isinstance(obj, dict):
+            raise ConfigError(f"{source}: expected a table of data, model and train settings, got {obj!r}")
+        sections = {name: {} for name in SECTIONS}
+        for key, value in _flatten(obj).items():
+            section, name, value = parse_setting(key, value, source, scope="run")
+            sections[section][name] = value
+        return RunConfig(**{s: cls_(**sections[s]) for s, cls_ in SECTIONS.items()})
 
 
 @dataclass(frozen=True)
@@ -99,9 +113,10 @@ class GridConfig:
     backbones: tuple[str, ...] = ("efficientnet_lite0",)
     strategies: tuple[str, ...] = ("frozen", "partial", "full")
     concurrency: int = 0  # runs at once; 0 = one per GPU, or 1 on CPU
+    # the settings every run shares; its dataset, backbone and strategy are unused (the lists above set them)
     base: RunConfig = field(default_factory=RunConfig)
     # per-name settings: {"full": {"train.epochs": 3}} applies to every run whose
-    # dataset, backbone or strategy is "full" (TOML: [overrides.full])
+    # dataset, backbone or strategy is "full" (TOML: [overrides.full]), in that order
     overrides: dict = field(default_factory=dict)
 
     def runs(self) -> list[RunConfig]:
@@ -117,61 +132,151 @@ class GridConfig:
                     )
                     for name in (d, b, s):
                         if name in self.overrides:
-                            run = override_run(run, self.overrides[name], f"overrides.{name}")
+                            run = _with_settings(run, self.overrides[name])
                     out.append(run)
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        """What ``grid.json`` stores (``from_dict`` reads it back)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, obj: dict, source: str = "grid") -> "GridConfig":
-        obj = dict(obj)
-        # a TOML file has [data]/[model]/[train] at top level; a stored grid.json nests them in "base"
-        sections = obj.pop("base", None) or {k: obj.pop(k) for k in ("data", "model", "train") if k in obj}
-        base = RunConfig.from_dict(sections, source)
-        overrides = obj.pop("overrides", {}) or {}
-        if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
-            raise ConfigError(f"{source} overrides: expected tables like [overrides.full] with section.key = value")
-        grid = _build(cls, obj, source, skip=("base", "overrides"))
-        grid = replace(grid, base=base, overrides={k: dict(v) for k, v in overrides.items()})
-        grid.runs()  # check every override now, not when a run starts
-        return grid
+        """A TOML grid file's table, or a stored grid.json's ``config`` (sections nested in ``base``)."""
+        return cls.from_layers((obj, source))
+
+    @classmethod
+    def from_layers(cls, *layers: tuple[dict, str], start: "GridConfig | None" = None) -> "GridConfig":
+        """Merge ``(settings, source)`` layers over ``start`` (default: the defaults), later beating earlier.
+
+        A layer is a grid file's table or a flat ``{"train.epochs": 5, "datasets": "a,b"}``. Its run
+        settings also replace the same keys in the earlier layers' ``overrides``: ``--epochs 5`` on the
+        command line gives every run 5 epochs, whatever ``[overrides.full]`` in the file said.
+        """
+        draft = _Draft.of(start or GridConfig())
+        for obj, source in layers:
+            draft.apply(obj, source)
+        return draft.freeze()
+
+    def to_toml(self) -> str:
+        """A grid file that ``load_grid_file`` reads back to this grid (every key, resolved)."""
+        doc: dict[str, Any] = {k: getattr(self, k) for k in GRID_KEYS}
+        for section in SECTIONS:
+            values = dataclasses.asdict(getattr(self.base, section))
+            doc[section] = {k: v for k, v in values.items() if f"{section}.{k}" not in GRID_OWNED}
+        if self.overrides:
+            doc["overrides"] = {name: dict(table) for name, table in self.overrides.items()}
+        note = (f"grid {self.name!r}, resolved (command line > file > defaults).\n"
+                "Run it with `finetune-tui run --grid THIS_FILE`; every key is in engine/config.py.")
+        return toml_writer.dumps(doc, comment=note)
 
 
-def override_run(run: RunConfig, settings: dict, source: str) -> RunConfig:
-    """Apply ``{"train.epochs": 3, ...}`` (or nested ``{"train": {"epochs": 3}}``) to one run."""
-    flat: dict[str, Any] = {}
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    sections = {"data": dataclasses.asdict(run.data), "model": dataclasses.asdict(run.model),
-                "train": dataclasses.asdict(run.train)}
-    for key, value in flat.items():
-        section, _, name = key.partition(".")
-        if section not in sections or not name:
-            raise ConfigError(f"{source}: {key!r} must be data.KEY, model.KEY or train.KEY")
-        if name in ("dataset", "backbone", "strategy"):
-            raise ConfigError(f"{source}: {key!r} is set by the grid, not by an override")
-        sections[section][name] = value
-    return RunConfig.from_dict(sections, source)
+def apply_settings(grid: GridConfig, settings: dict, source: str = "command line") -> GridConfig:
+    """``grid`` with ``{"train.epochs": "3", "datasets": "a,b", ...}`` applied; they beat the grid's overrides."""
+    return GridConfig.from_layers((settings, source), start=grid)
 
 
-def run_id(dataset: str, backbone: str, strategy: str) -> str:
-    """Folder-safe id of a run: ``<dataset>__<backbone>__<strategy>``."""
-    ds = re.sub(r"[^A-Za-z0-9_.-]+", "-", dataset.replace("imagefolder:", "if-")).strip("-")
-    return f"{ds}__{backbone}__{strategy}"
+# --- the one parser ----------------------------------------------------------
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+GRID_KEYS = ("name", "datasets", "backbones", "strategies", "concurrency")
+# run settings a grid sets from its lists, never from a setting
+GRID_OWNED = {"data.dataset": "datasets", "model.backbone": "backbones", "train.strategy": "strategies"}
+COMMAND_LINE = ("command line", "--set")  # sources a user typed (their hints name flags, not file keys)
+
+CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
+    "model.head": lambda: tuple(HEADS),
+    "model.on_missing_weights": lambda: ("fail", "random"),
+    "train.optimizer": lambda: ("adam", "adamw", "sgd"),
+    "train.strategy": lambda: tuple(STRATEGIES),
+    "strategies": lambda: tuple(STRATEGIES),
+}
+
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "data.image_size": (lambda v: 8 <= v <= 1024, "8 to 1024"),
+    "data.batch_size": (lambda v: v >= 1, "at least 1"),
+    "data.val_fraction": (lambda v: 0.0 < v < 0.9, "above 0, below 0.9"),
+    "data.train_limit": (lambda v: v >= 0, "0 (all) or more"),
+    "train.epochs": (lambda v: v >= 1, "at least 1"),
+    "train.patience": (lambda v: v >= 1, "at least 1"),
+    "train.plateau_factor": (lambda v: 0.0 < v < 1.0, "above 0, below 1"),
+    "train.partial_fraction": (lambda v: 0.0 < v <= 1.0, "above 0, at most 1"),
+    "train.lr": (lambda v: 0.0 <= v < math.inf, "0 (the strategy's) or more"),
+    "train.min_lr": (lambda v: 0.0 < v < math.inf, "above 0"),
+    "train.gradual_stages": (lambda v: v >= 1, "at least 1"),
+    "train.gradual_stage_epochs": (lambda v: v >= 1, "at least 1"),
+    "train.label_smoothing": (lambda v: 0.0 <= v < 1.0, "0 or more, below 1"),
+    "concurrency": (lambda v: v >= 0, "0 (automatic) or more"),
+}
 
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+def parse_setting(key: str, value: Any, source: str, scope: str = "grid") -> tuple[str | None, str, Any]:
+    """One ``key = value`` from ``source`` -> (section or None for a grid key, field name, checked value).
+
+    ``scope`` says where the key appears: ``"grid"`` (a grid file's table, ``--set``, a flag: grid keys
+    and run settings), ``"override"`` (an ``[overrides.NAME]`` table: run settings only), ``"run"``
+    (a run's config.json, and a stored grid's ``base``: run settings, the grid-set ones included).
+    """
+    section, dot, name = key.partition(".")
+    if not dot:
+        if scope == "grid" and key in GRID_KEYS:
+            return None, key, _check(key, _coerce(value, _hints(GridConfig)[key], f"{source} {key}"), source)
+        raise ConfigError(f"{source} {key}: unknown key{_suggest(key, scope)}")
+    if section not in SECTIONS:
+        raise ConfigError(f"{source} {key}: unknown section {section!r}; settings are data.KEY, model.KEY or train.KEY")
+    hints = _hints(SECTIONS[section])
+    if name not in hints:
+        raise ConfigError(f"{source} {key}: unknown key{_suggest(key, scope)}")
+    if key in GRID_OWNED and scope != "run":
+        listed = GRID_OWNED[key]
+        hint = f"--{listed}" if source in COMMAND_LINE else f"{listed} = [...]"
+        raise ConfigError(f"{source} {key}: set by the grid; use {hint}")
+    return section, name, _check(key, _coerce(value, hints[name], f"{source} {key}"), source)
 
 
-def check_grid_name(name: str) -> str:
-    if not _NAME_RE.match(name):
-        raise ConfigError(f"grid name {name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
-    return name
+def parse_set(items: list[str]) -> dict[str, str]:
+    """``["train.epochs=3", ...]`` -> ``{"train.epochs": "3"}`` (``parse_setting`` checks them)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.epochs=5")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def all_keys(scope: str = "grid") -> list[str]:
+    """Every key ``parse_setting`` accepts in ``scope``, dotted."""
+    keys = list(GRID_KEYS) if scope == "grid" else []
+    for section, cls in SECTIONS.items():
+        names = [f"{section}.{f.name}" for f in fields(cls)]
+        keys += [k for k in names if scope == "run" or k not in GRID_OWNED]
+    return keys
+
+
+def _suggest(key: str, scope: str) -> str:
+    close = difflib.get_close_matches(key, all_keys(scope), n=1, cutoff=0.75)
+    if close:
+        return f"; did you mean {close[0]}?"
+    if scope == "grid":
+        return f"; grid keys are {', '.join(GRID_KEYS)}, and data.KEY, model.KEY, train.KEY settings"
+    return "; settings are data.KEY, model.KEY or train.KEY (see engine/config.py)"
+
+
+@lru_cache(maxsize=None)
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check(key: str, value: Any, source: str) -> Any:
+    if key in CHOICES:
+        allowed = CHOICES[key]()
+        for v in value if isinstance(value, tuple) else (value,):
+            if v not in allowed:
+                raise ConfigError(f"{source} {key}: {v!r} is not one of {', '.join(allowed)}")
+    if key in RANGES and not RANGES[key][0](value):
+        raise ConfigError(f"{source} {key}: {value!r} is out of range ({RANGES[key][1]})")
+    return value
 
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:
@@ -212,98 +317,117 @@ def _type_name(typ: Any) -> str:
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(typ, str(typ))
 
 
-def _build(cls, obj: dict, source: str, skip: tuple[str, ...] = ()):
-    if not isinstance(obj, dict):
-        raise ConfigError(f"{source}: expected a table of settings, got {obj!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls)} - set(skip)
-    unknown = set(obj) - known
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
-    kwargs = {k: _coerce(v, hints[k], f"{source} {k}") for k, v in obj.items()}
-    inst = cls(**kwargs)
-    _validate(inst, source)
-    return inst
+def _flatten(obj: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"epochs": 3}}`` -> ``{"train.epochs": 3}``; dotted keys pass through."""
+    out: dict[str, Any] = {}
+    for k, v in obj.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
-_CHOICES = {
-    "head": ("seed", "linear"),
-    "on_missing_weights": ("fail", "random"),
-    "optimizer": ("adam", "adamw", "sgd"),
-}
+def _with_settings(run: RunConfig, settings: dict[str, Any]) -> RunConfig:
+    """``run`` with checked dotted settings applied (the parser checked them when they came in)."""
+    by_section: dict[str, dict[str, Any]] = {}
+    for key, value in _flatten(settings).items():
+        section, _, name = key.partition(".")
+        by_section.setdefault(section, {})[name] = value
+    return replace(run, **{s: replace(getattr(run, s), **kw) for s, kw in by_section.items()})
 
 
-def _validate(inst, source: str) -> None:
-    for f in fields(inst):
-        value = getattr(inst, f.name)
-        if f.name in _CHOICES and value not in _CHOICES[f.name]:
-            raise ConfigError(f"{source} {f.name}: {value!r} is not one of {', '.join(_CHOICES[f.name])}")
-    checks = {
-        "image_size": lambda v: 8 <= v <= 1024,
-        "batch_size": lambda v: v >= 1,
-        "val_fraction": lambda v: 0.0 < v < 0.9,
-        "epochs": lambda v: v >= 1,
-        "patience": lambda v: v >= 1,
-        "plateau_factor": lambda v: 0.0 < v < 1.0,
-        "partial_fraction": lambda v: 0.0 < v <= 1.0,
-        "lr": lambda v: v >= 0.0,
-        "min_lr": lambda v: v > 0.0,
-        "gradual_stages": lambda v: v >= 1,
-        "gradual_stage_epochs": lambda v: v >= 1,
-        "train_limit": lambda v: v >= 0,
-        "concurrency": lambda v: v >= 0,
-        "label_smoothing": lambda v: 0.0 <= v < 1.0,
-    }
-    for name, ok in checks.items():
-        if hasattr(inst, name) and not ok(getattr(inst, name)):
-            raise ConfigError(f"{source} {name}: {getattr(inst, name)!r} is out of range")
+@dataclass
+class _Draft:
+    """A grid being merged from layers: checked values only, frozen into a GridConfig at the end."""
+
+    top: dict[str, Any]
+    run: dict[str, dict[str, Any]]
+    overrides: dict[str, dict[str, Any]]
+
+    @classmethod
+    def of(cls, grid: GridConfig) -> "_Draft":
+        return cls(top={k: getattr(grid, k) for k in GRID_KEYS},
+                   run={s: dataclasses.asdict(getattr(grid.base, s)) for s in SECTIONS},
+                   overrides={k: dict(v) for k, v in grid.overrides.items()})
+
+    def apply(self, obj: dict, source: str) -> None:
+        if not isinstance(obj, dict):
+            raise ConfigError(f"{source}: expected a table of settings, got {obj!r}")
+        obj = dict(obj)
+        stored_base = obj.pop("base", None)  # grid.json nests the sections in "base"
+        overrides = obj.pop("overrides", None)
+        before = self.overrides
+        earlier = {k: dict(v) for k, v in before.items()}
+        if stored_base is not None:
+            if not isinstance(stored_base, dict):
+                raise ConfigError(f"{source} base: expected a table of data, model and train settings")
+            for key, value in _flatten(stored_base).items():
+                self._set(key, parse_setting(key, value, source, scope="run"), earlier)
+        for key, value in _flatten(obj).items():
+            self._set(key, parse_setting(key, value, source, scope="grid"), earlier)
+        # what this layer set beats what earlier layers said for some names only; a table it
+        # emptied goes (one that was empty to begin with stays)
+        self.overrides = {k: v for k, v in earlier.items() if v or not before[k]}
+        if overrides is not None:
+            self._add_overrides(overrides, source)
+
+    def _set(self, key: str, parsed: tuple[str | None, str, Any], earlier: dict[str, dict[str, Any]]) -> None:
+        section, name, value = parsed
+        if section is None:
+            self.top[name] = value
+            return
+        self.run[section][name] = value
+        for table in earlier.values():
+            table.pop(key, None)
+
+    def _add_overrides(self, overrides: Any, source: str) -> None:
+        if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+            raise ConfigError(f"{source} overrides: expected tables like [overrides.full] with section.key = value")
+        for name, table in overrides.items():
+            where = f"{source} [overrides.{name}]"
+            target = self.overrides.setdefault(name, {})
+            for key, value in _flatten(table).items():
+                target[key] = parse_setting(key, value, where, scope="override")[2]
+
+    def freeze(self) -> GridConfig:
+        base = RunConfig(**{s: cls(**self.run[s]) for s, cls in SECTIONS.items()})
+        return GridConfig(**self.top, base=base, overrides=self.overrides)
 
 
-def load_grid_file(path: str | Path) -> GridConfig:
-    """Read a TOML grid file; the grid's name defaults to the file's stem."""
+def run_id(dataset: str, backbone: str, strategy: str) -> str:
+    """Folder-safe id of a run: ``<dataset>__<backbone>__<strategy>``."""
+    ds = re.sub(r"[^A-Za-z0-9_.-]+", "-", dataset.replace("imagefolder:", "if-")).strip("-")
+    return f"{ds}__{backbone}__{strategy}"
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_grid_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"grid name {name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
+    return name
+
+
+def read_grid_file(path: str | Path) -> dict[str, Any]:
+    """A TOML grid file's table (its ``name`` defaults to the file's stem), not yet parsed."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:
             obj = tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"grid file {path} not found; pass a TOML file or --preset demo|seed") from None
+        from engine.presets import PRESETS  # presets import this module
+
+        raise ConfigError(f"grid file {path} not found; pass a TOML file or --preset {'|'.join(PRESETS)}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"grid file {path} is a folder; pass a TOML file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"grid file {path}: invalid TOML: {exc}") from None
     obj.setdefault("name", path.stem)
-    return GridConfig.from_dict(obj, source=str(path))
+    return obj
 
 
-def apply_overrides(grid: GridConfig, overrides: dict[str, Any], source: str = "command line") -> GridConfig:
-    """Apply ``{"train.epochs": 3, "datasets": "a,b", ...}``; the command line beats the file."""
-    top: dict[str, Any] = {}
-    sections: dict[str, dict[str, Any]] = {"data": {}, "model": {}, "train": {}}
-    for key, value in overrides.items():
-        if "." in key:
-            section, _, name = key.partition(".")
-            if section not in sections:
-                raise ConfigError(f"{source}: unknown section in {key!r}; expected data., model. or train.")
-            sections[section][name] = value
-        else:
-            top[key] = value
-    base = grid.base
-    new_sections = {}
-    for section, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
-        current = dataclasses.asdict(getattr(base, section))
-        current.update(sections[section])
-        new_sections[section] = _build(cls, current, f"{source} {section}")
-    current_top = {k: v for k, v in dataclasses.asdict(grid).items() if k != "base"}
-    current_top.update(top)
-    current_top.pop("overrides", None)
-    new_grid = _build(GridConfig, current_top, source, skip=("base", "overrides"))
-    return replace(new_grid, base=RunConfig(**new_sections), overrides=grid.overrides)
-
-
-def parse_set(items: list[str]) -> dict[str, str]:
-    """``["train.epochs=3", ...]`` -> ``{"train.epochs": "3"}`` (types are checked later)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.epochs=5")
-        out[key.strip()] = value.strip()
-    return out
+def load_grid_file(path: str | Path) -> GridConfig:
+    """Read a TOML grid file; the grid's name defaults to the file's stem."""
+    return GridConfig.from_dict(read_grid_file(path), source=str(path))

@@ -9,27 +9,9 @@ import torch
 from torch import nn
 
 from engine.backbones import resolve_backbone
+from engine.heads import HEADS, build_head  # noqa: F401  (the head registry; re-exported)
 
 log = logging.getLogger(__name__)
-
-HEADS = ("seed", "linear")
-
-
-def build_head(kind: str, in_features: int, num_classes: int) -> nn.Module:
-    """``seed``: Dense(256, relu) -> Dropout(0.5) -> Dense(128, relu) -> Dropout(0.3) -> Dense(n)."""
-    if kind == "linear":
-        return nn.Sequential(nn.Linear(in_features, num_classes))
-    if kind == "seed":
-        return nn.Sequential(
-            nn.Linear(in_features, 256),
-            nn.ReLU(inplace=True),
-            nn.Dropout(0.5),
-            nn.Linear(256, 128),
-            nn.ReLU(inplace=True),
-            nn.Dropout(0.3),
-            nn.Linear(128, num_classes),
-        )
-    raise ValueError(f"head {kind!r} not found; choose one of {', '.join(HEADS)}")
 
 
 class Pool(nn.Module):

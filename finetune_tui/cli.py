@@ -25,15 +25,31 @@ def fail(message: str) -> int:
     return 2
 
 
+DEFAULT_PRESET = "demo"
+
+
 def add_run_parser(sub) -> None:
+    # registries and config are torch-free: their names give the choices and help below
+    from engine.config import CHOICES
+    from engine.heads import HEADS
+    from engine.presets import PRESETS
+    from engine.strategies import STRATEGIES
+
+    def listing(title: str, registry) -> str:
+        return f"{title}:\n" + "\n".join(f"  {name:<16}{entry.description}" for name, entry in registry.items())
+
     p = sub.add_parser("run", help="train a grid (preset or TOML file)", formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train every dataset x backbone x strategy of a grid, one subprocess per run. "
                                    "Running the same grid again resumes it: finished runs are skipped, unfinished "
                                    "ones restart from their last checkpoint.",
-                       epilog="Any setting can be given with --set section.key=value (sections: data, model, train; "
-                              "see docs/CONFIG.md or `finetune-tui run --show-config`).")
+                       epilog="\n\n".join([
+                           listing("presets", PRESETS), listing("strategies", STRATEGIES), listing("heads", HEADS),
+                           "Any setting can be given with --set section.key=value (sections: data, model, train).\n"
+                           "Command line beats the grid file, its [overrides.NAME] included. `--show-config` prints\n"
+                           "the resolved grid as a TOML file that --grid reads back; every key is in engine/config.py.",
+                       ]))
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--preset", choices=["demo", "seed"], help="a built-in grid (default: demo)")
+    src.add_argument("--preset", choices=list(PRESETS), help=f"a built-in grid (default: {DEFAULT_PRESET})")
     src.add_argument("--grid", metavar="FILE.toml", help="a TOML grid file")
     p.add_argument("--name", help="grid name (folder in the run store); default: the preset's or the file's name")
     p.add_argument("--runs", default=argparse.SUPPRESS, metavar="DIR", help="run store (default: runs/)")
@@ -41,16 +57,16 @@ def add_run_parser(sub) -> None:
                                       "cifar100, fashion_mnist, digits, imagefolder:PATH)")
     p.add_argument("--backbones", help="comma-separated: vgg16, resnet50, mobilenetv2, efficientnetb0, "
                                        "efficientnet_lite0 or any timm model name")
-    p.add_argument("--strategies", help="comma-separated: frozen, partial, full, gradual, discriminative")
+    p.add_argument("--strategies", help=f"comma-separated: {', '.join(STRATEGIES)}")
     p.add_argument("--data-root", help="where source datasets are looked for (default: data/)")
     p.add_argument("--download", action="store_true", default=None, help="download missing sources via torchvision")
     p.add_argument("--image-size", type=int, help="input side in pixels (seed: 32; pretrained nets like 96-224)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
     p.add_argument("--lr", type=float, help="learning rate (default: the strategy's own)")
-    p.add_argument("--head", choices=["seed", "linear"])
+    p.add_argument("--head", choices=list(HEADS), help=f"classifier head: {', '.join(HEADS)}")
     p.add_argument("--weights", help="'pretrained' (default), 'random', or a .safetensors/.pth file")
-    p.add_argument("--on-missing-weights", choices=["fail", "random"],
+    p.add_argument("--on-missing-weights", choices=list(CHOICES["model.on_missing_weights"]()),
                    help="when pretrained weights can't be had: fail (default) or train from random init")
     p.add_argument("--augment", action="store_true", default=None, help="random crop, flip, colour jitter")
     p.add_argument("--class-weighting", action="store_true", default=None, help="inverse-frequency loss weights")
@@ -61,12 +77,15 @@ def add_run_parser(sub) -> None:
     p.add_argument("--detach", action="store_true", help="start in the background and return; survives logout")
     p.add_argument("--tui", action="store_true", help="start detached and open the TUI on the grid")
     p.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
-    p.add_argument("--show-config", action="store_true", help="print the resolved grid config and exit")
+    p.add_argument("--show-config", action="store_true",
+                   help="print the resolved grid as TOML (a file --grid reads back) and exit")
     p.set_defaults(func=cmd_run)
 
 
+# run flag (argparse dest) -> the config key it sets; parsed like any other setting
 FLAG_KEYS = {
-    "datasets": "datasets", "backbones": "backbones", "strategies": "strategies", "concurrency": "concurrency",
+    "name": "name", "datasets": "datasets", "backbones": "backbones", "strategies": "strategies",
+    "concurrency": "concurrency",
     "data_root": "data.data_root", "download": "data.download", "image_size": "data.image_size",
     "batch_size": "data.batch_size", "augment": "data.augment", "epochs": "train.epochs", "lr": "train.lr",
     "head": "model.head", "weights": "model.weights", "on_missing_weights": "model.on_missing_weights",
@@ -75,18 +94,16 @@ FLAG_KEYS = {
 
 
 def resolve_grid(args):
-    from dataclasses import replace
-
-    from engine.config import apply_overrides, load_grid_file, parse_set
+    """Preset or file, then --set, then the flags: merged once into one GridConfig (later beats earlier)."""
+    from engine.config import GridConfig, parse_set, read_grid_file
     from engine.presets import get_preset
 
-    grid = load_grid_file(args.grid) if args.grid else get_preset(args.preset or "demo")
-    overrides = parse_set(args.set)  # --set first, so explicit flags win over it
-    overrides.update({key: getattr(args, attr) for attr, key in FLAG_KEYS.items() if getattr(args, attr) is not None})
-    grid = apply_overrides(grid, overrides)
-    if args.name:
-        grid = replace(grid, name=args.name)
-    return grid
+    layers = [(read_grid_file(args.grid), str(args.grid))] if args.grid else []
+    start = None if args.grid else get_preset(args.preset or DEFAULT_PRESET)
+    layers.append((parse_set(args.set), "--set"))  # --set first, so explicit flags win over it
+    flags = {key: getattr(args, attr) for attr, key in FLAG_KEYS.items() if getattr(args, attr) is not None}
+    layers.append((flags, "command line"))
+    return GridConfig.from_layers(*layers, start=start)
 
 
 def cmd_run(args) -> int:
@@ -96,7 +113,7 @@ def cmd_run(args) -> int:
 
     grid = resolve_grid(args)
     if args.show_config:
-        print(json.dumps(grid.to_dict(), indent=2))
+        print(grid.to_toml(), end="")
         return 0
     if args.detach or args.tui:
         gdir = orch.start_detached(grid, args.runs)

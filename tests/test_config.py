@@ -1,7 +1,7 @@
 import pytest
 
-from engine.config import (ConfigError, GridConfig, RunConfig, apply_overrides, load_grid_file, parse_set, run_id)
-from engine.presets import PRESETS
+from engine.config import (ConfigError, GridConfig, RunConfig, apply_settings, load_grid_file, parse_set, run_id)
+from engine.presets import get_preset
 
 
 def test_toml_grid_file_and_overrides(tmp_path):
@@ -13,17 +13,25 @@ def test_toml_grid_file_and_overrides(tmp_path):
     assert grid.base.data.image_size == 32 and grid.base.train.epochs == 7
     assert [r.run_id for r in grid.runs()] == ["digits__test_efficientnet__frozen", "digits__test_efficientnet__full"]
     # command line beats file
-    grid2 = apply_overrides(grid, {"train.epochs": "3", "strategies": "partial", "data.augment": "true"})
+    grid2 = apply_settings(grid, {"train.epochs": "3", "strategies": "partial", "data.augment": "true"})
     assert grid2.base.train.epochs == 3 and grid2.strategies == ("partial",) and grid2.base.data.augment is True
     assert grid2.base.data.image_size == 32  # untouched keys keep the file's value
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("[train]\nepochz = 3\n", "unknown key(s) ['epochz']"),
+    ("[train]\nepochz = 3\n", "train.epochz: unknown key; did you mean train.epochs?"),
     ("[train]\nepochs = 'many'\n", "epochs: expected an integer"),
     ("[model]\nhead = 'mlp'\n", "head: 'mlp' is not one of seed, linear"),
-    ("[data]\nval_fraction = 1.5\n", "val_fraction: 1.5 is out of range"),
-    ("[extra]\nx = 1\n", "unknown key(s) ['extra']"),
+    ("[data]\nval_fraction = 1.5\n", "data.val_fraction: 1.5 is out of range (above 0, below 0.9)"),
+    ("[extra]\nx = 1\n", "extra.x: unknown section 'extra'"),
+    ("epochs = 3\n", "epochs: unknown key; grid keys are name, datasets"),
+    ("[data]\ndataset = 'digits'\n", "data.dataset: set by the grid; use datasets = [...]"),
+    ("[model]\nbackbone = 'resnet50'\n", "model.backbone: set by the grid; use backbones = [...]"),
+    ("[train]\nstrategy = 'full'\n", "train.strategy: set by the grid; use strategies = [...]"),
+    ("strategies = ['frozen', 'ful']\n", "strategies: 'ful' is not one of frozen, partial, full"),
+    ("[overrides.full]\n\"data.dataset\" = 'digits'\n", "[overrides.full] data.dataset: set by the grid"),
+    ("[overrides.full]\ndatasets = ['digits']\n", "[overrides.full] datasets: unknown key"),
+    ("overrides = 3\n", "overrides: expected tables like [overrides.full]"),
     ("datasets = 3\n", "datasets: expected a list of names"),
     ("not toml [", "invalid TOML"),
 ])
@@ -46,18 +54,18 @@ def test_set_syntax_and_unknown_section():
     with pytest.raises(ConfigError, match="expected section.key=value"):
         parse_set(["epochs"])
     with pytest.raises(ConfigError, match="unknown section"):
-        apply_overrides(GridConfig(), {"optim.lr": "1"})
+        apply_settings(GridConfig(), {"optim.lr": "1"})
 
 
 def test_round_trip_through_dict():
-    grid = PRESETS["seed"]
+    grid = get_preset("seed")
     assert GridConfig.from_dict(grid.to_dict()) == grid
     run = grid.runs()[5]
     assert RunConfig.from_dict(run.to_dict()) == run
 
 
 def test_seed_preset_is_the_reference_grid():
-    grid = PRESETS["seed"]
+    grid = get_preset("seed")
     assert len(grid.runs()) == 48
     assert grid.base.data.image_size == 32 and grid.base.train.epochs == 20
     assert grid.base.train.patience == 5 and grid.base.train.plateau_factor == 0.5
@@ -88,5 +96,5 @@ def test_per_name_overrides_apply_to_matching_runs_only(tmp_path):
 def test_bad_override_names_the_table(tmp_path):
     f = tmp_path / "o.toml"
     f.write_text('[overrides.full]\n"train.epochz" = 2\n')
-    with pytest.raises(ConfigError, match=r"overrides.full \[train\]: unknown key"):
+    with pytest.raises(ConfigError, match=r"o.toml \[overrides.full\] train.epochz: unknown key"):
         load_grid_file(f)

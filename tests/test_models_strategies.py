@@ -220,3 +220,16 @@ def test_efficientnet_lite0_gets_real_imagenet_weights_offline():
     # ImageNet: 497 church, 442 bell cote, 698 palace, 483 castle, 668 mosque, 832 stupa, 900 water tower
     assert set(top5) & {497, 442, 698, 483, 668, 832, 900}
     assert BACKBONES["efficientnet_lite0"].timm_name == "efficientnet_lite0"
+
+
+def test_registered_heads_build_the_spec_layers():
+    from engine.heads import HEADS, build_head
+
+    assert list(HEADS) == ["seed", "linear"]
+    seed = build_head("seed", 1280, 4)
+    layers = [(type(m).__name__, getattr(m, "out_features", getattr(m, "p", None))) for m in seed]
+    assert layers == [("Linear", 256), ("ReLU", None), ("Dropout", 0.5), ("Linear", 128), ("ReLU", None),
+                      ("Dropout", 0.3), ("Linear", 4)]
+    assert seed[0].in_features == 1280
+    linear = build_head("linear", 512, 3)
+    assert [(type(m).__name__, m.in_features, m.out_features) for m in linear] == [("Linear", 512, 3)]

@@ -44,7 +44,8 @@ def presets() -> list[PresetInfo]:
     from engine.presets import PRESETS  # engine.config only: no torch
 
     out = []
-    for name, grid in PRESETS.items():
+    for name, entry in PRESETS.items():
+        grid = entry.build()
         n = len(grid.datasets) * len(grid.backbones) * len(grid.strategies)
         desc = (f"{', '.join(grid.datasets)} × {', '.join(grid.backbones)} × {', '.join(grid.strategies)}; "
                 f"{grid.base.train.epochs} epochs at {grid.base.data.image_size}px")
