@@ -1,56 +1,51 @@
 """Model checkpoints: safetensors with the metadata deployment needs.
 
-Metadata (all strings, as safetensors requires): ``format`` ("finetune-tui/1"),
-``backbone``, ``head``, ``num_classes``, ``classes`` (JSON list), ``image_size``,
-``mean``/``std`` (JSON lists, 0-1 scale), ``channels`` ("RGB"), ``in_chans_source``
-(1 for greyscale data fed as RGB), ``run_id``, ``epoch``, ``val_loss``.
+The metadata is an ``engine.model_meta.ModelMeta`` (docs/CONTRACTS.md), stored
+as safetensors' string map by ``ModelMeta.to_strings`` and read back from the
+file's header without torch (``engine.model_meta.read_safetensors_meta``).
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
+from engine.model_meta import CHECKPOINT, FORMATS, ModelMeta, ModelMetaError, read_safetensors_meta
 from engine.models import Classifier, build_classifier
 from engine.store import atomic_write
 
-FORMAT = "finetune-tui/1"
+FORMAT = FORMATS[CHECKPOINT]
 
 
 class CheckpointError(Exception):
     pass
 
 
-def save_checkpoint(model: torch.nn.Module, path: str | Path, meta: dict) -> None:
-    """Atomically write the model's weights with ``meta`` (values JSON-encoded where not str)."""
+def save_checkpoint(model: torch.nn.Module, path: str | Path, meta: ModelMeta | Mapping[str, Any]) -> None:
+    """Atomically write the model's weights with ``meta`` (a ModelMeta, or a mapping of its fields)."""
+    try:
+        strmeta = ModelMeta.coerce(meta, f"metadata for {path}").to_strings(CHECKPOINT)
+    except ModelMetaError as exc:
+        raise CheckpointError(str(exc)) from None
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    strmeta = {"format": FORMAT}
-    strmeta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()})
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=strmeta))
 
 
-def read_metadata(path: str | Path) -> dict:
-    """The checkpoint's metadata with JSON values decoded."""
+def read_model_meta(path: str | Path) -> ModelMeta:
+    """The checkpoint's ModelMeta; CheckpointError (one line, naming the file) if it isn't readable or ours."""
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            raw = fh.metadata() or {}
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} not found") from None
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc})") from None
-    if raw.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path} is not a finetune-tui checkpoint (format {raw.get('format')!r})")
-    out = {}
-    for k, v in raw.items():
-        try:
-            out[k] = json.loads(v)
-        except ValueError:
-            out[k] = v
-    return out
+        return read_safetensors_meta(path)
+    except ModelMetaError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The checkpoint's metadata as plain values (``ModelMeta.to_dict``: lists, ``storage`` a dict or None)."""
+    return read_model_meta(path).to_dict(CHECKPOINT)
 
 
 def load_state(path: str | Path, device: str = "cpu") -> dict[str, torch.Tensor]:
@@ -63,11 +58,14 @@ def load_state(path: str | Path, device: str = "cpu") -> dict[str, torch.Tensor]
 
 
 def load_classifier(path: str | Path, device: str = "cpu") -> tuple[Classifier, dict]:
-    """Rebuild the classifier from a checkpoint's metadata and load its weights (eval mode)."""
-    meta = read_metadata(path)
-    model = build_classifier(str(meta["backbone"]), str(meta["head"]), int(meta["num_classes"]))
+    """Rebuild the classifier from a checkpoint's metadata and load its weights (eval mode).
+
+    The metadata comes back as ``read_metadata``'s dict; ``ModelMeta.coerce`` turns it back into the type.
+    """
+    meta = read_model_meta(path)
+    model = build_classifier(meta.backbone, meta.head, meta.num_classes)
     try:
         model.load_state_dict(load_state(path, device))
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {path} doesn't match its own metadata: {str(exc)[:200]}") from None
-    return model.to(device).eval(), meta
+    return model.to(device).eval(), meta.to_dict(CHECKPOINT)

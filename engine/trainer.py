@@ -29,6 +29,7 @@ from engine.config import ConfigError, RunConfig
 from engine.data import DatasetSplits, load_dataset
 from engine.feature_cache import SplitModel, forward_units, run_prefix, split_point
 from engine.metrics import test_results
+from engine.model_meta import ModelMeta
 from engine.models import Classifier, build_classifier, norm_config
 from engine.store import RunDir, RunWriter
 from engine.strategies import apply_plan, layer_groups, n_stages, plan, set_train_mode, stage_for_epoch
@@ -291,23 +292,13 @@ class Trainer:
         out["head"] = math.sqrt(sum(p.detach().float().pow(2).sum().item() for p in self.model.head.parameters()))
         return out
 
-    def ckpt_meta(self, epoch: int, val_loss: float) -> dict:
-        return {
-            "backbone": self.cfg.model.backbone,
-            "head": self.cfg.model.head,
-            "num_classes": len(self.splits.classes),
-            "classes": list(self.splits.classes),
-            "image_size": self.cfg.data.image_size,
-            "mean": list(self.norm["mean"]),
-            "std": list(self.norm["std"]),
-            "interpolation": "bilinear",
-            "channels": "RGB",
-            "in_chans_source": int(self.splits.train.x.shape[1]),
-            "run_id": self.cfg.run_id,
-            "dataset": self.cfg.data.dataset,
-            "epoch": epoch,
-            "val_loss": val_loss,
-        }
+    def ckpt_meta(self, epoch: int, val_loss: float) -> ModelMeta:
+        return ModelMeta(
+            backbone=self.cfg.model.backbone, head=self.cfg.model.head, classes=tuple(self.splits.classes),
+            image_size=self.cfg.data.image_size, mean=tuple(self.norm["mean"]), std=tuple(self.norm["std"]),
+            in_chans_source=int(self.splits.train.x.shape[1]), storage=self.splits.storage,
+            run_id=self.cfg.run_id, dataset=self.cfg.data.dataset, epoch=epoch, val_loss=val_loss,
+        )  # interpolation, antialias rule, channels: engine.preprocess's (what prepare_batch does)
 
     def save_last(self, state: LoopState) -> None:
         save_checkpoint(self.model, self.dir.last, self.ckpt_meta(state.epoch, state.best_val_loss))

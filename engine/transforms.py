@@ -9,22 +9,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from engine.preprocess import INTERPOLATIONS, antialias
+
+INTERPOLATION = INTERPOLATIONS[0]  # the only one a checkpoint can name (engine.preprocess)
+
 
 def preprocess(x: torch.Tensor, image_size: int, mean, std) -> torch.Tensor:
-    """uint8 (N, C, H, W), C in {1, 3} -> float (N, 3, S, S), resized and normalised.
+    """uint8 (N, C, H, W), C in {1, 3} -> float (N, 3, S, S): step 2 of ``engine.preprocess`` in torch.
 
-    The same maths runs at export time (ONNX parity) and in ``predict``:
-    grey to RGB, bilinear resize (antialiased when shrinking), /255, (x-mean)/std.
+    /255, grey repeated to RGB, bilinear resize (antialiased when the height or
+    the width shrinks), (x - mean) / std. ONNX parity and ``predict``'s numpy
+    twin (``engine.preprocess.input_array``) depend on exactly this.
     """
-    x = x.float().div_(255.0)
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    if x.shape[-2:] != (image_size, image_size):
-        shrink = x.shape[-1] > image_size
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=shrink)
-    mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x - mean_t) / std_t
+    return prepare_batch(x, image_size, mean, std)
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, pad_frac: float = 0.125, jitter: float = 0.2) -> torch.Tensor:
@@ -61,17 +58,18 @@ def augment(x: torch.Tensor, generator: torch.Generator, pad_frac: float = 0.125
     return x.clamp_(0.0, 1.0)
 
 
-def prepare_batch(x: torch.Tensor, image_size: int, mean, std, generator: torch.Generator | None = None) -> torch.Tensor:
-    """preprocess, with augmentation between resize and normalisation when a generator is given."""
-    if generator is None:
-        return preprocess(x, image_size, mean, std)
-    xf = x.float().div_(255.0)
-    if xf.shape[1] == 1:
-        xf = xf.expand(-1, 3, -1, -1)
-    if xf.shape[-2:] != (image_size, image_size):
-        xf = F.interpolate(xf, size=(image_size, image_size), mode="bilinear", align_corners=False,
-                           antialias=xf.shape[-1] > image_size)
-    xf = augment(xf, generator)
-    mean_t = torch.as_tensor(mean, dtype=xf.dtype, device=xf.device).view(1, 3, 1, 1)
-    std_t = torch.as_tensor(std, dtype=xf.dtype, device=xf.device).view(1, 3, 1, 1)
-    return (xf - mean_t) / std_t
+def prepare_batch(x: torch.Tensor, image_size: int, mean, std,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """``preprocess``, with augmentation between resize and normalisation when a generator is given."""
+    x = x.to(torch.float32) / 255.0
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    h, w = x.shape[-2:]
+    if (h, w) != (image_size, image_size):
+        x = F.interpolate(x, size=(image_size, image_size), mode=INTERPOLATION, align_corners=False,
+                          antialias=antialias(h, w, image_size))
+    if generator is not None:
+        x = augment(x, generator)
+    mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - mean_t) / std_t

@@ -41,7 +41,8 @@ providers=None, device="auto", atol=1e-3, threads=None, bench_config=None, data=
     at least as accurate and at least as fast, and strictly better in one.
 
 ``export.predict``: ``load_model(path) -> Deployed``, ``classify(model, paths, k)``,
-``image_array(pil_image, meta)``: classification with onnxruntime, numpy and Pillow only.
+``image_array(pil_image, model.spec)``: classification with onnxruntime, numpy and Pillow only
+(and the torch-free ``engine.model_meta`` and ``engine.preprocess``).
 
 Command line (``finetune-tui``; registered by ``export.cli.register``)
 ----------------------------------------------------------------------

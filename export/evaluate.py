@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import onnxruntime as ort
 import torch
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
+from engine.model_meta import ModelMeta
 from engine.transforms import preprocess
 from export import metadata
 
 EVAL_BATCH = 256
 
 
-def input_batches(x_uint8, meta: dict, batch: int = EVAL_BATCH) -> Iterator[np.ndarray]:
-    """uint8 (N, C, H, W) -> float32 NCHW model inputs, ``batch`` at a time (engine.transforms.preprocess)."""
+def input_batches(x_uint8, meta: ModelMeta | Mapping, batch: int = EVAL_BATCH) -> Iterator[np.ndarray]:
+    """Stored uint8 (N, C, H, W) -> float32 NCHW model inputs, ``batch`` at a time (engine.transforms.preprocess;
+    the images are already stored, so the storage step is behind them)."""
+    spec = ModelMeta.coerce(meta).preprocess
     x = torch.as_tensor(x_uint8)
     for start in range(0, len(x), batch):
-        xb = preprocess(x[start:start + batch], int(meta["image_size"]), meta["mean"], meta["std"])
+        xb = preprocess(x[start:start + batch], spec.image_size, spec.mean, spec.std)
         yield np.ascontiguousarray(xb.numpy(), dtype=np.float32)
 
 
@@ -45,8 +48,9 @@ def ort_logits(session: ort.InferenceSession, batches) -> np.ndarray:
                            for xb in batches])
 
 
-def both_logits(model: torch.nn.Module, session: ort.InferenceSession, x_uint8, meta: dict, device: str = "cpu",
-                progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def both_logits(model: torch.nn.Module, session: ort.InferenceSession, x_uint8, meta: ModelMeta | Mapping,
+                device: str = "cpu", progress: Callable[[int, int], None] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """PyTorch and onnxruntime logits over the same preprocessed batches (one preprocessing pass)."""
     t_out, o_out, n, done = [], [], len(x_uint8), 0
     model.to(device)

@@ -11,6 +11,7 @@ from typing import Any
 import onnx
 import torch
 
+from engine.model_meta import ONNX, ModelMeta
 from engine.store import atomic_write
 from export import metadata
 
@@ -24,16 +25,18 @@ class ExportFailed(RuntimeError):
     """torch.onnx.export or onnx.checker rejected the model."""
 
 
-def export_onnx(model: torch.nn.Module, path: str | Path, meta: Mapping[str, Any], *, opset: int = OPSET,
-                trace_batch: int = 2) -> Path:
+def export_onnx(model: torch.nn.Module, path: str | Path, meta: ModelMeta | Mapping[str, Any], *,
+                opset: int = OPSET, trace_batch: int = 2) -> Path:
     """Trace ``model`` (eval, CPU, fp32) and write ``path`` atomically with ``meta`` as metadata_props.
 
-    ``meta`` must hold ``image_size``. The TorchScript exporter (``dynamo=False``) is used: the
-    dynamo one needs onnxscript and gains nothing for these CNNs. A trace batch of 2 keeps the
-    batch axis symbolic (a batch of 1 can get constant-folded into reshapes).
+    ``meta``: ``export.metadata.build``'s result (or a ModelMeta). The TorchScript exporter
+    (``dynamo=False``) is used: the dynamo one needs onnxscript and gains nothing for these CNNs.
+    A trace batch of 2 keeps the batch axis symbolic (a batch of 1 can get constant-folded into
+    reshapes).
     """
     path = Path(path)
-    size = int(meta["image_size"])
+    meta = ModelMeta.coerce(meta, f"metadata for {path}").with_extra(opset=opset)
+    size = meta.image_size
     model = model.eval().to("cpu", torch.float32)
     example = torch.zeros(trace_batch, 3, size, size)
 
@@ -52,9 +55,8 @@ def export_onnx(model: torch.nn.Module, path: str | Path, meta: Mapping[str, Any
         except Exception as exc:
             raise ExportFailed(f"torch.onnx.export failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
         proto = onnx.load(tmp)
-        props = metadata.encode({**meta, "opset": opset})
-        onnx.helper.set_model_props(proto, props)
-        proto.doc_string = f"finetune-tui export of {meta.get('run_id', '?')} ({meta.get('backbone', '?')})"
+        onnx.helper.set_model_props(proto, meta.to_strings(ONNX))
+        proto.doc_string = f"finetune-tui export of {meta.run_id or '?'} ({meta.backbone})"
         onnx.save(proto, tmp)
         check(tmp)
 
@@ -71,10 +73,15 @@ def check(path: str | Path) -> None:
         raise ExportFailed(f"onnx.checker rejected {Path(path).name}: {str(exc)[:300]}") from exc
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The file's metadata_props, JSON values decoded (onnx; ``predict`` uses onnxruntime instead)."""
+def read_model_meta(path: str | Path) -> ModelMeta:
+    """The file's metadata_props as a ModelMeta (onnx; ``predict`` reads them through onnxruntime)."""
     proto = onnx.load(str(path), load_external_data=False)
-    return metadata.decode({p.key: p.value for p in proto.metadata_props})
+    return ModelMeta.from_strings({p.key: p.value for p in proto.metadata_props}, str(path), ONNX)
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """``read_model_meta`` as plain values (``ModelMeta.to_dict``)."""
+    return read_model_meta(path).to_dict(ONNX)
 
 
 def io_shapes(path: str | Path) -> dict[str, list]:

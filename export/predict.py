@@ -1,21 +1,17 @@
 """Classify images with an exported model and nothing else: onnxruntime, numpy, Pillow.
 
-No torch, no timm, no engine code: this module is the proof that ``model.onnx``
-deploys on its own. Preprocessing comes from the file's metadata and reproduces
-``engine.transforms.preprocess`` (measured: max |difference| below 1e-6 on the
-normalised input for up- and down-scaling, see tests/test_predict.py):
+No torch, no timm: this module is the proof that ``model.onnx`` deploys on
+its own. The only engine code it uses is torch-free: the metadata type
+(``engine.model_meta``) and the preprocessing definition with its numpy/Pillow
+twin (``engine.preprocess``), the same functions the image-folder decoder
+uses at training time. From the file's metadata:
 
-- grey data models (``in_chans_source`` 1) take the image as grey (``L``) and
-  repeat it to 3 channels; others take it as RGB;
-- /255, then resize to ``image_size`` square: bilinear with half-pixel centres,
-  antialiased when shrinking, done by Pillow on float32 (mode ``F``) images.
-  Pillow on uint8 images would round the resized values to 1/255 (measured
-  1.7e-2 max error after normalisation); on float32 it matches torch's
-  ``F.interpolate(..., antialias=True)``, whose algorithm is Pillow's;
-- the engine antialiases only when the *width* shrinks; for an image narrower
-  than ``image_size`` but taller, plain bilinear (no antialias) is reproduced
-  in numpy;
-- (x - mean) / std, NCHW float32.
+- storage: a model trained on an image folder gets each file as training
+  stored it (EXIF orientation, RGB, bicubic centre crop to the storage size);
+  a model trained on array data gets the file as given (grey for grey data);
+- input: /255, resize to ``image_size`` (bilinear, antialiased when a side
+  shrinks), (x - mean) / std, NCHW float32; tests/test_preprocess.py pins it
+  to ``engine.transforms.preprocess`` within 1e-5.
 
 Run: ``finetune-tui predict MODEL.onnx IMAGE... [--top-k 3] [--json]`` or
 ``python -m export.predict ...``.
@@ -32,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from engine.model_meta import ONNX, ModelMeta, ModelMetaError
+from engine.preprocess import Preprocess, image_input, input_array
 from export import metadata
 from export.ort_session import SessionInfo, open_session
 
@@ -45,12 +43,16 @@ class PredictError(Exception):
 @dataclass
 class Deployed:
     info: SessionInfo
-    meta: dict
+    meta: ModelMeta
     path: Path
 
     @property
     def classes(self) -> list[str]:
-        return list(self.meta["classes"])
+        return list(self.meta.classes)
+
+    @property
+    def spec(self) -> Preprocess:
+        return self.meta.preprocess
 
 
 def load_model(path: str | Path, provider: str = "cpu", threads: int | None = None) -> Deployed:
@@ -63,8 +65,8 @@ def load_model(path: str | Path, provider: str = "cpu", threads: int | None = No
         raise PredictError(f"{path} can't be loaded by onnxruntime: {str(exc).splitlines()[0][:200]}") from None
     props = info.session.get_modelmeta().custom_metadata_map
     try:
-        meta = metadata.validate(metadata.decode(props), str(path))
-    except metadata.MetadataError as exc:
+        meta = ModelMeta.from_strings(props, str(path), ONNX)
+    except ModelMetaError as exc:
         raise PredictError(str(exc)) from None
     return Deployed(info, meta, path)
 
@@ -72,51 +74,14 @@ def load_model(path: str | Path, provider: str = "cpu", threads: int | None = No
 # --- preprocessing ------------------------------------------------------------
 
 
-def _bilinear_axis(a: np.ndarray, out: int, axis: int) -> np.ndarray:
-    """Plain bilinear along ``axis``, half-pixel centres, edge-clamped (torch, antialias=False)."""
-    n = a.shape[axis]
-    scale = n / out
-    src = np.maximum((np.arange(out) + 0.5) * scale - 0.5, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int64), n - 1)
-    i1 = np.minimum(i0 + 1, n - 1)
-    w1 = (src - i0).astype(np.float32)
-    shape = [1] * a.ndim
-    shape[axis] = out
-    w1 = w1.reshape(shape)
-    return np.take(a, i0, axis=axis) * (1 - w1) + np.take(a, i1, axis=axis) * w1
+def image_array(image: Image.Image, spec: Preprocess) -> np.ndarray:
+    """A decoded image file -> the model's input (3, S, S) float32 (``Deployed.spec``)."""
+    return image_input(image, spec)
 
 
-def _resize(channel: np.ndarray, size: int) -> np.ndarray:
-    """float32 (H, W) in [0, 1] -> (size, size) the way engine.transforms.preprocess resizes."""
-    h, w = channel.shape
-    if (h, w) == (size, size):
-        return channel
-    if w <= size < h:  # the engine doesn't antialias here (it looks at the width only)
-        return _bilinear_axis(_bilinear_axis(channel, size, 0), size, 1).astype(np.float32)
-    image = Image.fromarray(channel)  # float32: mode F, resized in floating point
-    resized = image.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(resized, dtype=np.float32)
-
-
-def image_array(image: Image.Image, meta: dict) -> np.ndarray:
-    """A PIL image -> the model's input (3, S, S) float32, from the model's metadata."""
-    grey = int(meta.get("in_chans_source", 3)) == 1
-    image = image.convert("L" if grey else "RGB")
-    pixels = np.asarray(image, dtype=np.float32) / np.float32(255.0)
-    channels = [pixels] if grey else [pixels[..., c] for c in range(3)]
-    size = int(meta["image_size"])
-    resized = [_resize(np.ascontiguousarray(c), size) for c in channels]
-    x = np.stack(resized * 3 if grey else resized)
-    mean = np.asarray(meta["mean"], dtype=np.float32).reshape(3, 1, 1)
-    std = np.asarray(meta["std"], dtype=np.float32).reshape(3, 1, 1)
-    return ((x - mean) / std).astype(np.float32)
-
-
-def uint8_array(x: np.ndarray, meta: dict) -> np.ndarray:
-    """An engine-style uint8 (C, H, W) image -> the model's input, through the same path as files."""
-    x = np.asarray(x, dtype=np.uint8)
-    image = Image.fromarray(x[0] if x.shape[0] == 1 else np.moveaxis(x, 0, -1))
-    return image_array(image, meta)
+def uint8_array(x: np.ndarray, spec: Preprocess) -> np.ndarray:
+    """An already stored uint8 (C, H, W) image (as the engine holds it) -> the model's input."""
+    return input_array(np.asarray(x, dtype=np.uint8), spec)
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -155,7 +120,7 @@ def top_k(probs: np.ndarray, classes: list[str], k: int) -> list[list[dict]]:
 
 def classify(model: Deployed, paths: list[str], k: int = 3) -> list[dict]:
     """Per image: ``{"image": path, "top": [{"class", "index", "prob"}, ...]}``, most likely first."""
-    inputs = np.stack([image_array(load_image(p), model.meta) for p in paths])
+    inputs = np.stack([image_array(load_image(p), model.spec) for p in paths])
     tops = top_k(probabilities(model, inputs), model.classes, k)
     return [{"image": str(p), "top": t} for p, t in zip(paths, tops)]
 
@@ -186,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"finetune-tui: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        json.dump({"model": str(model.path), "provider": model.info.actual, "run_id": model.meta.get("run_id", ""),
+        json.dump({"model": str(model.path), "provider": model.info.actual, "run_id": model.meta.run_id,
                    "predictions": results}, sys.stdout, indent=1)
         print()
     else:

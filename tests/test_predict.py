@@ -16,6 +16,7 @@ from PIL import Image
 
 from engine.checkpoint import load_classifier
 from engine.transforms import preprocess
+from engine.model_meta import ModelMeta
 from export import cli, metadata, predict
 from export.onnx_export import export_onnx
 from tests.test_export import CLASSES, make_run, tiny_data
@@ -23,7 +24,7 @@ from tests.test_export import CLASSES, make_run, tiny_data
 REPO = Path(__file__).resolve().parents[1]
 BLOCK_TORCH = (
     "import sys\n"
-    "for name in ('torch', 'timm', 'torchvision', 'engine.models', 'engine.transforms'):\n"
+    "for name in ('torch', 'timm', 'torchvision', 'engine.models', 'engine.transforms', 'engine.checkpoint'):\n"
     "    sys.modules[name] = None  # any import of these now raises ImportError\n"
 )
 
@@ -46,32 +47,15 @@ def model_and_images(tmp_path_factory):
     return {"path": path, "images": images, "probs": torch.softmax(logits, 1).numpy(), "meta": meta, "tmp": tmp}
 
 
-@pytest.mark.parametrize("chans, h, w, size", [
-    (1, 28, 28, 32),  # grey, upscaled (footwear at 32 px)
-    (1, 28, 28, 64),
-    (1, 28, 28, 16),  # grey, shrunk: antialiased
-    (3, 32, 32, 64),
-    (3, 100, 100, 64),
-    (3, 80, 96, 48),
-    (3, 60, 100, 64),  # only the width shrinks
-    (3, 100, 60, 64),  # only the height shrinks: the engine doesn't antialias (it checks the width)
-    (3, 32, 32, 32),  # no resize
-])
-def test_preprocessing_reproduces_engine(chans, h, w, size):
-    x = np.random.default_rng(h * w + size).integers(0, 256, (chans, h, w), dtype=np.uint8)
-    meta = {"image_size": size, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-            "in_chans_source": chans}
-    ref = preprocess(torch.from_numpy(x)[None], size, meta["mean"], meta["std"])[0].numpy()
-    got = predict.uint8_array(x, meta)
-    assert got.shape == (3, size, size) and got.dtype == np.float32
-    assert np.abs(got - ref).max() < 1e-5
-
-
-def test_grey_model_takes_colour_images_as_grey(tmp_path):
-    meta = {"image_size": 16, "mean": [0.5] * 3, "std": [0.25] * 3, "in_chans_source": 1}
-    grey = np.random.default_rng(0).integers(0, 256, (20, 20), dtype=np.uint8)
-    rgb = Image.fromarray(np.stack([grey] * 3, axis=-1))
-    np.testing.assert_array_equal(predict.image_array(rgb, meta), predict.image_array(Image.fromarray(grey), meta))
+def test_predict_inputs_come_from_the_file_metadata(model_and_images):
+    """Deployed.spec is the checkpoint's preprocessing; the numpy twin itself: tests/test_preprocess.py."""
+    m = model_and_images
+    model = predict.load_model(m["path"])
+    assert model.spec == ModelMeta.coerce(m["meta"]).preprocess
+    assert model.spec.grey and model.spec.storage is None  # array data (grey), used as given
+    x = predict.image_array(predict.load_image(m["images"][0]), model.spec)
+    ref = preprocess(tiny_data(12, seed=3).test.x[:1], 32, m["meta"]["mean"], m["meta"]["std"])[0].numpy()
+    assert np.abs(x - ref).max() < 1e-5
 
 
 def test_predict_matches_pytorch_in_process(model_and_images):

@@ -81,7 +81,7 @@ def _done_run(grid_dir: Path, strategy: str, seed: int, splits, export: bool = F
     index = splits.test.index.numpy()
     meta = {"backbone": backbone, "head": "seed", "num_classes": len(classes), "classes": classes,
             "image_size": IMAGE_SIZE, "mean": norm["mean"], "std": norm["std"],
-            "interpolation": norm["interpolation"], "channels": "RGB", "in_chans_source": 1, "run_id": run_id,
+            "interpolation": "bilinear", "channels": "RGB", "in_chans_source": 1, "run_id": run_id,
             "dataset": dataset, "epoch": 3, "val_loss": 0.5}
     save_checkpoint(model, run_dir / "best.safetensors", meta)
     np.savez(run_dir / "test_probs.npz", probs=probs.astype(np.float32), labels=labels, preds=probs.argmax(1),

@@ -2,10 +2,11 @@
 
 Two layouts: ``train/`` plus ``test/`` and/or ``val/``, each with one folder
 per class; or class folders at the top, in which case a seeded, stratified
-20% test split is carved out. Images are decoded with Pillow, converted to
-RGB and resized (aspect kept, centre-cropped) to one square storage size at
-load time, so the whole set is a single uint8 tensor like every other
-dataset. Class names are the sorted folder names, as torchvision does.
+20% test split is carved out. Images are decoded with Pillow and stored at
+load time by ``engine.preprocess.store`` (EXIF orientation, RGB, bicubic centre
+crop to one square storage size), so the whole set is a single uint8 tensor
+like every other dataset; that storage step is recorded in the checkpoint,
+and ``predict`` repeats it on image files. Class names are the sorted folder names, as torchvision does.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..preprocess import Storage, store
 from .errors import DataError
 from .raw import ArraySplit, RawDataset
 
@@ -116,24 +118,28 @@ def scan(root: Path, dataset: str) -> Tree:
     return Tree(root, classes, _list(root, classes, dataset, require_all=True), None, None)
 
 
-def _read(path: Path, size: int, dataset: str) -> np.ndarray:
-    from PIL import Image, ImageOps
+def storage(size: int) -> Storage:
+    """How this loader stores every image: recorded in checkpoints so ``predict`` repeats it on files."""
+    return Storage(size=size)
+
+
+def _read(path: Path, stored: Storage, dataset: str) -> np.ndarray:
+    from PIL import Image
 
     try:
         with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")  # camera orientation, then 3 channels
-        im = ImageOps.fit(im, (size, size), method=Image.Resampling.BICUBIC)
+            return store(im, stored)  # EXIF orientation, RGB, bicubic centre crop: engine.preprocess
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         reason = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise DataError(f"dataset {dataset!r}: can't read image {path} ({reason}); fix or remove it") from None
-    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
 
 
 def _decode(listing: Listing, size: int, dataset: str) -> ArraySplit:
+    stored = storage(size)
     x = np.empty((len(listing.files), 3, size, size), dtype=np.uint8)
     # Pillow decodes with the GIL released; threads give a real speed-up on big folders.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for i, img in enumerate(pool.map(lambda p: _read(p, size, dataset), listing.files)):
+        for i, img in enumerate(pool.map(lambda p: _read(p, stored, dataset), listing.files)):
             x[i] = img
     return ArraySplit.whole(x, np.asarray(listing.labels, dtype=np.int64))
 
@@ -167,7 +173,8 @@ def load(name: str, image_size: int | None, seed: int) -> tuple[RawDataset, Arra
     n = len(tree.train.files) + len(tree.test.files if tree.test else ()) + len(tree.val.files if tree.val else ())
     log.info("read image folder %s (%s): %d images, %d classes", root, tree.layout, n, len(tree.classes))
     return (RawDataset(train, test, tree.classes,
-                       f"ImageFolder {root} ({tree.layout} layout, {n} images as {size}x{size} RGB; {split_note})"),
+                       f"ImageFolder {root} ({tree.layout} layout, {n} images as {size}x{size} RGB; {split_note})",
+                       storage(size)),
             val)
 
 

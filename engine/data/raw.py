@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..preprocess import Storage
+
 
 @dataclass(frozen=True)
 class ArraySplit:
@@ -42,3 +44,4 @@ class RawDataset:
     test: ArraySplit
     classes: tuple[str, ...]  # names in label order
     source: str  # one line: the files it was read from
+    storage: Storage | None = None  # how image files became these arrays; None: stored as given

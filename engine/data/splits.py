@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..preprocess import Storage
 from .errors import DataError
 from .raw import ArraySplit, RawDataset
 from .recipes import draw_balanced
@@ -38,6 +39,7 @@ class DatasetSplits:
     val: Split
     test: Split
     source: str  # one line: where it came from and how it was drawn
+    storage: Storage | None = None  # how image files became x (image folders); None: arrays as given
 
     @property
     def n_classes(self) -> int:
@@ -101,4 +103,4 @@ def finish(name: str, raw: RawDataset, *, val: ArraySplit | None, val_fraction: 
     if train_limit > 0:
         how += f"; train limited to {len(train.y)}"
     return DatasetSplits(name, tuple(raw.classes), _to_split(train), _to_split(val), _to_split(raw.test),
-                         f"{raw.source}; {how}")
+                         f"{raw.source}; {how}", raw.storage)
