@@ -30,11 +30,11 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
+from engine.config import TrainConfig  # noqa: E402
 from engine.data import load_dataset  # noqa: E402
 from engine.feature_cache import SplitModel, forward_units, run_prefix, split_point  # noqa: E402
 from engine.models import build_classifier, norm_config  # noqa: E402
 from engine.strategies import apply_plan, layer_groups, plan  # noqa: E402
-from engine.config import TrainConfig  # noqa: E402
 from engine.transforms import preprocess  # noqa: E402
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import tui_fixtures as fx  # noqa: E402
+
 from engine import events as ev  # noqa: E402
 from engine.store import FileLock  # noqa: E402
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from engine.errors import UserError
 from engine.model_meta import CHECKPOINT, FORMATS, ModelMeta, ModelMetaError, read_safetensors_meta
 from engine.models import Classifier, build_classifier
 from engine.store import atomic_write
@@ -21,7 +22,7 @@ from engine.store import atomic_write
 FORMAT = FORMATS[CHECKPOINT]
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     pass
 
 

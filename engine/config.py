@@ -18,19 +18,21 @@ import dataclasses
 import difflib
 import math
 import re
-import tomllib
 import typing
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+import tomllib
+
 from engine import toml_writer
+from engine.errors import UserError
 from engine.heads import HEADS
 from engine.strategies import STRATEGIES
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad config value; the message is one line a user can act on."""
 
 

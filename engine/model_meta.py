@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from engine.errors import UserError
 from engine.preprocess import Preprocess, Storage
 
 CHECKPOINT, ONNX = "checkpoint", "onnx"
@@ -44,7 +45,7 @@ FIELDS = REQUIRED + ADDED_IN_2  # what ``to_dict`` writes besides ``format`` and
 MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
 
 
-class ModelMetaError(ValueError):
+class ModelMetaError(UserError, ValueError):
     """A file's metadata is missing, not ours or malformed; the message names the file, one line."""
 
 

@@ -6,7 +6,6 @@ detached start execs, in its own session so it outlives the terminal).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -59,8 +58,7 @@ def prepare(grid: GridConfig, root: str | Path) -> Path:
     validate(grid)
     gdir = RunStore(root).grid(grid.name)
     if gdir.exists():
-        old = gdir.info().get("config")
-        if old != json.loads(json.dumps(grid.to_dict())):
+        if gdir.config() != grid:
             raise ConfigError(
                 f"grid {grid.name!r} already exists in {root} with another config; "
                 f"pass --name NEW for a new grid, or the same settings to resume it"

@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Generic, TypeVar
 
+from engine.errors import UserError
+
 T = TypeVar("T")
 
 
-class NotFound(KeyError, ValueError):
+class NotFound(UserError, KeyError, ValueError):
     """An unknown name; the message lists the registered ones."""
 
     def __str__(self) -> str:  # KeyError would quote the message

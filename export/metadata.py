@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.model_meta import (FIELDS, FORMATS, ONNX, ModelMeta, ModelMetaError, decode_strings,
-                               encode_strings)
+from engine.model_meta import FIELDS, FORMATS, ONNX, ModelMeta, ModelMetaError, decode_strings, encode_strings
 
 FORMAT = FORMATS[ONNX]
 INPUT_NAME = "input"

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from engine.errors import UserError
 from engine.model_meta import ONNX, ModelMeta, ModelMetaError
 from engine.preprocess import Preprocess, image_input, input_array
 from export import metadata
@@ -36,7 +37,7 @@ from export.ort_session import SessionInfo, open_session
 BATCH = 32
 
 
-class PredictError(Exception):
+class PredictError(UserError):
     """A user error: missing/unreadable model or image; the message is one line."""
 
 

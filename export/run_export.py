@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from engine.checkpoint import load_classifier
+from engine.errors import UserError
 from engine.store import RunRecord, StoreError, atomic_write_json, load_run, read_json
 from export import evaluate, metadata
 from export.benchmark import bench_ort, bench_torch, busy_machine, provenance, ratios
@@ -39,7 +40,7 @@ DIAGNOSIS_IMAGES = 128  # a failed parity check is re-run against float64 on the
 MODEL, FAILED_MODEL = "model.onnx", "model.parity_failed.onnx"
 SUMMARY, DETAIL, LOCK = "summary.json", "export.json", "export.lock"
 
-class ExportError(Exception):
+class ExportError(UserError):
     """A user error (no checkpoint, unknown selection, export already running); one line."""
 
 

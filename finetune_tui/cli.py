@@ -8,9 +8,6 @@ import json
 import sys
 from pathlib import Path
 
-# raised by modules not yet on engine.errors.UserError
-LEGACY_USER_ERRORS = ("ConfigError", "CheckpointError", "ExportError", "ReportError", "PredictError", "MetadataError")
-
 EPILOG = """examples:
   finetune-tui                                  open the TUI on ./runs
   finetune-tui run --preset demo                offline demo grid (a few minutes on CPU)
@@ -131,7 +128,7 @@ def cmd_run(args) -> int:
         with view:
             counts = orch.Orchestrator(gdir, on_event=view).run()
     except KeyboardInterrupt:
-        print(f"\ninterrupted: unfinished runs stay resumable; run the same command again to resume", file=sys.stderr)
+        print("\ninterrupted: unfinished runs stay resumable; run the same command again to resume", file=sys.stderr)
         return 130
     print(f"grid {grid.name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"  ({gdir})")
     return 0 if set(counts) <= {"done"} else 1
@@ -253,8 +250,7 @@ def report_error(exc: Exception) -> int:
     """One line for anything that ends a command: exit 2 for what the user can fix, 1 for a bug."""
     from engine.errors import UserError
 
-    if isinstance(exc, UserError) or type(exc).__name__ in LEGACY_USER_ERRORS or (
-            isinstance(exc, ValueError) and "not found" in str(exc)):  # legacy registries
+    if isinstance(exc, UserError):
         return fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     if isinstance(exc, OSError):  # permissions, a file where a folder should be, a vanished mount
         where = f" {exc.filename}" if exc.filename else ""

@@ -19,6 +19,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from engine.errors import UserError
+
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]  # (steps done, steps in all, what is being made)
@@ -29,7 +31,7 @@ MANIFEST = ".report-files"
 ERRORS_LOG = "report_errors.log"
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """The report can't be made at all (no such grid folder); one line for the user."""
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from engine.config import (ConfigError, GridConfig, RunConfig, apply_settings, load_grid_file, parse_set, run_id)
+from engine.config import ConfigError, GridConfig, RunConfig, apply_settings, load_grid_file, parse_set, run_id
 from engine.presets import get_preset
 
 

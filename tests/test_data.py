@@ -13,14 +13,29 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.data import (DATASETS, DataError, DatasetSplits, UnknownDatasetError, check_dataset, dataset_names,
-                         load_dataset)
-from engine.data import embedded, idx
+from engine.data import (
+    DATASETS,
+    DataError,
+    DatasetSplits,
+    UnknownDatasetError,
+    check_dataset,
+    dataset_names,
+    embedded,
+    idx,
+    load_dataset,
+)
 from engine.data.load import load_raw, load_recipe
 from engine.data.recipes import balanced_counts
 from engine.data.safe_pickle import safe_load
-from tests.data_fixtures import (CIFAR10_NAMES, COLOURS, idx_bytes, write_cifar10, write_cifar100,
-                                 write_fashion_mnist, write_image_class)
+from tests.data_fixtures import (
+    CIFAR10_NAMES,
+    COLOURS,
+    idx_bytes,
+    write_cifar10,
+    write_cifar100,
+    write_fashion_mnist,
+    write_image_class,
+)
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 

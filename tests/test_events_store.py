@@ -6,8 +6,16 @@ import sys
 import pytest
 
 from engine import events as ev
-from engine.store import (DEAD_WORKER, FileLock, RunStore, RunSummary, atomic_write_json, atomic_write_text,
-                          is_locked, load_run)
+from engine.store import (
+    DEAD_WORKER,
+    FileLock,
+    RunStore,
+    RunSummary,
+    atomic_write_json,
+    atomic_write_text,
+    is_locked,
+    load_run,
+)
 
 
 def test_event_round_trip_and_version():

@@ -206,7 +206,7 @@ def test_efficientnet_lite0_gets_real_imagenet_weights_offline():
 
     full = timm.create_model("efficientnet_lite0", pretrained=False)
     full.load_state_dict(m.backbone.state_dict(), strict=False)
-    from engine.weights import _lite0_file, load_state_file, map_state
+    from engine.weights import _lite0_file, load_state_file
 
     state = load_state_file(_lite0_file())
     full.classifier.weight.data = state["_fc.weight"]

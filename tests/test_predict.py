@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from engine.checkpoint import load_classifier
-from engine.transforms import preprocess
 from engine.model_meta import ModelMeta
+from engine.transforms import preprocess
 from export import cli, metadata, predict
 from export.onnx_export import export_onnx
 from tests.test_export import CLASSES, make_run, tiny_data

@@ -15,8 +15,15 @@ import torch.nn.functional as F
 from PIL import Image
 
 from engine import transforms
-from engine.model_meta import (CHECKPOINT, FORMATS, ONNX, ModelMeta, ModelMetaError, encode_strings,
-                               read_safetensors_meta)
+from engine.model_meta import (
+    CHECKPOINT,
+    FORMATS,
+    ONNX,
+    ModelMeta,
+    ModelMetaError,
+    encode_strings,
+    read_safetensors_meta,
+)
 from engine.preprocess import Preprocess, Storage, image_input, image_pixels, input_array, store
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,9 +9,8 @@ import pytest
 from engine import events as ev
 from tests.tui_fixtures import (
     NOW,
-    make_app,
-    until,
     append_events,
+    make_app,
     next_epoch,
     results_for,
     run_config,
@@ -21,6 +20,7 @@ from tests.tui_fixtures import (
     store_finished,
     store_mixed,
     store_running,
+    until,
 )
 from tui.columns import sort_key
 from tui.screens.compare import CompareScreen

@@ -21,8 +21,8 @@ from textual.worker import get_current_worker
 
 from tui.actions import ActionError, Child, StoreActions
 from tui.messages import ActionDone, ChildStarted, ReaderFailed, StoreChanged
-from tui.screens.confirm import ConfirmScreen
 from tui.screens.compare import CompareScreen
+from tui.screens.confirm import ConfirmScreen
 from tui.screens.detail import DetailScreen
 from tui.screens.help import HelpScreen
 from tui.screens.latency import LatencyScreen

@@ -26,7 +26,7 @@ from engine.store.atomic import (
 from engine.store.grid_dir import GridDir
 from engine.store.locks import FileLock, is_locked
 from engine.store.reader import DEFAULT_ROOT, RunRecord, RunStore, check_name, default_root, load_run
-from engine.store.run_dir import ExportDir, RunDir, TestProbs, read_safetensors_metadata
+from engine.store.run_dir import ExportDir, RunDir, TestProbs
 from engine.store.summary import (
     BEST_RULE,
     DEAD_WORKER,
@@ -45,5 +45,5 @@ __all__ = [
     "MissingFile", "RunDir", "RunRecord", "RunStore", "RunSummary", "RunWriter", "StoreError", "TestProbs",
     "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "best_epoch_of", "check_name",
     "default_root", "fold", "is_dead_worker_error", "is_locked", "load_run", "read_json", "read_json_object",
-    "read_safetensors_metadata", "selection_key", "settle",
+    "selection_key", "settle",
 ]

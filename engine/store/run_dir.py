@@ -16,16 +16,19 @@ Readers never import torch: the TUI, the report and ``predict`` use them.
 
 from __future__ import annotations
 
-import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from engine import events as ev
 from engine.errors import StoreError
-from engine.store.atomic import MissingFile, atomic_write, atomic_write_json, atomic_write_text, read_json, \
-    read_json_object
+from engine.store.atomic import (
+    MissingFile,
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    read_json_object,
+)
 from engine.store.locks import FileLock, is_locked
 
 if TYPE_CHECKING:
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from engine.config import RunConfig
+    from engine.model_meta import ModelMeta
 
 
 @dataclass(frozen=True)
@@ -188,9 +192,11 @@ class RunDir:
             raise StoreError(f"{self.probs_file} is unreadable ({exc})") from None
         return TestProbs(probs, labels, preds, index)
 
-    def checkpoint_meta(self, which: str = "best") -> dict:
-        """The metadata of ``best``/``last`` .safetensors, read from the file's header (no torch)."""
-        return read_safetensors_metadata(self.best if which == "best" else self.last)
+    def checkpoint_meta(self, which: str = "best") -> "ModelMeta":
+        """The ``ModelMeta`` of ``best``/``last`` .safetensors, read from the file's header (no torch)."""
+        from engine.model_meta import read_safetensors_meta
+
+        return read_safetensors_meta(self.best if which == "best" else self.last)
 
     def has_checkpoint(self, which: str = "best") -> bool:
         return (self.best if which == "best" else self.last).is_file()
@@ -267,29 +273,3 @@ def _cancel_reason(path: Path) -> str | None:
         return None
     except (OSError, UnicodeDecodeError):
         return "cancelled"
-
-
-def read_safetensors_metadata(path: str | Path) -> dict[str, Any]:
-    """A .safetensors file's ``__metadata__`` with JSON values decoded, from its header alone.
-
-    The format: 8 bytes little-endian header length, then the JSON header.
-    """
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            if n > 100_000_000:
-                raise ValueError("header too large")
-            header = json.loads(fh.read(n))
-    except FileNotFoundError:
-        raise MissingFile(f"checkpoint {path} is missing") from None
-    except (OSError, ValueError, struct.error) as exc:
-        raise StoreError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc})") from None
-    raw = header.get("__metadata__") or {}
-    out: dict[str, Any] = {}
-    for k, v in raw.items():
-        try:
-            out[k] = json.loads(v)
-        except ValueError:
-            out[k] = v
-    return out
