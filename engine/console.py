@@ -111,7 +111,8 @@ def runs_table(records, title: str = "runs") -> Group:
                   _pct(s.best_val_acc), _pct(s.test_accuracy), _pct(s.test_f1_macro))
         note = rec.problem or s.error
         if note:  # Text, not markup: errors may hold brackets
-            notes.append(Text.assemble((f"{s.grid}/{rec.run_id}: ", "bold"), (note, "red")))
+            kind = f"{s.status} ({s.error_kind.replace('_', ' ')}): " if s.error_kind and not rec.problem else ""
+            notes.append(Text.assemble((f"{s.grid}/{rec.run_id}: ", "bold"), (kind + note, "red")))
     return Group(t, *notes)
 
 

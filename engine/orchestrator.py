@@ -219,7 +219,9 @@ class Orchestrator:
         code = s.handle.poll()
         if code is None:
             return False
-        if code < 0:
+        if code < 0 and s.cancel_sent:
+            final = ev.Cancelled(reason=f"killed after ignoring its cancel request for {KILL_AFTER:.0f} s")
+        elif code < 0:
             final = ev.Failed(error=f"worker killed by {signal.Signals(-code).name}", kind="killed")
         elif code == EXIT_DISK_FULL:
             from engine.errors import disk_full_message
@@ -232,7 +234,7 @@ class Orchestrator:
         self._ensure_terminal(s.run, final)
         return True
 
-    def _ensure_terminal(self, rd: RunDir, final: ev.Failed) -> None:
+    def _ensure_terminal(self, rd: RunDir, final: ev.Event) -> None:
         rec = load_run(rd)
         if rec.summary.status in ev.TERMINAL and not is_dead_worker_error(rec.summary.error):
             return
