@@ -14,7 +14,7 @@ import random
 import socket
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +24,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine import events as ev
+from engine import resume as resume_point
 from engine.checkpoint import save_checkpoint
 from engine.config import ConfigError, RunConfig
 from engine.data import DatasetSplits, load_dataset
+from engine.errors import UserError
 from engine.feature_cache import SplitModel, forward_units, run_prefix, split_point
 from engine.metrics import test_results
 from engine.model_meta import ModelMeta
 from engine.models import Classifier, build_classifier, norm_config
+from engine.resume import LoopState, capture_rng, restore_rng
 from engine.store import RunDir, RunWriter
 from engine.strategies import apply_plan, layer_groups, n_stages, plan, set_train_mode, stage_for_epoch
 from engine.transforms import prepare_batch
@@ -43,6 +46,18 @@ CACHE_LIMIT_BYTES = {"cpu": 3 << 30, "cuda": 8 << 30}
 
 class Cancel(Exception):
     """A cancel request (cancel file, SIGTERM, Ctrl-C) reached the training loop."""
+
+
+class Diverged(UserError):
+    """The training or validation loss stopped being a finite number."""
+
+
+def diverged_message(what: str, value: float, epoch: int) -> str:
+    """"loss became NaN at epoch N (try a lower train.lr); ..." and which checkpoint is left."""
+    became = "NaN" if math.isnan(value) else "infinite"
+    kept = ("no checkpoint was saved (it happened in the first epoch)" if epoch == 1
+            else f"the checkpoint after epoch {epoch - 1} is kept")
+    return f"{what} became {became} at epoch {epoch} (try a lower train.lr); {kept}"
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -89,18 +104,6 @@ class Tensors:
     y: torch.Tensor
 
 
-@dataclass
-class LoopState:
-    """What a resumed run needs besides weights (saved in last_state.pt)."""
-
-    epoch: int = 0
-    stage: int = 0
-    best_val_loss: float = math.inf
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    rows: list = field(default_factory=list)
-
-
 class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: RunDir | Path, writer: RunWriter, device: str | None = None):
         self.cfg, self.writer = cfg, writer
@@ -121,15 +124,6 @@ class Trainer:
             cfg.data.dataset, cfg.data.data_root, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed,
             download=cfg.data.download, image_size=cfg.data.image_size, train_limit=cfg.data.train_limit,
         )
-        self.model: Classifier = build_classifier(cfg.model.backbone, cfg.model.head, len(self.splits.classes))
-        self.weights = load_backbone_weights(
-            self.model.backbone, cfg.model.backbone, cfg.model.weights, cfg.model.on_missing_weights
-        )
-        self.norm = norm_config(self.model.backbone)
-        self.model.to(self.device)
-        if self.cuda and cfg.train.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        self.groups = layer_groups(self.model.backbone)
         self.data = {
             name: Tensors(s.x.to(self.device), s.y.to(self.device))
             for name, s in (("train", self.splits.train), ("val", self.splits.val), ("test", self.splits.test))
@@ -139,12 +133,36 @@ class Trainer:
             counts = torch.bincount(self.data["train"].y, minlength=len(self.splits.classes)).float()
             weight = (counts.sum() / (len(counts) * counts.clamp(min=1))).to(self.device)
         self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.train.label_smoothing)
+        self._rng_at_build = torch.get_rng_state()  # the random init draws from here
+        self._build_model()
+        self._rng_fresh = capture_rng(self.cuda)  # where a fresh run's training starts from
+        self.optimizer = self.scheduler = None
+        self._refused = ""
+
+    def _build_model(self) -> None:
+        cfg = self.cfg
+        self.model: Classifier = build_classifier(cfg.model.backbone, cfg.model.head, len(self.splits.classes))
+        self.weights = load_backbone_weights(
+            self.model.backbone, cfg.model.backbone, cfg.model.weights, cfg.model.on_missing_weights
+        )
+        self.norm = norm_config(self.model.backbone)
+        self.model.to(self.device)
+        if self.cuda and cfg.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.groups = layer_groups(self.model.backbone)
         self.units = None
         if cfg.train.cache_features and not cfg.data.augment:
             sample = self._prep(self.data["train"].x[:2])
             self.units = forward_units(self.model.backbone, sample)
             if self.units is None:
                 log.info("%s: forward_features is not a plain chain; no activation cache", cfg.model.backbone)
+
+    def _rebuild_model(self) -> None:
+        """The model exactly as setup built it, and every RNG where a fresh run starts: after a refused resume."""
+        torch.set_rng_state(self._rng_at_build)
+        self._build_model()
+        restore_rng(self._rng_fresh, self.cuda)
+        self.optimizer = self.scheduler = None
 
     def _prep(self, xb: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         x = prepare_batch(xb, self.cfg.data.image_size, self.norm["mean"], self.norm["std"], gen)
@@ -159,8 +177,10 @@ class Trainer:
 
     # --- stages: trainable set, optimizer, activation cache ------------------
 
-    def enter_stage(self, stage: int, state: LoopState) -> None:
+    def enter_stage(self, stage: int, build_cache: bool = True) -> None:
+        """The stage's trainable set and a new optimizer and scheduler; then its activation cache."""
         tc = self.cfg.train
+        self.stage = stage
         self.plan = plan(tc, len(self.groups), stage)
         param_groups = apply_plan(self.model, self.groups, self.plan)
         opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[tc.optimizer]
@@ -172,7 +192,10 @@ class Trainer:
             self.optimizer, mode="min", factor=tc.plateau_factor, patience=tc.plateau_patience
         )
         self.trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        self._build_cache()
+        if build_cache:
+            self._build_cache()
+        else:
+            self.cache, self.net = None, self.model
 
     def _build_cache(self) -> None:
         """Cache the frozen prefix's output for train and val, if it is worth it and fits."""
@@ -233,7 +256,10 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            total_loss += loss.item() * len(y)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):  # events and metrics can't hold it, and nothing good follows
+                raise Diverged(diverged_message("loss", loss_value, epoch))
+            total_loss += loss_value * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
             rate = seen / max(time.perf_counter() - t0, 1e-9)
@@ -300,46 +326,67 @@ class Trainer:
             run_id=self.cfg.run_id, dataset=self.cfg.data.dataset, epoch=epoch, val_loss=val_loss,
         )  # interpolation, antialias rule, channels: engine.preprocess's (what prepare_batch does)
 
-    def save_last(self, state: LoopState) -> None:
-        save_checkpoint(self.model, self.dir.last, self.ckpt_meta(state.epoch, state.best_val_loss))
-        blob = {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "loop": {k: v for k, v in state.__dict__.items() if k != "rows"},
-            "rng": torch.get_rng_state(),
-        }
-        self.dir.write_with(self.dir.state_file, lambda tmp: torch.save(blob, tmp))
+    def _generators(self) -> dict[str, torch.Generator | None]:
+        return {"shuffle": self.gen, "augment": self.aug_gen}
 
-    def try_resume(self) -> LoopState:
-        """Load last.safetensors + last_state.pt (weights_only) if both are there and readable."""
-        state = LoopState()
-        last, blob_path = self.dir.last, self.dir.state_file
-        if not (last.exists() and blob_path.exists()):
-            return state
+    def commit(self, state: LoopState, improved: bool, events: list[ev.Event]) -> None:
+        """The epoch's checkpoint: the resume point in one atomic write, then the files derived from it.
+
+        A kill or a full disk (DiskFull) anywhere in here leaves a set ``try_resume`` can use: the previous
+        point, or the new one with best.safetensors and metrics.csv behind, which it rewrites.
+        """
+        rng = capture_rng(self.cuda, self._generators())
+        resume_point.save(self.dir, self.model, self.optimizer, self.scheduler, state, events, rng)
+        if improved:
+            save_checkpoint(self.model, self.dir.best, self.ckpt_meta(state.epoch, state.best_val_loss))
+        self.dir.write_metrics(state.rows)
+        self.dir.last.unlink(missing_ok=True)  # older versions' resume weights; the point holds them now
+
+    def try_resume(self) -> tuple[LoopState, dict | None]:
+        """Continue from a verified last_state.pt, or start fresh (``self._refused`` says why one was refused).
+
+        On success the model, optimizer and scheduler hold the point's state (the optimizer of its stage)
+        and the files behind it are rewritten. A point that fails once the weights are in rebuilds the
+        model, so a fresh start never trains on half-loaded weights.
+        """
+        self._refused = ""
         try:
-            from engine.checkpoint import load_state
+            point = resume_point.load(self.dir, self.model.state_dict())
+            if point is None:
+                return LoopState(), None
+            state = resume_point.loop_state(point)
+        except resume_point.Refused as exc:
+            return self._start_over(str(exc), rebuild=False)
+        try:
+            self.model.load_state_dict(point["model"])
+            self.enter_stage(state.stage, build_cache=False)
+            self.optimizer.load_state_dict(point["optimizer"])
+            self.scheduler.load_state_dict(point["scheduler"])
+        except Exception as exc:  # noqa: BLE001 - any misfit means the point isn't this run's
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            return self._start_over(f"{RunDir.STATE} doesn't fit this run ({type(exc).__name__}: {first})",
+                                    rebuild=True)
+        if resume_point.best_is_behind(self.dir, state):
+            save_checkpoint(self.model, self.dir.best, self.ckpt_meta(state.epoch, state.best_val_loss))
+        if resume_point.metrics_are_behind(self.dir, state):
+            self.dir.write_metrics(state.rows)
+        log.info("resuming after epoch %d", state.epoch)
+        return state, point
 
-            blob = torch.load(blob_path, map_location="cpu", weights_only=True)
-            self.model.load_state_dict(load_state(last, str(self.device)))
-            for k, v in blob["loop"].items():
-                setattr(state, k, v)
-            metrics = self.dir.metrics()
-            if metrics is not None:
-                state.rows = metrics.to_dict("records")[: state.epoch]
-            self._resume_blob = blob
-            log.info("resuming after epoch %d", state.epoch)
-        except Exception as exc:  # a torn or tampered checkpoint: start over rather than trust it
-            log.warning("can't resume from %s (%s); starting from scratch", last, exc)
-            state = LoopState()
-            self._resume_blob = None
-        return state
+    def _start_over(self, why: str, rebuild: bool) -> tuple[LoopState, None]:
+        log.warning("checkpoint refused: %s; restarted from scratch", why)
+        self._refused = why
+        if rebuild:
+            self._rebuild_model()
+        return LoopState(), None
 
     # --- the run ------------------------------------------------------------
 
     def run(self) -> None:
         cfg, tc = self.cfg, self.cfg.train
-        self._resume_blob = None
-        state = self.try_resume()
+        self.gen = torch.Generator().manual_seed(tc.seed)  # shuffling
+        self.aug_gen = torch.Generator(device=self.device).manual_seed(tc.seed) if cfg.data.augment else None
+        state, point = self.try_resume()
         init_norms = self.group_norms()
         self.writer.emit(ev.Started(
             run_id=cfg.run_id, pid=os.getpid(), host=socket.gethostname(), device=device_label(self.device),
@@ -351,62 +398,74 @@ class Trainer:
             groups=[g for g, _ in self.groups] + ["head"], initial_norms=init_norms,
             resumed_from_epoch=state.epoch,
         ))
-        gen = torch.Generator().manual_seed(tc.seed)
-        aug_gen = torch.Generator(device=self.device).manual_seed(tc.seed) if cfg.data.augment else None
-        for _ in range(state.epoch):  # keep the shuffling sequence of an uninterrupted run
-            torch.randperm(len(self.data["train"].y), generator=gen)
-        stage = stage_for_epoch(tc, state.epoch + 1)
-        self.enter_stage(stage, state)
-        if self._resume_blob is not None and self._resume_blob["loop"].get("stage", 0) == stage:
-            self.optimizer.load_state_dict(self._resume_blob["optimizer"])
-            self.scheduler.load_state_dict(self._resume_blob["scheduler"])
+        if self._refused:
+            self.writer.emit(ev.Log(level="warning", message=f"checkpoint refused: {self._refused}; "
+                                                             "restarted from scratch"))
+        if point is not None and self.writer.summary.epoch < state.epoch:
+            for event in resume_point.replay_events(point):  # saved, but killed before it was announced
+                self.writer.emit(event)
         t_start = time.perf_counter()
-        early = False
+        if not state.early_stopped and state.epoch < tc.epochs:
+            self.train(state, point)
+        self.finish(state, state.early_stopped, time.perf_counter() - t_start)
+
+    def train(self, state: LoopState, point: dict | None) -> None:
+        """Epochs ``state.epoch + 1`` on, each ending in a checkpoint (``commit``) and then its events."""
+        tc = self.cfg.train
+        if point is None:
+            self.enter_stage(stage_for_epoch(tc, 1))
+        elif stage_for_epoch(tc, state.epoch + 1) == self.stage:
+            self._build_cache()  # the stage's optimizer came with the point; otherwise the loop enters the next
+        if point is not None:
+            skipped = restore_rng(point["rng"], self.cuda, self._generators())
+            if skipped:
+                self.writer.emit(ev.Log(level="warning", message=f"RNG state of {', '.join(skipped)} can't continue "
+                                                                 "on this device; it restarts from its seed"))
         for epoch in range(state.epoch + 1, tc.epochs + 1):
             new_stage = stage_for_epoch(tc, epoch)
-            if new_stage != stage:
-                stage = new_stage
+            if new_stage != self.stage:
                 state.bad_epochs = 0
-                self.enter_stage(stage, state)
-                self.writer.emit(ev.Log(message=f"stage {stage}: {self.plan.n_trainable}/{len(self.groups)} "
+                self.enter_stage(new_stage)
+                self.writer.emit(ev.Log(message=f"stage {new_stage}: {self.plan.n_trainable}/{len(self.groups)} "
                                                 f"backbone groups train, head lr {self.plan.head_lr:g}"))
             t0 = time.perf_counter()
-            train_loss, train_acc, rate = self.train_epoch(epoch, gen, aug_gen)
+            train_loss, train_acc, rate = self.train_epoch(epoch, self.gen, self.aug_gen)
             val_loss, val_acc, _ = self.evaluate("val", epoch)
+            if not math.isfinite(val_loss):
+                raise Diverged(diverged_message("validation loss", val_loss, epoch))
             self.scheduler.step(val_loss)
             improved = val_loss < state.best_val_loss
             if improved:
                 state.best_val_loss, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
-                save_checkpoint(self.model, self.dir.best, self.ckpt_meta(epoch, val_loss))
             else:
                 state.bad_epochs += 1
             seconds = time.perf_counter() - t0
             norms = self.group_norms()
             lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
             head_lr = lrs.get("head", 0.0)
-            state.epoch = epoch
+            state.epoch, state.stage = epoch, self.stage
             row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                   "val_acc": val_acc, "lr": head_lr, "img_per_s": rate, "seconds": seconds, "stage": stage,
+                   "val_acc": val_acc, "lr": head_lr, "img_per_s": rate, "seconds": seconds, "stage": self.stage,
                    "trainable": self.trainable, "is_best": improved}
             row.update({f"norm:{k}": v for k, v in norms.items()})
             state.rows = state.rows[: epoch - 1] + [row]
-            self.save_last(state)  # before the epoch is announced: an announced epoch is resumable
-            self.dir.write_metrics(state.rows)
-            self.writer.emit(ev.Epoch(
+            # gradual: a stalled stage doesn't stop the run before its last stage
+            state.early_stopped = state.bad_epochs >= tc.patience and self.stage >= n_stages(tc) - 1
+            events: list[ev.Event] = [ev.Epoch(
                 epoch=epoch, epochs=tc.epochs, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
                 val_acc=val_acc, lr=head_lr, lrs={g: lrs.get(g, 0.0) for g, _ in self.groups} | {"head": head_lr},
-                img_per_s=rate, seconds=seconds, group_norms=norms, stage=stage, trainable=self.trainable,
+                img_per_s=rate, seconds=seconds, group_norms=norms, stage=self.stage, trainable=self.trainable,
                 is_best=improved,
-            ))
+            )]
             if improved:
-                self.writer.emit(ev.Checkpoint(kind="best", epoch=epoch, path=self.dir.BEST, val_loss=val_loss))
-            if state.bad_epochs >= tc.patience:
-                if stage < n_stages(tc) - 1:  # gradual: a stalled stage moves on instead of stopping
-                    continue
-                early = True
-                self.writer.emit(ev.EarlyStop(epoch=epoch, best_epoch=state.best_epoch))
+                events.append(ev.Checkpoint(kind="best", epoch=epoch, path=self.dir.BEST, val_loss=val_loss))
+            if state.early_stopped:
+                events.append(ev.EarlyStop(epoch=epoch, best_epoch=state.best_epoch))
+            self.commit(state, improved, events)  # before the epoch is announced: an announced epoch is resumable
+            for event in events:
+                self.writer.emit(event)
+            if state.early_stopped:
                 break
-        self.finish(state, early, time.perf_counter() - t_start)
 
     def finish(self, state: LoopState, early: bool, seconds: float) -> None:
         from engine.checkpoint import load_state

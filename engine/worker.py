@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 
 from engine import events as ev
-from engine.errors import DiskFull
+from engine.errors import DiskFull, StoreError
 from engine.store import RunDir, RunWriter
 
 log = logging.getLogger("engine.worker")
@@ -74,20 +74,20 @@ def _end(rd: RunDir, writer: RunWriter | None, exc: BaseException, cfg) -> int:
         tb = traceback.format_exc()
         log.error("run failed:\n%s", tb)
         failure = classify(exc, rd.path, cfg.data.batch_size if cfg else None, cfg.data.image_size if cfg else None)
-        tb_file = ""
+        tb_file, message = "", failure.message
         if failure.kind == "crash":
             try:
                 rd.write_traceback(tb)
                 tb_file = rd.TRACEBACK
-            except OSError:  # incl. DiskFull: the traceback is in worker.log as well
-                pass
-        event = ev.Failed(error=failure.message, kind=failure.kind, traceback_file=tb_file)
+            except (OSError, StoreError):  # DiskFull is a StoreError: the traceback is only in worker.log then
+                message = message.replace(f"in {rd.TRACEBACK})", f"in {rd.WORKER_LOG})")
+        event = ev.Failed(error=message, kind=failure.kind, traceback_file=tb_file)
         code = EXIT_FAILED
     if writer is None:
         return EXIT_DISK_FULL if isinstance(exc, DiskFull) else EXIT_FAILED
     try:
         writer.emit(event)
-    except OSError as second:  # DiskFull included: the orchestrator writes the final event for us
+    except (OSError, StoreError) as second:  # DiskFull included: the orchestrator writes the final event for us
         log.error("could not record the run's end (%s): %s", type(event).__name__, second)
         return EXIT_DISK_FULL
     return code

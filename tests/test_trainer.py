@@ -1,32 +1,29 @@
 """A real run, in-process, on scikit-learn's digits with a tiny timm model."""
 
+import itertools
 import json
+import math
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from engine import events as ev
 from engine.checkpoint import load_classifier, read_metadata
-from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from engine.store import atomic_write_json, load_run
+from engine.data import load_dataset
+from engine.store import RunDir, atomic_write_json, load_run
+from engine.trainer import Trainer
+from engine.transforms import preprocess
 from engine.worker import main as worker_main
-
-
-def make_run(tmp_path, name="r", **train):
-    cfg = RunConfig(
-        data=DataConfig(dataset="digits", image_size=32, batch_size=64),
-        model=ModelConfig(backbone="test_efficientnet", head="linear", weights="random"),
-        train=TrainConfig(**{"strategy": "frozen", "epochs": 3, "threads": 1, **train}),
-    )
-    rdir = tmp_path / "grid" / name
-    atomic_write_json(rdir / "config.json", cfg.to_dict())
-    return rdir
-
-
-def events_of(rdir):
-    return ev.read_events(rdir / "events.jsonl")[0]
+from tests.trainer_fixtures import (
+    assert_same_training,
+    events_of,
+    make_run,
+    metrics_of,
+    of_type,
+    resume_point,
+    set_config,
+)
 
 
 def test_run_writes_every_store_file_with_consistent_values(tmp_path):
@@ -87,6 +84,17 @@ def test_frozen_cache_matches_uncached_training(tmp_path):
     assert ra["accuracy"] == pytest.approx(rb["accuracy"], abs=1e-3)
 
 
+def accuracy_on_test_split(rdir, model) -> float:
+    """``model``'s accuracy on the run's test split, prepared as training prepares it."""
+    cfg = RunDir(rdir).config()
+    splits = load_dataset(cfg.data.dataset, cfg.data.data_root, val_fraction=cfg.data.val_fraction,
+                          seed=cfg.train.seed, image_size=cfg.data.image_size)
+    mean, std = read_metadata(rdir / "best.safetensors")["mean"], read_metadata(rdir / "best.safetensors")["std"]
+    with torch.no_grad():
+        logits = model.eval()(preprocess(splits.test.x, cfg.data.image_size, mean, std))
+    return int((logits.argmax(1) == splits.test.y).sum()) / len(splits.test.y)
+
+
 def test_early_stopping_keeps_best_weights(tmp_path):
     # a learning rate this high makes val loss blow up after the first epochs
     rdir = make_run(tmp_path, strategy="full", epochs=12, lr=0.5, patience=2, plateau_patience=10)
@@ -98,7 +106,20 @@ def test_early_stopping_keeps_best_weights(tmp_path):
     best = min(epochs, key=lambda e: e.val_loss)
     assert stop[0].best_epoch == best.epoch == stop[0].epoch - 2
     assert read_metadata(rdir / "best.safetensors")["epoch"] == best.epoch
-    assert json.loads((rdir / "results.json").read_text())["early_stopped"] is True
+    results = json.loads((rdir / "results.json").read_text())
+    assert results["early_stopped"] is True
+    # the test metrics come from the best weights, not from the last epoch's (which are worse here)
+    best_model, _ = load_classifier(rdir / "best.safetensors")
+    last_model, _ = load_classifier(rdir / "best.safetensors")
+    last_model.load_state_dict(resume_point(rdir)["model"])
+    assert results["accuracy"] == pytest.approx(accuracy_on_test_split(rdir, best_model), abs=1e-9)
+    assert accuracy_on_test_split(rdir, last_model) < results["accuracy"] - 0.05
+    # run again with more epochs: it stays stopped, as an uninterrupted run would have
+    set_config(rdir, "train", epochs=20)
+    assert worker_main([str(rdir)]) == 0
+    assert [s.resumed_from_epoch for s in of_type(rdir, "started")] == [0, len(epochs)]
+    assert metrics_of(rdir).epoch.tolist() == list(range(1, len(epochs) + 1))
+    assert json.loads((rdir / "results.json").read_text())["accuracy"] == results["accuracy"]
 
 
 def test_resume_continues_from_last_checkpoint(tmp_path):
@@ -106,9 +127,7 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
     assert worker_main([str(rdir)]) == 0
     first = [e.val_loss for e in events_of(rdir) if e.type == "epoch"]
     # extend the run: the same folder with more epochs resumes after epoch 2
-    cfg = json.loads((rdir / "config.json").read_text())
-    cfg["train"]["epochs"] = 3
-    atomic_write_json(rdir / "config.json", cfg)
+    set_config(rdir, "train", epochs=3)
     assert worker_main([str(rdir)]) == 0
     started = [e for e in events_of(rdir) if e.type == "started"]
     assert [s.resumed_from_epoch for s in started] == [0, 2]
@@ -118,17 +137,79 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
     assert load_run(rdir).summary.val_acc_history == pytest.approx(metrics.val_acc.tolist())
 
 
-def test_tampered_resume_state_restarts_cleanly(tmp_path):
+def test_tampered_resume_state_restarts_cleanly(tmp_path, caplog):
+    fresh = make_run(tmp_path, "fresh", strategy="frozen", epochs=2)
+    assert worker_main([str(fresh)]) == 0
     rdir = make_run(tmp_path, strategy="frozen", epochs=1)
     assert worker_main([str(rdir)]) == 0
     (rdir / "last_state.pt").write_bytes(b"\x80\x04garbage")
-    cfg = json.loads((rdir / "config.json").read_text())
-    cfg["train"]["epochs"] = 2
-    atomic_write_json(rdir / "config.json", cfg)
+    set_config(rdir, "train", epochs=2)
     assert worker_main([str(rdir)]) == 0
-    started = [e for e in events_of(rdir) if e.type == "started"]
-    assert started[-1].resumed_from_epoch == 0
+    started = of_type(rdir, "started")
+    assert [s.resumed_from_epoch for s in started] == [0, 0]
     assert load_run(rdir).summary.status == "done"
+    # the weights were reset: the restart trains the fresh model exactly as a fresh 2-epoch run does
+    assert started[-1].initial_norms == of_type(fresh, "started")[0].initial_norms
+    assert metrics_of(rdir).train_loss[0] == pytest.approx(metrics_of(fresh).train_loss[0], abs=1e-9)
+    assert_same_training(fresh, rdir)
+    # and says so, in the run's events, without torch's advice to load the file unsafely
+    (warning,) = [e for e in of_type(rdir, "log") if e.level == "warning"]
+    assert warning.message == ("checkpoint refused: last_state.pt is damaged or was not written by finetune-tui "
+                               "(UnpicklingError); restarted from scratch")
+    assert "weights_only" not in caplog.text
+
+
+def nan_loss_from_step(monkeypatch, first_bad_step: int) -> None:
+    """The training loss becomes NaN from the given step on (counted over the whole run)."""
+    setup = Trainer.setup
+
+    def patched(self):
+        setup(self)
+        loss_fn, steps = self.loss_fn, itertools.count(1)
+        self.loss_fn = lambda logits, y: loss_fn(logits, y) * (math.nan if next(steps) >= first_bad_step else 1.0)
+
+    monkeypatch.setattr(Trainer, "setup", patched)
+
+
+def nan_val_loss_at(monkeypatch, epoch: int) -> None:
+    evaluate = Trainer.evaluate
+
+    def patched(self, split, epoch_=0):
+        loss, acc, probs = evaluate(self, split, epoch_)
+        return (math.nan if split == "val" and epoch_ == epoch else loss), acc, probs
+
+    monkeypatch.setattr(Trainer, "evaluate", patched)
+
+
+# digits: 1293 training images, 21 steps of 64 per epoch
+DIVERGENCES = {
+    "huge lr, epoch 1": (dict(strategy="full", optimizer="sgd", lr=1e6), None, 1, "loss became NaN at epoch 1"),
+    "train loss, epoch 2": (dict(), lambda m: nan_loss_from_step(m, 21 + 5), 2, "loss became NaN at epoch 2"),
+    "val loss, epoch 2": (dict(), lambda m: nan_val_loss_at(m, 2), 2, "validation loss became NaN at epoch 2"),
+}
+
+
+@pytest.mark.parametrize("case", DIVERGENCES)
+def test_nan_loss_fails_the_run_as_a_user_error_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, case):
+    train, patch, epoch, error = DIVERGENCES[case]
+    rdir = make_run(tmp_path, epochs=3, **train)
+    if patch:
+        patch(monkeypatch)
+    assert worker_main([str(rdir)]) == 1
+    (failed,) = of_type(rdir, "failed")
+    assert failed.kind == "user" and failed.traceback_file == ""
+    summary = load_run(rdir).summary
+    assert summary.status == "failed" and summary.error == failed.error
+    if epoch == 1:
+        assert failed.error == f"{error} (try a lower train.lr); no checkpoint was saved (it happened in the first epoch)"
+        assert not (rdir / "best.safetensors").exists() and not (rdir / "last_state.pt").exists()
+        assert not of_type(rdir, "epoch")
+        return
+    assert failed.error == f"{error} (try a lower train.lr); the checkpoint after epoch 1 is kept"
+    assert [e.epoch for e in of_type(rdir, "epoch")] == [1] and metrics_of(rdir).epoch.tolist() == [1]
+    assert resume_point(rdir)["loop"]["epoch"] == 1
+    model, meta = load_classifier(rdir / "best.safetensors")
+    assert meta["epoch"] == 1 and torch.isfinite(model(torch.zeros(1, 3, 32, 32))).all()
 
 
 @pytest.mark.parametrize("strategy", ["gradual", "discriminative"])

@@ -4,7 +4,7 @@
 
     config.json       resolved RunConfig              events.jsonl   the event stream (engine.events)
     summary.json      fold of the events (fast list)   metrics.csv    one row per epoch
-    best.safetensors  weights of the best epoch        last.safetensors, last_state.pt: resume point
+    best.safetensors  weights of the best epoch        last_state.pt  resume point, one file (engine.resume)
     results.json      test metrics, per class, confusion matrix, top errors
     test_probs.npz    probs, labels, preds, index over the test split
     run.lock          flock held while a worker lives  cancel         present = stop this run
@@ -91,7 +91,7 @@ class RunDir:
     """A run folder; cheap to make (no I/O until a method is called)."""
 
     CONFIG, EVENTS, SUMMARY, METRICS = "config.json", "events.jsonl", "summary.json", "metrics.csv"
-    BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last_state.pt"
+    BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last_state.pt"  # LAST: older versions' only
     RESULTS, PROBS = "results.json", "test_probs.npz"
     LOCK, CANCEL, WORKER_LOG, TRACEBACK = "run.lock", "cancel", "worker.log", "traceback.txt"
 
