@@ -37,8 +37,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import tui_fixtures as fx  # noqa: E402
 from tui_fake_store import Streamer, live_runs  # noqa: E402
 
-from engine import events as ev  # noqa: E402
-from engine.store import RunStore, RunSummary, fold, read_json  # noqa: E402
+from engine.store import RunStore, RunSummary, fold  # noqa: E402
 from tui.store_watcher import StoreWatcher  # noqa: E402
 
 
@@ -72,14 +71,14 @@ def timed(fn, repeats: int) -> list[float]:
 
 
 def naive_load(root: Path) -> int:
-    """Fold every run's whole event stream (no summary.json)."""
+    """Fold every run's whole event stream (no stored summary)."""
     n = 0
     store = RunStore(root)
     for grid in store.grids():
-        for rdir in (rd.path for rd in store.grid(grid).run_dirs()):
-            cfg = read_json(rdir / "config.json")
-            s = RunSummary(run_id=rdir.name, grid=grid, dataset=cfg["data"]["dataset"])
-            events, _ = ev.read_events(rdir / "events.jsonl")
+        for rd in store.grid(grid).run_dirs():
+            cfg = rd.config_dict()
+            s = RunSummary(run_id=rd.run_id, grid=grid, dataset=cfg["data"]["dataset"])
+            events, _ = rd.events()
             for e in events:
                 fold(s, e)
             n += 1
@@ -230,7 +229,7 @@ def main() -> int:
               f"{ms(med(big, 1))} (min {ms(min(v[1] for v in big))}, max {ms(max(v[1] for v in big))}); "
               f"CPU {ms(med(big, 2))}")
         print(f"   open an empty store (app start-up alone): {ms(med(base, 1))}; CPU {ms(med(base, 2))}")
-        print(f"   ratio 500 runs / empty: wall {med(big, 1) / med(base, 1):.2f}x, CPU {med(big, 2) / med(base, 2):.2f}x")
+        print(f"   ratio {args.runs} runs / empty: wall {med(big, 1) / med(base, 1):.2f}x, CPU {med(big, 2) / med(base, 2):.2f}x")
         print(f"\n   then {args.stream} live runs writing an epoch every {args.period} s each "
               f"({args.stream / args.period:.0f} events/s)")
         figs = asyncio.run(live_figures(root, args.stream, args.period, args.presses))

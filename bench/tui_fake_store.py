@@ -2,8 +2,8 @@
 
     python bench/tui_fake_store.py --root /tmp/store --scenario mixed --stream --app
 
-Simulated workers hold ``run.lock`` like real ones and append Epoch events
-(``engine.events``) to their ``events.jsonl``; no torch is involved. Useful to
+Simulated workers hold their run's lock like real ones and append Epoch events
+(``engine.events``) through the store's ``RunWriter``, as a worker does; no torch is involved. Useful to
 look at the TUI by hand (tmux) and for the benchmarks.
 """
 
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import tui_fixtures as fx  # noqa: E402
 
 from engine import events as ev  # noqa: E402
-from engine.store import FileLock  # noqa: E402
+from engine.store import FileLock, RunDir  # noqa: E402
 
 SCENARIOS = {
     "finished": fx.store_finished,
@@ -73,7 +73,7 @@ def live_runs(root: Path, n: int, grid: str = "stream") -> tuple[list[Path], lis
     dirs, locks = [], []
     for cfg in runs:
         d = fx.write_run(gdir, cfg, "running", epochs_done=0, start=time.time())
-        locks.append(fx.hold_lock(d / "run.lock"))
+        locks.append(fx.hold_lock(RunDir(d).lock_file))
         dirs.append(d)
     return dirs, locks
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import atomic_write_json
+from engine.store import GridDir, RunDir, atomic_write_json
 from tests.tui_fixtures import make_app, run_config, store_finished, until, write_grid, write_run
 from tui import actions
 from tui.screens.latency import LatencyScreen
@@ -46,7 +46,7 @@ def exported(tmp_path) -> Path:
                  export_summary(0.84, {"CPUExecutionProvider": b1(7.25)}, 94.1),
                  export_summary(0.77, {"CUDAExecutionProvider": b1(1.5)}, 94.1)]
     for cfg, summary in zip(cfgs, summaries):
-        atomic_write_json(gdir / cfg.run_id / "export" / "summary.json", summary)
+        atomic_write_json(RunDir(gdir / cfg.run_id).export.summary_file, summary)
     return root
 
 
@@ -130,7 +130,7 @@ async def press_on_grid(pilot, app, key: str) -> None:
 
 
 async def test_export_runs_the_cli_detached_and_says_where(exported, fake_cli, monkeypatch):
-    monkeypatch.setattr(fake_cli, "output", "run_id status onnx_acc\n...\n\nwritten: exports.csv\n")
+    monkeypatch.setattr(fake_cli, "output", f"run_id status onnx_acc\n...\n\nwritten: {GridDir.EXPORTS}\n")
     monkeypatch.setattr(fake_cli, "rc", 0)
     app = make_app(exported)
     async with app.run_test(size=SIZE) as pilot:
@@ -139,10 +139,10 @@ async def test_export_runs_the_cli_detached_and_says_where(exported, fake_cli, m
         assert child.cmd == [sys.executable, "-m", "finetune_tui.cli", "export", "--runs", str(exported), "study",
                              "--select", "best-per-dataset", "--quiet"]
         assert child.kwargs["start_new_session"] is True
-        assert Path(child.kwargs["stdout"].name) == exported / "study" / "export.log"
-        log = exported / "study" / "export.log"
-        assert f"exporting grid study… log: {log}" in messages(app)
-        assert f"exports in {exported / 'study' / 'exports.csv'}" in messages(app)
+        study = GridDir(exported / "study")
+        assert Path(child.kwargs["stdout"].name) == study.export_log
+        assert f"exporting grid study… log: {study.export_log}" in messages(app)
+        assert f"exports in {study.exports_csv}" in messages(app)
 
 
 async def test_export_failure_shows_the_logs_last_line(exported, fake_cli, monkeypatch):
@@ -156,7 +156,8 @@ async def test_export_failure_shows_the_logs_last_line(exported, fake_cli, monke
 
 
 async def test_report_runs_the_cli_and_shows_the_html(exported, fake_cli, monkeypatch):
-    index = exported / "study" / "report" / "report.md"
+    study = GridDir(exported / "study")
+    index = study.report_dir / "report.md"  # what `finetune-tui report --quiet` prints (report/cli.py)
     monkeypatch.setattr(fake_cli, "output", f"{index}\n")
     monkeypatch.setattr(fake_cli, "rc", 0)
     app = make_app(exported)
@@ -165,8 +166,8 @@ async def test_report_runs_the_cli_and_shows_the_html(exported, fake_cli, monkey
         (child,) = fake_cli.launched
         assert child.cmd == [sys.executable, "-m", "finetune_tui.cli", "report", "--runs", str(exported), "study",
                              "--quiet"]
-        assert Path(child.kwargs["stdout"].name) == exported / "study" / "report.log"
-        assert f"making the report of grid study… log: {exported / 'study' / 'report.log'}" in messages(app)
+        assert Path(child.kwargs["stdout"].name) == study.report_log
+        assert f"making the report of grid study… log: {study.report_log}" in messages(app)
         assert f"report in {index.with_name('report.html')}" in messages(app)
 
 

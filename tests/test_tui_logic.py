@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import RunSummary
+from engine.errors import FAILURE_KINDS, DiskFull
+from engine.failures import classify
+from engine.store import DEAD_WORKER, RunSummary, selection_key
 from tests.tui_fixtures import NOW, store_finished
 from tui import format as fmt
 from tui.actions import free_name
@@ -14,6 +16,7 @@ from tui.columns import COLUMNS, Cell, Context, matches, sort_key
 from tui.compare import best_indices, metrics_for, winners
 from tui.store_watcher import ExportInfo, RunState, StoreWatcher
 from tui.theme import Palette
+from tui.widgets.run_line import describe
 
 
 def run(key="g/footwear__resnet50__full", status="done", **kw) -> RunState:
@@ -75,8 +78,8 @@ def test_columns_render_values():
     assert COLUMNS["elapsed"].render(r, ctx).plain == "1m35s"
     assert COLUMNS["eta"].render(r, ctx).plain == "3m30s"
     assert COLUMNS["note"].render(r, ctx).plain == "train 4/14"
-    failed = run(status="failed", error="CUDA out of memory: lower data.batch_size\nsecond line")
-    assert COLUMNS["note"].render(failed, ctx).plain == "CUDA out of memory: lower data.batch_size"
+    failed = run(status="failed", error=DEAD_WORKER + "\nsecond line", error_kind="killed")
+    assert COLUMNS["note"].render(failed, ctx).plain == f"killed: {DEAD_WORKER}"
     exported = RunState(key=r.key, path=r.path, summary=r.summary, export=ExportInfo(status="ok", cpu_b1_p50_ms=3.456))
     assert COLUMNS["latency"].render(exported, ctx).plain == "3.46"
 
@@ -89,28 +92,62 @@ def test_best_indices():
     assert best_indices([0.5, 0.9], "") == set()
 
 
-def test_winners_per_dataset(tmp_path):
+def test_failed_runs_show_their_kind(tmp_path):
+    """The kind of a failure (engine.errors.FAILURE_KINDS) leads its message in the note and the line."""
+    assert {k: fmt.failure_kind(k) for k in FAILURE_KINDS} == {
+        "user": "user error", "oom": "out of memory", "disk_full": "disk full", "killed": "killed", "crash": "crash"}
+    failure = classify(DiskFull(tmp_path / "g" / "r", 3.0), tmp_path / "g" / "r")
+    full = run(status="failed", error=failure.message, error_kind=failure.kind)
+    ctx = Context(now=NOW, palette=Palette())
+    note = COLUMNS["note"].render(full, ctx).plain
+    assert note == failure.message and note.startswith("disk full: 3 MB free on ")  # the kind is not said twice
+    line = describe(full, Palette()).plain
+    assert f"failed (disk full): disk full: 3 MB free on {tmp_path / 'g' / 'r'}" in line
+    assert matches(full, "kind:disk_full") and matches(full, "disk") and not matches(full, "kind:oom")
+    dead = run(status="failed", error=DEAD_WORKER, error_kind="killed")
+    assert f"failed (killed): {DEAD_WORKER}" in describe(dead, Palette()).plain
+
+
+def test_winners_per_dataset_are_chosen_on_validation(tmp_path):
     store_finished(tmp_path / "runs")
     snap = StoreWatcher(tmp_path / "runs").poll()
     runs = list(snap.runs.values())
     result = {w.dataset: w for w in winners(runs)}
-    for dataset in ("footwear", "transport"):
-        pool = [r for r in runs if r.summary.dataset == dataset]
-        best = max(pool, key=lambda r: r.summary.test_accuracy)
-        w = result[dataset]
-        assert w.run.key == best.key and w.run_score == best.summary.test_accuracy and w.basis == "test acc"
-        best_by_strategy = {}
-        for r in pool:
-            best_by_strategy[r.summary.strategy] = max(best_by_strategy.get(r.summary.strategy, 0), r.summary.test_accuracy)
-        assert w.strategy == max(best_by_strategy, key=best_by_strategy.get)
-        assert w.n_runs == 6
+    assert sorted(result) == ["footwear", "transport"]
+    for dataset, w in result.items():
+        pool = sorted((r for r in runs if r.summary.dataset == dataset), key=lambda r: selection_key(r.summary))
+        best = pool[0]
+        assert w.run.key == best.key and w.n_runs == 6 and w.finished
+        assert w.val_acc == max(r.summary.best_val_acc for r in pool) == best.summary.best_val_acc
+        assert w.test_acc == best.summary.test_accuracy  # shown beside it, not what chose it
+        assert (w.strategy, w.backbone) == (best.summary.strategy, best.summary.backbone)
+        other = [r for r in pool if r.summary.strategy != w.strategy]
+        assert w.runner_up_strategy.key == other[0].key
+        assert w.runner_up_backbone.key == next(r for r in pool if r.summary.backbone != w.backbone).key
+    # the fixture's test scores do not follow its validation scores: choosing on test would pick another run
+    footwear = [r for r in runs if r.summary.dataset == "footwear"]
+    assert result["footwear"].run.key != max(footwear, key=lambda r: r.summary.test_accuracy).key
 
 
-def test_winners_fall_back_to_validation_while_nothing_is_done():
-    a = run("g/people__vgg16__frozen", status="running", best_val_acc=0.4)
-    b = run("g/people__vgg16__full", status="running", best_val_acc=0.6)
+def test_winners_never_look_at_the_test_set():
+    # a higher test accuracy does not win; equal val accuracy is decided by the lower val loss
+    a = run("g/people__vgg16__frozen", best_val_acc=0.60, best_val_loss=0.90, test_accuracy=0.95)
+    b = run("g/people__vgg16__full", best_val_acc=0.62, best_val_loss=0.95, test_accuracy=0.50)
+    c = run("g/people__resnet50__full", best_val_acc=0.62, best_val_loss=0.80, test_accuracy=0.40)
+    (w,) = winners([a, b, c])
+    assert w.run.key == c.key and (w.strategy, w.backbone) == ("full", "resnet50") and w.test_acc == 0.40
+    assert w.runner_up_strategy.key == a.key and w.runner_up_backbone.key == b.key
+
+
+def test_winners_judge_finished_runs_once_there_are_any():
+    a = run("g/people__vgg16__frozen", status="running", best_val_acc=0.4, best_val_loss=1.0)
+    b = run("g/people__vgg16__full", status="running", best_val_acc=0.6, best_val_loss=0.9)
     (w,) = winners([a, b])
-    assert w.run.key == b.key and w.basis == "best val acc" and w.strategy == "full"
+    assert w.run.key == b.key and not w.finished and w.strategy == "full" and w.test_acc is None
+    done = run("g/people__vgg16__frozen", status="done", best_val_acc=0.5, best_val_loss=0.95, test_accuracy=0.5)
+    (w,) = winners([done, b])
+    assert w.run.key == done.key and w.finished and w.n_runs == 1 and w.runner_up_strategy is None
+    assert winners([run("g/people__vgg16__full", status="queued")]) == []  # no validation score yet
 
 
 def test_export_rows_appear_only_with_an_export():

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
 
 from engine import events as ev
-from engine.store import DEAD_WORKER
+from engine.store import DEAD_WORKER, GridDir, RunDir, RunWriter, atomic_write_json
 from tests.tui_fixtures import (
     NOW,
     append_events,
     hold_lock,
     next_epoch,
     run_config,
+    run_events,
     store_failed,
     store_finished,
     store_running,
+    write_events,
     write_grid,
     write_run,
 )
@@ -43,9 +44,14 @@ def test_first_load_reads_every_state(tmp_path, running):
     assert status["broken/transport__resnet50__full"] == "cancelled"
     assert status["broken/broken__resnet50__full"] == "unreadable"
     broken = snap.runs["broken/broken__resnet50__full"]
-    assert "config.json is not valid JSON" in broken.problem
-    oom = snap.runs["broken/transport__resnet50__frozen"].summary
-    assert oom.error.startswith("CUDA out of memory") and oom.error_kind == "oom"
+    assert f"{RunDir.CONFIG} is not valid JSON" in broken.problem
+    full = snap.runs["broken/transport__resnet50__frozen"]
+    assert full.summary.error == f"disk full: 3 MB free on {full.path}; free some space, then run the grid again to resume"
+    assert full.summary.error_kind == "disk_full"
+    # its events say running, but no worker holds its lock: the store's rule (settle) calls it dead
+    dead = snap.runs["broken/transport__resnet50__partial"]
+    assert (dead.status, dead.summary.error, dead.summary.error_kind) == ("failed", DEAD_WORKER, "killed")
+    assert dead.summary.epoch == 2 and not dead.alive
     assert snap.grids["live"].running and not snap.grids["broken"].running
     # store order: grids sorted, runs in grid.json order, unknown folders last
     assert list(snap.runs)[:3] == ["broken/transport__resnet50__frozen", "broken/transport__resnet50__partial",
@@ -56,8 +62,9 @@ def test_running_run_matches_its_events_not_the_lagging_summary(running):
     key = "live/footwear__resnet50__frozen"
     snap = StoreWatcher(running.root).poll()
     s = snap.runs[key].summary
-    # the fixture's summary.json was folded from the same events; the progress event after the
-    # last epoch is only in events.jsonl, and the watcher has it
+    # the worker's writer does not rewrite the stored summary for progress events: the one after
+    # the last epoch is only in the event stream, and the watcher has it
+    assert RunDir(running.root / key).stored_summary()["step"] == 10
     assert (s.epoch, s.epochs, s.phase, s.step, s.steps) == (3, 6, "train", 5, 14)
     assert len(s.val_acc_history) == 3
 
@@ -75,7 +82,7 @@ def test_tailing_is_incremental(running):
     assert snap is not None
     s = snap.runs[key].summary
     assert s.epoch == 4 and s.val_acc == 0.81 and s.best_val_acc == 0.81
-    assert tracker.offset == os.path.getsize(rdir / "events.jsonl") > before
+    assert tracker.offset == os.path.getsize(RunDir(rdir).events_file) > before
     # unchanged runs keep the very same published object (the UI compares by identity)
     other = "live/footwear__efficientnet_lite0__frozen"
     assert snap.runs[other] is watcher._trackers[other].state
@@ -86,11 +93,12 @@ def test_torn_last_line_waits_for_its_end(running):
     watcher.poll()
     key = "live/footwear__resnet50__frozen"
     line = next_epoch(running.root / key, 4, 6, 0.9, NOW).to_json() + "\n"
-    with open(running.root / key / "events.jsonl", "a") as fh:
+    events = RunDir(running.root / key).events_file
+    with open(events, "a") as fh:  # half a line, as a reader may catch a worker's write
         fh.write(line[:20])
     snap = watcher.poll()
     assert snap is None or snap.runs[key].summary.epoch == 3
-    with open(running.root / key / "events.jsonl", "a") as fh:
+    with open(events, "a") as fh:
         fh.write(line[20:])
     assert watcher.poll().runs[key].summary.epoch == 4
 
@@ -110,12 +118,25 @@ def test_dead_worker_shows_failed_and_a_finish_wins(running):
     assert not snap.grids["live"].running
 
 
+def test_dead_worker_on_a_full_disk_says_so(running, monkeypatch):
+    """The watcher's dead-worker rule is the store's (settle): a nearly full disk is named as the likely cause."""
+    import engine.store.summary as summary_rules
+
+    monkeypatch.setattr(summary_rules, "free_megabytes", lambda path: 5.0)
+    watcher = StoreWatcher(running.root)
+    watcher.poll()
+    running.release()
+    dead = watcher.poll().runs["live/footwear__efficientnet_lite0__full"]
+    assert dead.status == "failed" and dead.summary.error_kind == "disk_full"
+    assert dead.summary.error.startswith(f"worker stopped without a final event; disk full: 5 MB free on {dead.path}")
+
+
 def test_resumed_run_comes_back_to_life(running):
     watcher = StoreWatcher(running.root)
     key = "live/footwear__efficientnet_lite0__full"
     running.release()
     assert watcher.poll().runs[key].status == "failed"
-    lock = hold_lock(running.root / key / "run.lock")
+    lock = hold_lock(RunDir(running.root / key).lock_file)
     try:
         append_events(running.root / key, [ev.Started(ts=NOW, run_id=key.split("/")[1], resumed_from_epoch=2)])
         r = watcher.poll().runs[key]
@@ -146,20 +167,23 @@ def test_new_runs_and_grids_appear_and_vanish(tmp_path):
 def test_corrupt_files_never_raise(tmp_path):
     root = tmp_path / "runs"
     store = store_finished(root, export=False)
-    rdir = root / "study" / "footwear__resnet50__full"
-    (rdir / "summary.json").write_text("{not json")  # falls back to folding the events
-    (rdir / "events.jsonl").open("a").write("\x00\xff garbage\n{\"v\": 1}\n")
-    (root / "study" / "footwear__resnet50__frozen" / "export").mkdir()
-    (root / "study" / "footwear__resnet50__frozen" / "export" / "summary.json").write_text("[1, 2")
-    (root / "junk").mkdir()  # no grid.json: not a grid
-    (root / "study" / "report").mkdir()  # neither config nor events: not a run
-    (root / "study" / "stray").mkdir()  # a run folder whose config never got written
-    (root / "study" / "stray" / "events.jsonl").write_text('{"v": 1, "type": "star')
+    # every file below is corrupted on purpose, as no store writer would leave it
+    rd = RunDir(root / "study" / "footwear__resnet50__full")
+    rd.summary_file.write_text("{not json")  # falls back to folding the events
+    rd.events_file.open("a").write("\x00\xff garbage\n{\"v\": 1}\n")
+    export = RunDir(root / "study" / "footwear__resnet50__frozen").export
+    export.path.mkdir()
+    export.summary_file.write_text("[1, 2")
+    (root / "junk").mkdir()  # no grid file: not a grid
+    GridDir(root / "study").report_dir.mkdir()  # neither config nor events: not a run
+    stray = RunDir(root / "study" / "stray")  # a run folder whose config never got written
+    stray.path.mkdir()
+    stray.events_file.write_text('{"v": 1, "type": "star')
     snap = StoreWatcher(root).poll()
     assert snap.runs["study/footwear__resnet50__full"].status == "done"
     assert snap.runs["study/footwear__resnet50__frozen"].export.status == "unreadable"
     assert snap.runs["study/stray"].status == "unreadable"
-    assert "config.json is missing" in snap.runs["study/stray"].problem
+    assert f"{RunDir.CONFIG} is missing" in snap.runs["study/stray"].problem
     assert "junk" not in snap.grids and "study/report" not in snap.runs
     del store
 
@@ -168,12 +192,12 @@ def test_half_written_config_heals_when_completed(tmp_path):
     root = tmp_path / "runs"
     cfg = run_config("footwear", "resnet50", "full")
     gdir = write_grid(root, "g", [cfg])
-    rdir = gdir / cfg.run_id
-    rdir.mkdir()
-    (rdir / "config.json").write_text('{"data": {"dat')
+    rd = RunDir(gdir / cfg.run_id)
+    rd.path.mkdir()
+    rd.config_file.write_text('{"data": {"dat')  # torn on purpose
     watcher = StoreWatcher(root)
     assert watcher.poll().runs[f"g/{cfg.run_id}"].status == "unreadable"
-    (rdir / "config.json").write_text(json.dumps(cfg.to_dict()))
+    rd.write_config(cfg)
     assert watcher.poll().runs[f"g/{cfg.run_id}"].status == "queued"
 
 
@@ -184,8 +208,7 @@ def test_export_summary_appears(tmp_path):
     key = "study/transport__resnet50__full"
     assert watcher.poll().runs[key].export is None
     export = {"status": "ok", "onnx_accuracy": 0.9, "latency": {"CPUExecutionProvider": {"1": {"p50_ms": 2.5}}}}
-    (root / key / "export").mkdir()
-    (root / key / "export" / "summary.json").write_text(json.dumps(export))
+    atomic_write_json(RunDir(root / key).export.summary_file, export)
     snaps = [watcher.poll() for _ in range(EXPORT_EVERY)]  # exports are looked for on every EXPORT_EVERY-th poll
     info = [s for s in snaps if s is not None][-1].runs[key].export
     assert info.cpu_b1_p50_ms == 2.5 and info.onnx_accuracy == 0.9
@@ -227,3 +250,26 @@ def test_a_time_budget_loads_a_big_store_in_steps(tmp_path):
     while watcher.pending:
         sizes.append(len(watcher.poll(budget=0.0).runs))
     assert sizes[-1] == 12 and sizes == sorted(sizes)
+
+
+@pytest.mark.parametrize("state,epochs", [("done", 4), ("running", 3), ("failed", 2), ("cancelled", 1)])
+def test_fixtures_write_what_a_run_writer_writes(tmp_path, state, epochs):
+    """The fixtures write a run's events in one go; a worker's RunWriter, event by event, leaves the same files."""
+    cfg = run_config("footwear", "resnet50", "partial")
+    runs = {}
+    for way in ("bulk", "writer"):
+        rd = RunDir(write_grid(tmp_path / way, "g", [cfg]) / cfg.run_id)
+        rd.write_config(cfg)
+        events = run_events(cfg, state, epochs, run_dir=tmp_path / "same")
+        if way == "bulk":
+            write_events(rd, events)
+        else:
+            writer = RunWriter(rd, echo=False)
+            for e in events:
+                writer.emit(e)
+            writer.close()
+        runs[way] = rd
+    bulk, real = runs["bulk"], runs["writer"]
+    assert bulk.events_file.read_bytes() == real.events_file.read_bytes()
+    assert bulk.stored_summary() == real.stored_summary()
+    assert bulk.stored_summary()["status"] == state

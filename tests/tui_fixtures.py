@@ -1,23 +1,35 @@
 """Realistic run stores for TUI tests and benchmarks, written the way the engine writes them.
 
-Every file follows docs/CONTRACTS.md: ``grid.json``, and per run ``config.json``,
-``events.jsonl`` (``engine.events`` dataclasses, ``.to_json()``), ``summary.json``
-(``engine.store.fold`` over those events), ``metrics.csv``, ``results.json`` and
-optionally ``export/summary.json``. Figures are derived from the run's name
-with a fixed seed and timestamps start at ``T0``, so screens are deterministic.
+Through the store's own writers and paths (docs/CONTRACTS.md): ``GridDir.write_info`` as the
+orchestrator does, ``RunDir.write_config``, the event stream and summary as a worker's ``RunWriter``
+leaves them (live appends go through a ``RunWriter``), ``RunDir.write_metrics`` / ``write_results``,
+and the export summary with ``atomic_write_json`` to ``ExportDir.summary_file``. Failures carry the messages the
+engine emits: ``engine.failures.classify`` of a ``DiskFull``, and the store's dead-worker rule
+(``settle``) for a worker that died without a word. Figures are derived from the run's name with
+a fixed seed and timestamps start at ``T0``, so screens are deterministic.
 """
 
 from __future__ import annotations
 
-import csv
 import random
 import time
 import zlib
 from pathlib import Path
 
 from engine import events as ev
-from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from engine.store import FileLock, RunSummary, atomic_write_json, fold
+from engine.config import DataConfig, GridConfig, ModelConfig, RunConfig, TrainConfig
+from engine.errors import DiskFull
+from engine.failures import classify
+from engine.store import (
+    FileLock,
+    GridDir,
+    RunDir,
+    RunWriter,
+    atomic_write_json,
+    best_epoch_of,
+    fold,
+    load_run,
+)
 from tui.actions import StoreActions
 
 T0 = 1_750_000_000.0  # fixed start of every fixture timeline
@@ -45,26 +57,47 @@ def run_config(dataset: str, backbone: str, strategy: str, epochs: int = 6) -> R
     )
 
 
-def write_grid(root: Path, name: str, runs: list[RunConfig], created: str = "2025-06-15T15:06:40") -> Path:
-    gdir = Path(root) / name
-    gdir.mkdir(parents=True, exist_ok=True)
+def write_grid(root: Path, name: str, runs: list[RunConfig]) -> Path:
+    """A grid folder with its grid file, as the orchestrator writes it before any run starts."""
+    gdir = GridDir(Path(root) / name)
     base = runs[0] if runs else RunConfig()
-    grid_cfg = {
-        "name": name,
-        "datasets": sorted({r.data.dataset for r in runs}),
-        "backbones": sorted({r.model.backbone for r in runs}),
-        "strategies": sorted({r.train.strategy for r in runs}),
-        "concurrency": 1,
-        "base": base.to_dict(),
-    }
-    atomic_write_json(gdir / "grid.json", {"name": name, "config": grid_cfg, "runs": [r.run_id for r in runs], "created": created})
-    return gdir
+    grid = GridConfig(name=name, datasets=tuple(sorted({r.data.dataset for r in runs})),
+                      backbones=tuple(sorted({r.model.backbone for r in runs})),
+                      strategies=tuple(sorted({r.train.strategy for r in runs})), concurrency=1, base=base)
+    gdir.write_info(grid, [r.run_id for r in runs])
+    return gdir.path
 
 
-def run_events(cfg: RunConfig, state: str, epochs_done: int, start: float = T0) -> list[ev.Event]:
-    """The event stream of a run that reached ``state`` after ``epochs_done`` epochs."""
-    ds, bb, st = cfg.data.dataset, cfg.model.backbone, cfg.train.strategy
-    rng = _rng(ds, bb, st)
+FREE_MB = 3.0  # what a full disk had left, in the fixtures' disk-full failures
+
+
+def disk_full(run_dir: Path, ts: float) -> ev.Failed:
+    """The failed event a worker writes when the run store's disk is full (engine.failures.classify)."""
+    failure = classify(DiskFull(run_dir, FREE_MB), run_dir)
+    return ev.Failed(ts=ts, error=failure.message, kind=failure.kind)
+
+
+def _curve(cfg: RunConfig, epochs: int) -> list[tuple[float, float, float]]:
+    """(val accuracy, val loss, img/s) of each epoch of a fixture run, derived from its name."""
+    rng = _rng(cfg.data.dataset, cfg.model.backbone, cfg.train.strategy)
+    ceiling = 0.55 + 0.4 * rng.random()
+    out = []
+    for e in range(1, epochs + 1):
+        val_acc = ceiling * (1 - 0.6 ** e) + rng.uniform(-0.01, 0.01)
+        val_loss = 1.2 * (1 - val_acc) + 0.05 + rng.uniform(0, 0.02)
+        out.append((val_acc, val_loss, 400.0 + 10 * rng.random()))
+    return out
+
+
+def run_events(cfg: RunConfig, state: str, epochs_done: int, start: float = T0,
+               run_dir: Path | None = None) -> list[ev.Event]:
+    """The event stream of a run that reached ``state`` after ``epochs_done`` epochs.
+
+    ``failed`` is a full disk (its message names ``run_dir``); a run whose worker died without a
+    final event is ``running`` with no lock held.
+    """
+    run_dir = Path(run_dir) if run_dir is not None else Path(cfg.run_id)
+    ds, st = cfg.data.dataset, cfg.train.strategy
     classes = CLASSES.get(ds, ["a", "b", "c"])
     if state == "queued":
         return []
@@ -80,17 +113,14 @@ def run_events(cfg: RunConfig, state: str, epochs_done: int, start: float = T0) 
         ev.Log(ts=start + 1, message=f"{cfg.run_id}: data and model ready"),
     ]
     if state == "failed" and epochs_done == 0:
-        out.append(ev.Failed(ts=start + 2, error="CUDA out of memory: lower data.batch_size (64)", kind="oom"))
+        out.append(disk_full(run_dir, start + 2))
         return out
-    ceiling = 0.55 + 0.4 * rng.random()
     learn = {"frozen": ["head"], "partial": ["blocks.3", "head"]}.get(st, GROUPS)
     norms = dict(init)
     best_loss = float("inf")
     t = start + 2
-    for e in range(1, epochs_done + 1):
-        val_acc = ceiling * (1 - 0.6 ** e) + rng.uniform(-0.01, 0.01)
+    for e, (val_acc, val_loss, img_per_s) in enumerate(_curve(cfg, epochs_done), 1):
         train_acc = min(0.999, val_acc + 0.03 * e)
-        val_loss = 1.2 * (1 - val_acc) + 0.05 + rng.uniform(0, 0.02)
         train_loss = val_loss * 0.8
         for i, g in enumerate(GROUPS):
             if g in learn:
@@ -103,11 +133,12 @@ def run_events(cfg: RunConfig, state: str, epochs_done: int, start: float = T0) 
         out.append(ev.Epoch(
             ts=t, epoch=e, epochs=cfg.train.epochs, train_loss=round(train_loss, 4), train_acc=round(train_acc, 4),
             val_loss=round(val_loss, 4), val_acc=round(val_acc, 4), lr=1e-3 * 0.5 ** (e // 4),
-            lrs={g: (1e-3 if g in learn else 0.0) for g in GROUPS}, img_per_s=400.0 + 10 * rng.random(),
+            lrs={g: (1e-3 if g in learn else 0.0) for g in GROUPS}, img_per_s=img_per_s,
             seconds=EPOCH_SECONDS, group_norms=dict(norms), trainable=1000 * len(learn), is_best=is_best,
         ))
         if is_best:
-            out.append(ev.Checkpoint(ts=t, kind="best", epoch=e, path="best.safetensors", val_loss=round(val_loss, 4)))
+            out.append(ev.Checkpoint(ts=t, kind="best", epoch=e, path=RunDir.BEST,
+                                     val_loss=round(val_loss, 4)))
         if e == 2:
             out.append(ev.Log(ts=t, level="warning", message="ReduceLROnPlateau: lr 1e-03 -> 5e-04"))
     if state == "running":
@@ -119,7 +150,7 @@ def run_events(cfg: RunConfig, state: str, epochs_done: int, start: float = T0) 
         out.append(ev.Finished(ts=t + 5, best_epoch=results["best_epoch"], epochs_run=epochs_done,
                                train_seconds=epochs_done * EPOCH_SECONDS, test={k: results[k] for k in keys}))
     elif state == "failed":
-        out.append(ev.Failed(ts=t + 5, error="NaN loss at epoch %d: lower train.lr" % (epochs_done + 1), kind="crash"))
+        out.append(disk_full(run_dir, t + 5))
     elif state == "cancelled":
         out.append(ev.Cancelled(ts=t + 5, reason="cancelled by user", epoch=epochs_done))
     return out
@@ -164,7 +195,9 @@ def results_for(cfg: RunConfig, epochs_done: int) -> dict:
         "accuracy": acc, "precision_macro": macro["precision"], "recall_macro": macro["recall"],
         "f1_macro": macro["f1-score"], "precision_weighted": macro["precision"], "recall_weighted": macro["recall"],
         "f1_weighted": macro["f1-score"], "per_class": per_class, "confusion_matrix": cm, "top_errors": errors,
-        "best_epoch": max(1, epochs_done - 1), "epochs_run": epochs_done, "early_stopped": False,
+        # the kept checkpoint's epoch, by the store's rule over the run's val losses
+        "best_epoch": best_epoch_of([round(loss, 4) for _, loss, _ in _curve(cfg, epochs_done)]),
+        "epochs_run": epochs_done, "early_stopped": False,
         "train_seconds": epochs_done * EPOCH_SECONDS, "weights": {"description": "ImageNet"}, "device": "cpu",
         "image_size": 64,
     }
@@ -183,38 +216,28 @@ def export_summary(cfg: RunConfig, results: dict) -> dict:
 
 
 def write_run(gdir: Path, cfg: RunConfig, state: str, epochs_done: int = 0, start: float = T0,
-              export: bool = False, summary: bool = True) -> Path:
-    """Write one run folder as a worker in ``state`` would have left it."""
-    rdir = Path(gdir) / cfg.run_id
-    rdir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(rdir / "config.json", cfg.to_dict())
-    events = run_events(cfg, state, epochs_done, start)
-    s = RunSummary(run_id=cfg.run_id, grid=Path(gdir).name, dataset=cfg.data.dataset, backbone=cfg.model.backbone,
-                   strategy=cfg.train.strategy, epochs=cfg.train.epochs)
-    if events:
-        with open(rdir / "events.jsonl", "w", encoding="utf-8") as fh:
-            for e in events:
-                fh.write(e.to_json() + "\n")
-                fold(s, e)
-    if summary:
-        atomic_write_json(rdir / "summary.json", s.to_dict())
+              export: bool = False) -> Path:
+    """Write one run folder as the orchestrator and a worker in ``state`` would have left it."""
+    rd = RunDir(Path(gdir) / cfg.run_id)
+    rd.write_config(cfg)  # the orchestrator's part: a queued run is its config alone
+    events = run_events(cfg, state, epochs_done, start, rd.path)
+    write_events(rd, events)
     epochs = [e for e in events if isinstance(e, ev.Epoch)]
     if epochs:
-        with open(rdir / "metrics.csv", "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "img_per_s", "seconds", "stage",
-                        "trainable", "is_best"] + [f"norm:{g}" for g in GROUPS])
-            for e in epochs:
-                w.writerow([e.epoch, e.train_loss, e.train_acc, e.val_loss, e.val_acc, e.lr, e.img_per_s, e.seconds,
-                            e.stage, e.trainable, e.is_best] + [e.group_norms[g] for g in GROUPS])
+        rd.write_metrics([{"epoch": e.epoch, "train_loss": e.train_loss, "train_acc": e.train_acc,
+                           "val_loss": e.val_loss, "val_acc": e.val_acc, "lr": e.lr, "img_per_s": e.img_per_s,
+                           "seconds": e.seconds, "stage": e.stage, "trainable": e.trainable, "is_best": e.is_best,
+                           **{f"norm:{g}": e.group_norms[g] for g in GROUPS}} for e in epochs])
     if state == "done":
         results = results_for(cfg, epochs_done)
-        atomic_write_json(rdir / "results.json", results)
+        rd.write_results(results)
         if export:
-            atomic_write_json(rdir / "export" / "summary.json", export_summary(cfg, results))
-    if state == "failed" and epochs_done:
-        (rdir / "worker.log").write_text("Traceback (most recent call last):\n  ...\nFloatingPointError: NaN loss\n")
-    return rdir
+            atomic_write_json(rd.export.summary_file, export_summary(cfg, results))
+    if state == "running" and epochs_done:
+        # what a worker logs on stderr (engine.trainer, logging's format); a dead one leaves no more
+        rd.worker_log.write_text(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(start))},000 engine.trainer "
+                                 f"INFO cached 4 of {len(GROUPS)} backbone units (12.0 MB)\n")
+    return rd.path
 
 
 def hold_lock(path: Path) -> FileLock:
@@ -226,10 +249,10 @@ def hold_lock(path: Path) -> FileLock:
 
 def write_corrupt_run(gdir: Path, name: str = "broken__resnet50__full") -> Path:
     """A half-written run folder: config.json cut off mid-write."""
-    rdir = Path(gdir) / name
-    rdir.mkdir(parents=True, exist_ok=True)
-    (rdir / "config.json").write_text('{"data": {"dataset": "foot')
-    return rdir
+    rd = RunDir(Path(gdir) / name)
+    rd.path.mkdir(parents=True, exist_ok=True)
+    rd.config_file.write_text('{"data": {"dataset": "foot')  # deliberately torn, as no store writer leaves it
+    return rd.path
 
 
 # --- scenarios -----------------------------------------------------------------
@@ -271,25 +294,26 @@ def store_running(root: Path) -> Store:
     store = Store(root)
     runs = _grid_runs(datasets=("footwear",))
     gdir = write_grid(store.root, "live", runs)
-    store.locks.append(hold_lock(gdir / "grid.lock"))
+    store.locks.append(hold_lock(GridDir(gdir).lock_file))
     for i, cfg in enumerate(runs):
         if i < 2:
             write_run(gdir, cfg, "done", epochs_done=6, start=T0 + 10 * i)
         elif i < 4:
             rdir = write_run(gdir, cfg, "running", epochs_done=i, start=T0 + 10 * i)
-            store.locks.append(hold_lock(rdir / "run.lock"))
+            store.locks.append(hold_lock(RunDir(rdir).lock_file))
         else:
             write_run(gdir, cfg, "queued")
     return store
 
 
 def store_failed(root: Path) -> Store:
-    """A grid with failed, cancelled and dead runs, plus a corrupt run folder."""
+    """A grid with a failed run (disk full), a dead one (its worker gone without a final event: no lock
+    held), a cancelled one, plus a corrupt run folder."""
     store = Store(root)
     runs = _grid_runs(datasets=("transport",), backbones=("resnet50",))
     gdir = write_grid(store.root, "broken", runs)
     write_run(gdir, runs[0], "failed", epochs_done=0)
-    write_run(gdir, runs[1], "failed", epochs_done=2)
+    write_run(gdir, runs[1], "running", epochs_done=2)  # nobody holds its lock: the store rules it dead
     write_run(gdir, runs[2], "cancelled", epochs_done=1)
     write_corrupt_run(gdir)
     return store
@@ -324,7 +348,7 @@ def store_big(root: Path, n: int = 500, running: int = 0) -> Store:
         for i, cfg in enumerate(runs):
             if made < running:
                 rdir = write_run(gdir, cfg, "running", epochs_done=3)
-                store.locks.append(hold_lock(rdir / "run.lock"))
+                store.locks.append(hold_lock(RunDir(rdir).lock_file))
             else:
                 write_run(gdir, cfg, "done", epochs_done=10, export=i % 2 == 0)
             made += 1
@@ -332,12 +356,31 @@ def store_big(root: Path, n: int = 500, running: int = 0) -> Store:
     return store
 
 
+def write_events(rd: RunDir, events: list[ev.Event]) -> None:
+    """What a worker's RunWriter leaves after emitting ``events``, written in one go: the event stream,
+    and the summary folded through the last durable (non-progress) event. A RunWriter fsyncs the stream
+    and rewrites the summary on every event, which would make the fixtures ten times slower; a test
+    (tests/test_tui_store.py) pins the two to the same files."""
+    if not events:
+        return
+    summary = load_run(rd).summary
+    with open(rd.events_file, "a", encoding="utf-8") as fh:
+        fh.writelines(e.to_json() + "\n" for e in events)
+    durable = [i for i, e in enumerate(events) if not isinstance(e, ev.Progress)]
+    if durable:
+        for e in events[: durable[-1] + 1]:
+            fold(summary, e)
+        atomic_write_json(rd.summary_file, summary.to_dict())
+
+
 def append_events(run_dir: Path, events: list[ev.Event]) -> None:
-    """Append events as a live worker does (one flushed line each)."""
-    with open(Path(run_dir) / "events.jsonl", "a", encoding="utf-8") as fh:
+    """Append events as a live worker does: through a RunWriter (one flushed line each, the summary kept)."""
+    writer = RunWriter(RunDir(run_dir), echo=False)
+    try:
         for e in events:
-            fh.write(e.to_json() + "\n")
-            fh.flush()
+            writer.emit(e)
+    finally:
+        writer.close()
 
 
 def next_epoch(run_dir: Path, epoch: int, epochs: int, val_acc: float, ts: float) -> ev.Epoch:

@@ -6,8 +6,8 @@ seconds of work the TUI process should never carry), prepares the folders and
 starts the orchestrator detached (``engine.orchestrator.start_detached`` /
 ``resume_detached``), so the grid outlives the TUI and the SSH connection.
 Exporting and reporting run the CLI the same way, as children that outlive the TUI
-(:class:`Child`): their output goes to ``<grid>/export.log`` / ``<grid>/report.log``
-and the TUI only waits for them to say how it went. Torch never loads in the TUI.
+(:class:`Child`): their output goes to the grid's export and report logs (``GridDir.export_log``,
+``report_log``) and the TUI only waits for them to say how it went. Torch never loads in the TUI.
 Cancelling only writes a cancel request into the store (``engine.store``).
 """
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from engine.store import GridDir, RunDir
+from engine.store import GridDir, RunDir, RunStore, StoreError
 
 START_TIMEOUT = 120.0  # validating a grid imports torch; the orchestrator then starts in the background
 
@@ -145,7 +145,15 @@ class StoreActions:
     """The actions, bound to one run store (tests substitute a recorder)."""
 
     def __init__(self, root: Path):
-        self.root = Path(root)
+        self.store = RunStore(root)
+        self.root = self.store.root
+
+    def _grid(self, grid: str) -> GridDir:
+        """The grid's folder (engine.store.GridDir); ActionError for a name that is no grid's."""
+        try:
+            return self.store.grid(grid)
+        except StoreError as exc:
+            raise ActionError(str(exc)) from None
 
     def start_grid(self, preset: str = "", file: str = "", name: str = "") -> str:
         """Start a grid detached; returns its name."""
@@ -165,20 +173,24 @@ class StoreActions:
         RunDir(run_dir).request_cancel("cancelled from the TUI")
 
     def cancel_grid(self, grid: str) -> None:
-        GridDir(self.root / grid).request_cancel("grid cancelled from the TUI")
+        self._grid(grid).request_cancel("grid cancelled from the TUI")
 
     def export_grid(self, grid: str) -> Child:
-        """Export the grid's best model per dataset to ONNX and benchmark it (``finetune-tui export``)."""
-        gdir = self.root / grid
+        """Export the grid's best model per dataset to ONNX and benchmark it (``finetune-tui export``;
+        which run is best is the CLI's choice, on validation only)."""
+        gdir = self._grid(grid)
         args = ["export", "--runs", str(self.root), grid, "--select", "best-per-dataset", "--quiet"]
-        return _spawn(args, gdir / "export.log", lambda _last: f"exports in {gdir / 'exports.csv'}")
+        return _spawn(args, gdir.export_log, lambda _last: f"exports in {gdir.exports_csv}")
 
     def report_grid(self, grid: str) -> Child:
-        """Make the grid's report (``finetune-tui report --quiet`` prints the path of its report.md)."""
-        gdir = self.root / grid
+        """Make the grid's report (``finetune-tui report --quiet`` prints the path of its Markdown index;
+        the HTML one lies next to it)."""
+        gdir = self._grid(grid)
 
         def where(last: str) -> str:
-            index = Path(last) if last.endswith("report.md") else gdir / "report" / "report.md"
-            return f"report in {index.with_name('report.html')}"
+            index = Path(last)
+            if index.suffix == ".md":
+                return f"report in {index.with_suffix('.html')}"
+            return f"report in {gdir.report_dir}"
 
-        return _spawn(["report", "--runs", str(self.root), grid, "--quiet"], gdir / "report.log", where)
+        return _spawn(["report", "--runs", str(self.root), grid, "--quiet"], gdir.report_log, where)

@@ -19,6 +19,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
+from engine.store import default_root
 from tui.actions import ActionError, Child, StoreActions
 from tui.messages import ActionDone, ChildStarted, ReaderFailed, StoreChanged
 from tui.screens.compare import CompareScreen
@@ -50,7 +51,7 @@ class FinetuneApp(App[int]):
 
     def __init__(
         self,
-        runs_root: str | Path = "runs",
+        runs_root: str | Path | None = None,
         grid: str | None = None,
         *,
         clock: Callable[[], float] = time.time,
@@ -58,7 +59,7 @@ class FinetuneApp(App[int]):
         actions: StoreActions | None = None,
     ) -> None:
         super().__init__()
-        self.runs_root = Path(runs_root)
+        self.runs_root = Path(runs_root) if runs_root is not None else default_root()
         self.start_grid_name = grid
         self.clock = clock
         self.poll_interval = poll_interval
@@ -145,6 +146,9 @@ class FinetuneApp(App[int]):
         """Start a CLI child (``start(*args)``), wait for it, report how it went; quitting leaves it running."""
         try:
             child = start(*args)
+        except ActionError as exc:
+            self.post_message(ActionDone(what, error=str(exc)))
+            return
         except Exception as exc:  # cannot start: no such Python, unwritable grid folder
             self.post_message(ActionDone(what, error=f"{type(exc).__name__}: {exc}".splitlines()[0]))
             return

@@ -76,7 +76,10 @@ def _note(run: RunState, ctx: Context) -> Cell:
     if run.problem:
         text = run.problem.replace(str(run.path) + "/", "")
         return Cell(fmt.one_line(text), style=ctx.palette.error, sort=text)
-    if run.status in ("failed", "cancelled") and s.error:
+    if run.status == "failed" and (s.error or s.error_kind):
+        text = fmt.failure(s.error_kind, s.error)
+        return Cell(text, style=ctx.palette.status(run.status), sort=text)
+    if run.status == "cancelled" and s.error:
         return Cell(fmt.one_line(s.error), style=ctx.palette.status(run.status), sort=s.error)
     if run.cancel_requested:
         return Cell("cancel requested", style=ctx.palette.warning, sort="cancel requested")
@@ -128,7 +131,8 @@ COLUMNS: dict[str, ColumnInfo] = {
         ColumnInfo("val_acc", "val acc", lambda r, c: _num_cell(r.summary.val_acc, fmt.pct(r.summary.val_acc)),
                    width=7, numeric=True, help="validation accuracy, last epoch (%)", descending=True),
         ColumnInfo("best_val_acc", "best", lambda r, c: _num_cell(r.summary.best_val_acc, fmt.pct(r.summary.best_val_acc), "bold"),
-                   width=5, numeric=True, help="best validation accuracy (%)", descending=True),
+                   width=5, numeric=True, descending=True,
+                   help="validation accuracy of the best epoch (lowest val loss, the kept checkpoint) (%)"),
         ColumnInfo("curve", "val acc curve", _spark, width=13, help="validation accuracy per epoch", descending=True),
         ColumnInfo("test_acc", "test acc", lambda r, c: _num_cell(r.summary.test_accuracy, fmt.pct(r.summary.test_accuracy)),
                    width=8, numeric=True, descending=True),
@@ -184,17 +188,20 @@ def search_text(run: RunState) -> str:
     """What the filter (``/``) matches against: names, status, grid and error, lower case."""
     s = run.summary
     return " ".join(
-        [run.key, s.dataset, s.backbone, s.strategy, run.status, s.grid, s.error, run.problem, s.weights]
+        [run.key, s.dataset, s.backbone, s.strategy, run.status, s.grid, s.error, s.error_kind,
+         fmt.failure_kind(s.error_kind), run.problem, s.weights]
     ).lower()
 
 
 def matches(run: RunState, query: str) -> bool:
-    """Every space-separated term must occur; ``key:value`` terms match one field exactly-ish."""
+    """Every space-separated term must occur; ``key:value`` terms match one field exactly-ish
+    (``kind:`` is a failed run's kind: user, oom, disk_full, killed, crash)."""
     text = search_text(run)
     for term in query.lower().split():
         field_name, sep, value = term.partition(":")
-        if sep and field_name in ("status", "dataset", "backbone", "strategy", "grid"):
-            actual = run.status if field_name == "status" else getattr(run.summary, field_name, "")
+        if sep and field_name in ("status", "dataset", "backbone", "strategy", "grid", "kind"):
+            actual = (run.status if field_name == "status" else run.summary.error_kind if field_name == "kind"
+                      else getattr(run.summary, field_name, ""))
             if value not in (actual or "").lower():
                 return False
         elif term.startswith("!"):

@@ -1,6 +1,8 @@
 """Side-by-side comparison of runs: metric rows, the best value per row, winners per dataset.
 
-Pure functions over RunState (and results.json when loaded), so tests need no Textual.
+Pure functions over RunState (and the run's test results when loaded), so tests need no Textual.
+Winners are chosen by the store's one definition of best (``engine.store.selection_key``,
+``BEST_RULE``): on validation only; test accuracy is shown beside them, never used to choose.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from engine.store import selection_key
 from tui import format as fmt
 from tui.store_watcher import RunState
 
@@ -36,7 +39,9 @@ METRICS: list[Metric] = [
     Metric("grid", "grid", lambda r, _: r.key.split("/")[0], str),
     Metric("status", "status", lambda r, _: r.status, str),
     Metric("epoch", "epochs", lambda r, _: fmt.epoch(r.summary.epoch, r.summary.epochs), str),
-    Metric("best_val_acc", "best val acc %", lambda r, _: r.summary.best_val_acc, fmt.pct, "max"),
+    # the best epoch is the kept checkpoint (lowest val loss); runs are ranked by its val accuracy
+    Metric("best_val_acc", "val acc % (best ep)", lambda r, _: r.summary.best_val_acc, fmt.pct, "max"),
+    Metric("best_val_loss", "val loss (best ep)", lambda r, _: r.summary.best_val_loss, fmt.num, "min"),
     Metric("val_acc", "val acc % (last)", lambda r, _: r.summary.val_acc, fmt.pct, "max"),
     Metric("val_loss", "val loss (last)", lambda r, _: r.summary.val_loss, fmt.num, "min"),
     Metric("train_acc", "train acc % (last)", lambda r, _: r.summary.train_acc, fmt.pct, "max"),
@@ -70,58 +75,58 @@ def best_indices(values: list[object], better: str) -> set[int]:
     return {i for i, v in nums if v == target}
 
 
-def score(run: RunState) -> tuple[float, str] | None:
-    """What a winner is judged on: test accuracy when done, else best val accuracy."""
-    if run.summary.test_accuracy is not None:
-        return run.summary.test_accuracy, "test acc"
-    if run.summary.best_val_acc is not None:
-        return run.summary.best_val_acc, "best val acc"
-    return None
-
-
 @dataclass(frozen=True)
 class Winners:
-    """Best run, strategy and backbone of one dataset."""
+    """Best run, strategy and backbone of one dataset, chosen on validation only (``engine.store.selection_key``)."""
 
     dataset: str
-    run: RunState
-    run_score: float
-    basis: str  # what was compared: "test acc" or "best val acc"
-    strategy: str
-    strategy_score: float
+    run: RunState  # the best run: highest val accuracy at its best epoch, then lower val loss
+    strategy: str  # the strategy, and the backbone, of the best run
     backbone: str
-    backbone_score: float
-    n_runs: int
+    runner_up_strategy: RunState | None  # the best run of any other strategy
+    runner_up_backbone: RunState | None  # the best run of any other backbone
+    n_runs: int  # runs judged
+    finished: bool  # judged among finished runs (else among the runs so far: none has finished)
+
+    @property
+    def val_acc(self) -> float:
+        return self.run.summary.best_val_acc  # type: ignore[return-value]
+
+    @property
+    def test_acc(self) -> float | None:
+        """The chosen run's score on held-out data: shown, never used to choose."""
+        return self.run.summary.test_accuracy
+
+
+def ranked(runs: list[RunState]) -> list[RunState]:
+    """Runs that have a validation score, best first by the store's one rule (``selection_key``)."""
+    return sorted((r for r in runs if r.summary.best_val_acc is not None), key=lambda r: selection_key(r.summary))
 
 
 def winners(runs: list[RunState]) -> list[Winners]:
-    """Per dataset: the best run, and the strategy and backbone whose best run scores highest.
+    """Per dataset: the best run by ``engine.store.selection_key``, its strategy and backbone, and the best
+    run of any other strategy and of any other backbone (the margin they won by).
 
-    Finished runs are judged on test accuracy; only when a dataset has none, on best val accuracy.
+    Only finished runs are judged while a dataset has any; before that, every run with a validation score.
+    The test set takes no part in choosing (``BEST_RULE``).
     """
     by_dataset: dict[str, list[RunState]] = {}
-    for run in runs:
-        if run.summary.dataset and score(run) is not None:
+    for run in ranked(runs):
+        if run.summary.dataset:
             by_dataset.setdefault(run.summary.dataset, []).append(run)
     out = []
     for dataset in sorted(by_dataset):
-        group = by_dataset[dataset]
-        done = [r for r in group if r.summary.test_accuracy is not None]
+        group = by_dataset[dataset]  # best first
+        done = [r for r in group if r.status == "done"]
         pool = done or group
-        basis = "test acc" if done else "best val acc"
-
-        def value(r: RunState) -> float:
-            return r.summary.test_accuracy if done else r.summary.best_val_acc  # type: ignore[return-value]
-
-        best = max(pool, key=value)
-        strategies: dict[str, float] = {}
-        backbones: dict[str, float] = {}
-        for r in pool:
-            strategies[r.summary.strategy] = max(strategies.get(r.summary.strategy, 0.0), value(r))
-            backbones[r.summary.backbone] = max(backbones.get(r.summary.backbone, 0.0), value(r))
-        s_name = max(strategies, key=strategies.get)
-        b_name = max(backbones, key=backbones.get)
-        out.append(Winners(dataset, best, value(best), basis, s_name, strategies[s_name], b_name, backbones[b_name], len(pool)))
+        best = pool[0]
+        s = best.summary
+        out.append(Winners(
+            dataset=dataset, run=best, strategy=s.strategy, backbone=s.backbone,
+            runner_up_strategy=next((r for r in pool if r.summary.strategy != s.strategy), None),
+            runner_up_backbone=next((r for r in pool if r.summary.backbone != s.backbone), None),
+            n_runs=len(pool), finished=bool(done),
+        ))
     return out
 
 

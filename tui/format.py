@@ -90,3 +90,22 @@ def one_line(text: str, width: int = 0) -> str:
     if width and len(line) > width:
         return line[: max(width - 1, 0)] + "…"
     return line
+
+
+# a failed run's kind (engine.errors.FAILURE_KINDS) in words
+FAILURE_KINDS = {"user": "user error", "oom": "out of memory", "disk_full": "disk full", "killed": "killed",
+                 "crash": "crash"}
+
+
+def failure_kind(kind: str) -> str:
+    """'disk_full' -> 'disk full'; an unknown kind (a newer engine's) as written, '' for none."""
+    return FAILURE_KINDS.get(kind, (kind or "").replace("_", " "))
+
+
+def failure(kind: str, error: str) -> str:
+    """A failed run's reason led by its kind ('killed: worker stopped …'), once: a message that starts
+    with it already ('disk full: 3 MB free on …') is left as it is."""
+    label, line = failure_kind(kind), one_line(error)
+    if not label or line.lower().startswith(label):
+        return line
+    return f"{label}: {line}" if line else label

@@ -1,6 +1,6 @@
 """Accuracy versus latency of the exported models, per dataset, with the Pareto front marked.
 
-Reads each exported run's ``export/summary.json`` (docs/CONTRACTS.md); the front comes from
+Reads each exported run's export summary (``ExportDir.summary()``, docs/CONTRACTS.md); the front comes from
 ``export.pareto.pareto_front`` (no torch in ``export.pareto``).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Iterable
 
-from engine.store import StoreError, read_json
+from engine.store import StoreError
 from export.pareto import pareto_front
 from tui.store_watcher import RunState
 
@@ -49,15 +49,13 @@ def batch1_p50(latency: object) -> tuple[str, float | None]:
 
 
 def read_row(run: RunState) -> LatencyRow | None:
-    """The row of one run, None when it has no ``export/summary.json``."""
+    """The row of one run, None when it has not been exported."""
     try:
-        obj = read_json(run.path / "export" / "summary.json")
-    except StoreError as exc:
-        if "missing" in str(exc):
-            return None
+        obj = run.dir.export.summary()
+    except StoreError:
         obj = {"status": "unreadable"}
-    if not isinstance(obj, dict):
-        obj = {"status": "unreadable"}
+    if obj is None:
+        return None
     provider, p50 = batch1_p50(obj.get("latency"))
     return LatencyRow(key=run.key, dataset=run.summary.dataset, status=str(obj.get("status", "")),
                       test_acc=run.summary.test_accuracy, onnx_acc=_num(obj.get("onnx_accuracy")),

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from engine import events as ev
-from engine.store import StoreError, read_json
+from engine.store import RunDir, StoreError
+from tui import format as fmt
 from tui.store_watcher import Signature, file_signature
 
 MAX_LOG_LINES = 200
@@ -88,61 +90,70 @@ def _describe(event: ev.Event) -> LogLine | None:
         acc_text = f", test accuracy {acc * 100:.1f}%" if isinstance(acc, (int, float)) else ""
         return LogLine(event.ts, "info", f"finished after {event.epochs_run} epochs{acc_text}")
     if isinstance(event, ev.Failed):
-        return LogLine(event.ts, "error", f"failed ({event.kind}): {event.error}")
+        return LogLine(event.ts, "error", f"failed ({fmt.failure_kind(event.kind)}): {event.error}")
     if isinstance(event, ev.Cancelled):
         return LogLine(event.ts, "warning", f"cancelled: {event.reason}")
     return None
 
 
 class RunTail:
-    """Incremental reader of one run folder."""
+    """Incremental reader of one run folder (through its ``engine.store.RunDir``)."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    def __init__(self, path: str | Path | RunDir):
+        self.dir = path if isinstance(path, RunDir) else RunDir(path)
+        self.path = self.dir.path
         self.offset = 0
         self.version = 0
-        self._sigs: dict[str, Signature] = {}
+        self._sigs: dict[Path, Signature] = {}
         self._started: ev.Started | None = None
         self._epochs: list[ev.Epoch] = []
         self._progress: ev.Progress | None = None
         self._final: ev.Event | None = None
         self._logs: list[LogLine] = []
-        self._files: dict[str, tuple[dict | None, str]] = {}
+        self._config: tuple[dict | None, str] = (None, "")
+        self._results: tuple[dict | None, str] = (None, "")
+        self._export: tuple[dict | None, str] = (None, "")
         self._worker_log: tuple[str, ...] = ()
         self._detail: RunDetail | None = None
 
+    def _changed(self, path: Path) -> Signature | bool:
+        """The file's new signature when it changed since the last look (None = now missing), else False."""
+        sig = file_signature(path)
+        if path in self._sigs and sig == self._sigs[path]:
+            return False
+        self._sigs[path] = sig
+        return sig
+
     def poll(self) -> RunDetail | None:
         """A new :class:`RunDetail` when anything changed since the last call, else None."""
+        rd = self.dir
         changed = self._detail is None
-        events_sig = file_signature(self.path / "events.jsonl")
-        old = self._sigs.get("events.jsonl")
-        if events_sig != old:
+        old = self._sigs.get(rd.events_file)
+        events_sig = self._changed(rd.events_file)
+        if events_sig is not False:
             if events_sig is None or (old and (events_sig[0] != old[0] or events_sig[1] < self.offset)):
                 self._reset()
-            self._sigs["events.jsonl"] = events_sig
-            events, self.offset = ev.read_events(self.path / "events.jsonl", self.offset)
+            events, self.offset = rd.events(self.offset)
             for event in events:
                 self._apply(event)
             changed = True
-        for name in ("config.json", "results.json", "export/summary.json"):
-            sig = file_signature(self.path / name)
-            if sig != self._sigs.get(name, ()):
-                self._sigs[name] = sig
-                self._files[name] = self._read(name) if sig else (None, "")
-                changed = True
-        sig = file_signature(self.path / "worker.log")
-        if sig != self._sigs.get("worker.log", ()):
-            self._sigs["worker.log"] = sig
-            self._worker_log = _tail_lines(self.path / "worker.log", WORKER_LOG_LINES) if sig else ()
+        if (sig := self._changed(rd.config_file)) is not False:
+            self._config = self._read(self._config_dict) if sig else (None, f"{rd.config_file} is missing")
+            changed = True
+        if (sig := self._changed(rd.results_file)) is not False:
+            self._results = self._read(rd.results) if sig else (None, "")
+            changed = True
+        if (sig := self._changed(rd.export.summary_file)) is not False:
+            self._export = self._read(rd.export.summary) if sig else (None, "")
+            changed = True
+        if (sig := self._changed(rd.worker_log)) is not False:
+            self._worker_log = rd.worker_log_tail(WORKER_LOG_LINES) if sig else ()
             changed = True
         if not changed:
             return None
         self.version += 1
-        config, problem = self._files.get("config.json", (None, ""))
-        if config is None and not problem:
-            problem = f"{self.path / 'config.json'} is missing"
-        results, results_problem = self._files.get("results.json", (None, ""))
-        export, export_problem = self._files.get("export/summary.json", (None, ""))
+        (config, problem), (results, results_problem), (export, export_problem) = (
+            self._config, self._results, self._export)
         self._detail = RunDetail(
             path=self.path, config=config, problem=problem, started=self._started, epochs=tuple(self._epochs),
             progress=self._progress, final=self._final, logs=tuple(self._logs), results=results,
@@ -150,6 +161,10 @@ class RunTail:
             worker_log=self._worker_log, version=self.version,
         )
         return self._detail
+
+    def _config_dict(self) -> dict:
+        """The run's config as the engine resolves it (validated: an invalid config.json says why)."""
+        return self.dir.config().to_dict()
 
     def _reset(self) -> None:
         self.offset = 0
@@ -173,29 +188,9 @@ class RunTail:
             self._logs.append(line)
             del self._logs[:-MAX_LOG_LINES]
 
-    def _read(self, name: str) -> tuple[dict | None, str]:
-        path = self.path / name
+    def _read(self, reader: Callable[[], dict | None]) -> tuple[dict | None, str]:
+        """``reader()``'s object, or None and why it can't be read (paths relative to the run folder)."""
         try:
-            obj = read_json(path)
+            return reader(), ""
         except StoreError as exc:
             return None, str(exc).replace(str(self.path) + "/", "")
-        if not isinstance(obj, dict):
-            return None, f"{name} is not a JSON object"
-        return obj, ""
-
-
-def _tail_lines(path: Path, n: int, chunk: int = 16384) -> tuple[str, ...]:
-    """The last ``n`` lines of a text file, reading at most ``chunk`` bytes from its end."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - chunk))
-            data = fh.read()
-    except OSError:
-        return ()
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    if size > chunk:
-        lines = lines[1:]  # the first line is probably cut
-    return tuple(lines[-n:])
-

@@ -1,13 +1,16 @@
 """Poll a run store and keep an up-to-date picture of every grid and run.
 
 No Textual here: the app runs :meth:`StoreWatcher.poll` in a thread worker and
-posts what it returns. Each poll costs a few ``stat`` calls per run; only
-files that changed are read, and ``events.jsonl`` is tailed from the byte
-offset reached last time (``engine.events.read_events``), never re-read.
+posts what it returns. Every file name and path comes from ``engine.store``
+(``RunDir``, ``GridDir``). Each poll costs a few ``stat`` calls per run; only
+files that changed are read, and the event stream is tailed from the byte
+offset reached last time (``RunDir.events(offset)``), never re-read.
 
-First load of a run uses ``engine.store.load_run`` (the fast path through
-``summary.json``). A run that is not finished is then rebuilt from its whole
-event stream, so the offset we tail from matches the summary exactly.
+First load of a run uses ``engine.store.load_run`` (the fast path through the
+stored summary). A run that is not finished is then rebuilt from its whole
+event stream, so the offset we tail from matches the summary exactly. A run
+that says ``running`` without a live worker is failed by the store's own rule
+(``engine.store.settle``), which also names a full disk.
 """
 
 from __future__ import annotations
@@ -21,18 +24,20 @@ from typing import Callable
 
 from engine import events as ev
 from engine.store import (
-    DEAD_WORKER,
+    GridDir,
+    RunDir,
     RunStore,
     RunSummary,
     StoreError,
     fold,
+    is_dead_worker_error,
     is_locked,
     load_run,
-    read_json,
+    settle,
 )
 
-Signature = tuple[int, int, int] | None
-EXPORT_EVERY = 4  # look for new export results on every 4th poll only (about once a second)  # (inode, size, mtime_ns) of a file, None when missing
+Signature = tuple[int, int, int] | None  # (inode, size, mtime_ns) of a file, None when missing
+EXPORT_EVERY = 4  # look for new export results on every 4th poll only (about once a second)
 
 
 def file_signature(path: str | Path) -> Signature:
@@ -75,18 +80,14 @@ def _num(value) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def read_export(run_dir: Path) -> ExportInfo | None:
+def read_export(run_dir: Path | RunDir) -> ExportInfo | None:
     """Export figures of a run, None when it has not been exported yet."""
-    path = run_dir / "export" / "summary.json"
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     try:
-        obj = read_json(path)
+        obj = rd.export.summary()
     except StoreError as exc:
-        if "missing" in str(exc):
-            return None
         return ExportInfo(status="unreadable", problem=str(exc))
-    if not isinstance(obj, dict):
-        return ExportInfo(status="unreadable", problem=f"{path} is not a JSON object")
-    return ExportInfo.from_dict(obj)
+    return ExportInfo.from_dict(obj) if obj is not None else None
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,11 @@ class RunState:
     alive: bool = False  # a worker holds run.lock right now
     export: ExportInfo | None = None
     cancel_requested: bool = False  # a cancel file waits for the worker (or orchestrator) to act on it
+
+    @property
+    def dir(self) -> RunDir:
+        """The run folder (engine.store): its files and readers."""
+        return RunDir(self.path)
 
     @property
     def cancellable(self) -> bool:
@@ -144,7 +150,8 @@ class StoreSnapshot:
 def copy_summary(summary: RunSummary) -> RunSummary:
     """A copy safe to hand to another thread (fold mutates summaries and their lists in place)."""
     return dataclasses.replace(
-        summary, val_acc_history=list(summary.val_acc_history), epoch_seconds=list(summary.epoch_seconds)
+        summary, val_acc_history=list(summary.val_acc_history), val_loss_history=list(summary.val_loss_history),
+        epoch_seconds=list(summary.epoch_seconds),
     )
 
 
@@ -155,13 +162,14 @@ class RunTracker:
         self.path = path
         self.grid = grid
         self.key = f"{grid}/{path.name}"
-        # plain strings: polls stat these hundreds of times a second, pathlib would dominate the cost
-        base = str(path)
-        self._events = os.path.join(base, "events.jsonl")
-        self._config = os.path.join(base, "config.json")
-        self._lock = os.path.join(base, "run.lock")
-        self._cancel = os.path.join(base, "cancel")
-        self._export = os.path.join(base, "export", "summary.json")
+        self.dir = RunDir(path)
+        # the store's paths, turned into plain strings once: polls stat these hundreds of times a
+        # second, and pathlib would dominate the cost
+        self._events = str(self.dir.events_file)
+        self._config = str(self.dir.config_file)
+        self._lock = str(self.dir.lock_file)
+        self._cancel = str(self.dir.cancel_file)
+        self._export = str(self.dir.export.summary_file)
         self.summary = RunSummary(run_id=path.name, grid=grid, status="unreadable")
         self.problem = ""
         self.offset = 0
@@ -181,7 +189,7 @@ class RunTracker:
         self.config_sig = file_signature(self._config)
         self.events_sig = file_signature(self._events)
         size = self.events_sig[1] if self.events_sig else 0
-        record = load_run(self.path, self.grid)
+        record = load_run(self.dir, self.grid)
         self.problem = record.problem
         self.summary = record.summary
         self.offset = size
@@ -196,7 +204,7 @@ class RunTracker:
             self.offset = 0
             self._tail()
         self.alive = self.summary.status in ("running", "queued") and is_locked(self._lock)
-        self._check_dead()
+        settle(self.summary, self.alive, self.path)
         self.cancel = self.summary.status in ("running", "queued") and os.path.exists(self._cancel)
         self._check_export()
 
@@ -227,7 +235,7 @@ class RunTracker:
             self.alive = is_locked(self._lock)
             if not self.alive and self.summary.status == "running":
                 self._tail()  # the worker may have written its last event just before it let go
-                self._check_dead()
+                settle(self.summary, self.alive, self.path)
         live = self.summary.status in ("running", "queued")
         self.cancel = live and os.path.exists(self._cancel)
         if self.summary.status == "done" and slow:
@@ -235,22 +243,18 @@ class RunTracker:
         return before != self._visible()
 
     def _tail(self) -> None:
-        events, self.offset = ev.read_events(self._events, self.offset)
+        events, self.offset = self.dir.events(self.offset)
         for event in events:
             fold(self.summary, event)
-        if self.summary.status == "running" and self.summary.error == DEAD_WORKER:
+        if self.summary.status == "running" and is_dead_worker_error(self.summary.error):
+            # events after the store ruled the worker dead (it was only slow to take its lock): alive after all
             self.summary.error = self.summary.error_kind = ""
-
-    def _check_dead(self) -> None:
-        if self.summary.status == "running" and not self.alive:
-            self.summary.status = "failed"
-            self.summary.error, self.summary.error_kind = DEAD_WORKER, "killed"
 
     def _check_export(self) -> None:
         sig = file_signature(self._export)
         if sig != self.export_sig:
             self.export_sig = sig
-            self.export = read_export(self.path) if sig else None
+            self.export = read_export(self.dir) if sig else None
 
     def publish(self) -> RunState:
         """The current state as an immutable value (reused while nothing changes)."""
@@ -266,13 +270,13 @@ class StoreWatcher:
 
     def __init__(self, root: str | Path, grid: str | None = None, clock: Callable[[], float] = time.time):
         self.store = RunStore(root)
-        self.root = Path(root)
+        self.root = self.store.root
         self.only_grid = grid
         self.clock = clock
         self.version = 0
         self.polls = 0
         self._root_sig: Signature = None
-        self._candidates: list[str] = []  # sub-folders of the root; a grid once it has grid.json
+        self._candidates: dict[str, GridDir] = {}  # sub-folders of the root; a grid once it has its grid file
         self._grid_list: list[str] = []
         self._grid_sigs: dict[str, tuple[Signature, Signature]] = {}
         self._grids: dict[str, GridState] = {}
@@ -306,13 +310,15 @@ class StoreWatcher:
         if root_sig != self._root_sig:
             self._root_sig = root_sig
             try:
-                self._candidates = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+                names = sorted(p.name for p in self.root.iterdir() if p.is_dir())
             except OSError:
-                self._candidates = []
+                names = []
             if self.only_grid:
-                self._candidates = [g for g in self._candidates if g == self.only_grid]
-        # a grid folder may get its grid.json after the folder itself: look for it on every poll
-        grids = [g for g in self._candidates if (self.root / g / "grid.json").exists()]
+                names = [g for g in names if g == self.only_grid]
+            # existing folders, taken as they are (RunStore.grid would refuse a name no grid can be given)
+            self._candidates = {g: self._candidates.get(g) or GridDir(self.root / g) for g in names}
+        # a grid folder may get its grid file after the folder itself: look for it on every poll
+        grids = [g for g, gd in self._candidates.items() if gd.exists()]
         if grids != self._grid_list:
             self._grid_list = grids
             changed = True
@@ -339,12 +345,12 @@ class StoreWatcher:
         return self._snapshot
 
     def _poll_grid(self, grid: str) -> bool:
-        gdir = self.root / grid
+        gd = self._candidates[grid]
         changed = False
-        sigs = (file_signature(gdir), file_signature(gdir / "grid.json"))
+        sigs = (file_signature(gd.path), file_signature(gd.info_file))
         if sigs != self._grid_sigs.get(grid):
             self._grid_sigs[grid] = sigs
-            dirs = [rd.path for rd in self.store.grid(grid).run_dirs()]
+            dirs = [rd.path for rd in gd.run_dirs()]
             old = self._run_dirs.get(grid, [])
             if dirs != old:
                 self._run_dirs[grid] = dirs
@@ -354,12 +360,11 @@ class StoreWatcher:
                     if key not in keep:
                         self._trackers.pop(key, None)
                 changed = True
-            info = self._read_grid(grid)
+            info = self._read_grid(gd)
             if info != self._grids.get(grid):
                 changed = True
             self._grids[grid] = info
         state = self._grids[grid]
-        gd = self.store.grid(grid)
         live = (gd.running(), gd.cancel_file.exists())
         if live != (state.running, state.cancel_requested):
             self._grids[grid] = dataclasses.replace(state, running=live[0], cancel_requested=live[1])
@@ -380,16 +385,14 @@ class StoreWatcher:
                 changed = True
         return changed
 
-    def _read_grid(self, grid: str) -> GridState:
-        gdir = self.root / grid
+    @staticmethod
+    def _read_grid(gd: GridDir) -> GridState:
         try:
-            info = self.store.grid(grid).info()
-            if not isinstance(info, dict):
-                raise StoreError(f"{gdir / 'grid.json'} is not a JSON object")
+            info = gd.info()
         except StoreError as exc:
-            return GridState(name=grid, path=gdir, problem=str(exc))
+            return GridState(name=gd.name, path=gd.path, problem=str(exc))
         config = info.get("config") if isinstance(info.get("config"), dict) else {}
-        return GridState(name=grid, path=gdir, created=str(info.get("created", "")), config=config)
+        return GridState(name=gd.name, path=gd.path, created=str(info.get("created", "")), config=config)
 
     def _drop_grid(self, grid: str) -> None:
         self._grids.pop(grid, None)

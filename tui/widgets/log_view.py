@@ -7,6 +7,7 @@ import time
 from rich.text import Text
 from textual.widgets import Static
 
+from engine.store import RunDir
 from tui.run_tail import RunDetail
 from tui.theme import Palette
 
@@ -21,7 +22,7 @@ def log_text(detail: RunDetail, palette: Palette, limit: int = 60) -> Text:
     if not detail.logs:
         text.append("no events yet\n", style=palette.muted)
     if detail.worker_log:
-        text.append("\nworker.log (last lines)\n", style="bold")
+        text.append(f"\n{RunDir.WORKER_LOG} (last lines)\n", style="bold")
         for raw in detail.worker_log:
             text.append(raw + "\n", style=palette.muted)
     return text

@@ -25,8 +25,8 @@ def header_text(run: RunState, now: float, palette: Palette) -> Text:
     text.append(f"  {fmt.duration(elapsed_seconds(run, now))}")
     if s.eta_seconds is not None:
         text.append(f"  ETA {fmt.duration(s.eta_seconds)}")
-    if s.best_val_acc is not None:
-        text.append(f"  best val {fmt.pct(s.best_val_acc)}% @{s.best_epoch or '?'}")
+    if s.best_val_acc is not None:  # the kept epoch (lowest val loss) and its val accuracy
+        text.append(f"  best epoch {s.best_epoch or '?'}: val {fmt.pct(s.best_val_acc)}%")
     text.append("\n")
     line2 = [run.key]
     if s.device:
@@ -34,9 +34,16 @@ def header_text(run: RunState, now: float, palette: Palette) -> Text:
     if s.weights:
         line2.append(s.weights)
     text.append("  ".join(line2), style=palette.muted)
-    if run.problem or (run.status in ("failed", "cancelled") and s.error):
+    if run.problem:
         text.append("\n")
-        text.append(fmt.one_line(run.problem.replace(str(run.path) + "/", "") or s.error), style=palette.status(run.status))
+        text.append(fmt.one_line(run.problem.replace(str(run.path) + "/", "")), style=palette.error)
+    elif run.status == "failed":
+        kind = f" ({fmt.failure_kind(s.error_kind)})" if s.error_kind else ""
+        text.append("\n")
+        text.append(f"failed{kind}: {fmt.one_line(s.error)}", style=palette.status(run.status))
+    elif run.status == "cancelled" and s.error:
+        text.append("\n")
+        text.append(fmt.one_line(s.error), style=palette.status(run.status))
     return text
 
 

@@ -20,7 +20,7 @@ def describe(run: RunState, palette: Palette) -> Text:
     if run.problem:
         text.append(": " + fmt.one_line(run.problem.replace(str(run.path) + "/", "")), style=palette.error)
     elif status == "failed":
-        kind = f" ({s.error_kind})" if s.error_kind else ""
+        kind = f" ({fmt.failure_kind(s.error_kind)})" if s.error_kind else ""
         text.append(f"{kind}: {fmt.one_line(s.error)}", style=palette.error)
     elif status == "cancelled":
         text.append(f": {fmt.one_line(s.error) or 'cancelled'}", style=palette.warning)

@@ -1,4 +1,4 @@
-"""Per dataset: the best run, the winning strategy and the winning backbone."""
+"""Per dataset: the best run, the winning strategy and the winning backbone, chosen on validation only."""
 
 from __future__ import annotations
 
@@ -7,39 +7,57 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
+from engine.store import BEST_RULE
 from tui import format as fmt
 from tui.compare import Winners
+from tui.store_watcher import RunState
 from tui.theme import Palette
+
+RULE = f"{BEST_RULE}; test accuracy is the chosen run's score on held-out data, never used to choose"
+
+
+def _versus(name: str, runner_up: RunState | None, what: str, palette: Palette) -> Text:
+    """``full`` and, muted, the best run of any other strategy (or backbone): by how much it won."""
+    text = Text(name)
+    if runner_up is not None:
+        other = getattr(runner_up.summary, what)
+        text.append(f" (next: {other} {fmt.pct(runner_up.summary.best_val_acc)}%)", style=palette.muted)
+    return text
 
 
 def winners_table(rows: list[Winners], title: str, palette: Palette) -> Table | Text:
     if not rows:
-        return Text(f"{title}: no run has a validation or test score yet", style=palette.muted)
+        return Text(f"{title}: no run has a validation score yet", style=palette.muted)
     table = Table(box=None, padding=(0, 1), title=title, title_justify="left")
     table.add_column("dataset", style="bold", overflow="fold")
     table.add_column("best run", overflow="fold")
+    table.add_column("val acc", justify="right")
+    table.add_column("test acc", justify="right")
     table.add_column("best strategy", overflow="fold")
     table.add_column("best backbone", overflow="fold")
     for w in rows:
-        best = Text(f"{w.run.summary.backbone}/{w.run.summary.strategy} ")
-        best.append(f"{fmt.pct(w.run_score)}%", style=palette.best())
+        judged = f" ({w.n_runs})" if w.finished else f" ({w.n_runs}, none finished)"
         table.add_row(
-            w.dataset + f" ({w.n_runs})",
-            best,
-            f"{w.strategy} {fmt.pct(w.strategy_score)}%",
-            f"{w.backbone} {fmt.pct(w.backbone_score)}%",
+            w.dataset + judged,
+            f"{w.run.summary.backbone}/{w.run.summary.strategy}",
+            Text(f"{fmt.pct(w.val_acc)}%", style=palette.best()),
+            f"{fmt.pct(w.test_acc)}%" if w.test_acc is not None else fmt.MISSING,
+            _versus(w.strategy, w.runner_up_strategy, "strategy", palette),
+            _versus(w.backbone, w.runner_up_backbone, "backbone", palette),
         )
-    table.caption = f"scores: {rows[0].basis} (best run of each strategy / backbone); (n) = runs judged"
-    table.caption_justify = "left"
     return table
 
 
 class WinnersTable(Static):
-    """Winners among the compared runs and among every run of their grids."""
+    """Winners among the compared runs and among every run of their grids, and the rule that chose them."""
 
     def show(self, compared: list[Winners], grid_wide: list[Winners], grids: str, palette: Palette) -> None:
         self.update(Group(
             winners_table(compared, "winners among the compared runs", palette),
             Text(""),
             winners_table(grid_wide, f"winners among all runs of {grids}", palette),
+            Text(""),
+            Text(RULE, style=palette.muted),
+            Text("(n) = runs judged: the finished ones, or every run with a validation score while none has "
+                 "finished; next = the best run of any other strategy / backbone", style=palette.muted),
         ))
