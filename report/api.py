@@ -30,6 +30,7 @@ Progress = Callable[[int, int, str], None]  # (steps done, steps in all, what is
 GRADCAM_ERRORS = 6
 GRADCAM_CORRECT = 4
 MANIFEST = ".report-files.json"  # what each file of the report shows, which step made it, and when
+LEGACY_MANIFEST = ".report-files"  # earlier reports: file names only, one a line
 ERRORS_LOG = "report_errors.log"
 
 
@@ -182,6 +183,14 @@ def _ordered(preferred, found) -> list[str]:
 
 def _read_manifest(out: Path) -> dict[str, Artifact]:
     """The files the previous report wrote, by name (empty when there was none or it can't be read)."""
+    legacy = out / LEGACY_MANIFEST
+    if legacy.is_file():  # names only, so no step keeps them; the file itself goes
+        try:
+            names = [n.strip() for n in legacy.read_text().splitlines() if n.strip()]
+        except OSError:
+            names = []
+        legacy.unlink(missing_ok=True)
+        return {n: Artifact(n, "") for n in names}
     try:
         entries = read_json(out / MANIFEST).get("files", [])
         return {e["name"]: Artifact(e["name"], e["caption"], e.get("dataset", ""), e.get("kind", "figure"),

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from engine.store import BEST_RULE
 from report import tables
 from report.reference import REFERENCE, REFERENCE_IMAGE_SIZE, is_known_confusion, reference, why_no_reference
 
@@ -230,7 +231,7 @@ def render_markdown(report) -> str:
         lines.append(f"**{len(report.failures)} step(s) of this report failed** (listed under Gaps)"
                      + (f"; the earlier {', '.join(stale)} {'is' if len(stale) == 1 else 'are'} shown, marked "
                         f"stale." if stale else "."))
-    lines += ["", f"**Selection rule**: {tables.SELECTION_RULE}. It picks the best model per dataset (and the "
+    lines += ["", f"**Selection rule**: {BEST_RULE}. It picks the best model per dataset (and the "
                   "strategy kept per dataset and backbone) here and in `finetune-tui export --select`; the test set "
                   "plays no part in choosing, and test numbers are reported for the chosen runs. The seed's "
                   f"reference numbers (SPEC.md) were measured at {REFERENCE_IMAGE_SIZE}x{REFERENCE_IMAGE_SIZE} px "

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from engine.store import BEST_RULE, RunSummary, selection_key
+from engine.store import RunSummary, selection_key
 from report import metrics as M
 from report.loading import GridData, RunData, norm_columns
 from report.reference import reference
@@ -96,9 +96,6 @@ def benchmark(table: pd.DataFrame, dataset: str) -> pd.DataFrame:
     df = table[table["dataset"] == dataset].drop(columns=["dataset"])
     return df.sort_values(["accuracy", "backbone", "strategy"], ascending=[False, True, True],
                           na_position="last").reset_index(drop=True)
-
-
-SELECTION_RULE = BEST_RULE  # shown wherever the report names a best model
 
 
 def select_best(table: pd.DataFrame, by: tuple[str, ...] = ("dataset", "backbone")) -> pd.DataFrame:

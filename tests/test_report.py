@@ -282,10 +282,15 @@ def test_report_on_an_empty_grid_names_what_is_missing(tmp_path):
     gdir = RunStore(tmp_path).grid("empty")
     gdir.path.mkdir()
     gdir.write_info(GridConfig(name="empty"), ["footwear__x__frozen"])
+    # a report folder left by an earlier version: its list of files, and a figure this report won't make
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".report-files").write_text("old_figure.png\n")
+    (tmp_path / "out" / "old_figure.png").write_bytes(b"png")
     rep = build_report(gdir.path, out_dir=tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
     assert "footwear__x__frozen: missing" in md
     assert not any("failed:" in g for g in rep.gaps), rep.gaps
+    assert not (tmp_path / "out" / "old_figure.png").exists() and not (tmp_path / "out" / ".report-files").exists()
 
 
 def test_cli_report_command(grid_dir, tmp_path, capsys):
