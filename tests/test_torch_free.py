@@ -30,7 +30,7 @@ def _fresh(code: str, *argv: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("module", ["export.predict", "export.cli", "export.selection", "report.loading",
-                                    "report.cli", "engine.store"])
+                                    "report.cli", "report.api", "report.tables", "report.index", "engine.store"])
 def test_module_imports_without_torch(module):
     proc = _fresh(f"import sys, {module}\nassert 'torch' not in sys.modules, 'torch imported'\nprint('ok')")
     assert proc.returncode == 0, proc.stderr
