@@ -24,7 +24,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.checkpoint import load_classifier  # noqa: E402
+from engine.model_meta import ModelMeta  # noqa: E402
 from engine.models import build_classifier, norm_config  # noqa: E402
+from engine.store import RunDir  # noqa: E402
 from export import metadata  # noqa: E402
 from export.benchmark import BenchConfig, bench_ort, bench_torch, provenance, ratios  # noqa: E402
 from export.onnx_export import export_onnx  # noqa: E402
@@ -39,18 +41,17 @@ from export.ort_session import (  # noqa: E402
 from export.quantize import quantize_int8  # noqa: E402
 
 
-def models(args) -> list[tuple[str, torch.nn.Module, dict]]:
+def models(args) -> list[tuple[str, torch.nn.Module, ModelMeta]]:
     if args.run:
-        model, meta = load_classifier(Path(args.run) / "best.safetensors")
-        return [(Path(args.run).name, model, meta)]
+        run = RunDir(args.run)
+        model, meta = load_classifier(run.best)
+        return [(run.run_id, model, ModelMeta.coerce(meta, f"checkpoint {run.best}"))]
     out = []
     for name in args.backbones.split(","):
         model = build_classifier(name, "seed", 3).eval()
         norm = norm_config(model.backbone)
-        meta = {"backbone": name, "head": "seed", "num_classes": 3, "classes": ["a", "b", "c"],
-                "image_size": args.image_size, "mean": norm["mean"], "std": norm["std"], "interpolation": "bilinear",
-                "channels": "RGB", "in_chans_source": 3, "run_id": f"bench-{name}", "dataset": "random", "epoch": 0,
-                "val_loss": 0.0}
+        meta = ModelMeta(backbone=name, head="seed", classes=("a", "b", "c"), image_size=args.image_size,
+                         mean=norm["mean"], std=norm["std"], run_id=f"bench-{name}", dataset="random", val_loss=0.0)
         out.append((f"{name} @ {args.image_size}", model, meta))
     return out
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for label, model, meta in models(args):
             path = export_onnx(model, Path(tmp) / "m.onnx", metadata.build(meta))
-            size = int(meta["image_size"])
+            size = meta.image_size
             images = np.random.default_rng(0).standard_normal((64, 3, size, size)).astype(np.float32)
             variants = [("fp32", path)]
             if args.int8:

@@ -6,12 +6,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from engine.store import FileLock
+from engine.store import GridDir, RunDir
 from export.benchmark import DEFAULT_BATCHES, BenchConfig
 from export.ort_session import default_threads, resolve_provider
 from export.parity import FP32_ATOL
 from export.quantize import VARIANTS
-from export.run_export import LOCK, ExportError, ExportProgress, ProgressFn, RunExport, data_key, load_data, load_export
+from export.run_export import ExportProgress, ProgressFn, RunExport, data_key, load_data, load_export
+from export.selection import ExportError
 from export.table import (
     SELECTIONS,
     grid_records,
@@ -30,17 +31,18 @@ def export_run(run_dir: str | Path, *, benchmark: bool = True, batches: Iterable
                variants: Iterable[str] = (), progress: ProgressFn | None = None,
                providers: Iterable[str] | None = None, device: str = "auto", atol: float = FP32_ATOL,
                threads: int | None = None, bench_config: BenchConfig | None = None, data: Any = None) -> dict:
-    """Export the run's best checkpoint and measure it; returns ``export/summary.json``'s content.
+    """Export the run's best checkpoint and measure it; returns the export summary (docs/CONTRACTS.md).
 
     Failures of the export itself come back as ``status`` "failed" / "parity_failed" (and are
-    written); user errors (no checkpoint, bad arguments, export already running) raise ExportError.
+    written; a failed attempt never replaces a good export: its ``error`` then says the previous
+    one is kept); user errors (no checkpoint, bad arguments, export already running) raise ExportError.
     ``providers``: onnxruntime providers to benchmark (default: all this build offers; one that
     falls back to CPU is reported as a fallback, never timed under its name). ``device``: where
     PyTorch and onnxruntime evaluate the test set ("auto": CUDA when both can use it, else CPU).
     ``data``: a DatasetSplits-like object (``classes``, ``test.x``, ``test.y``, optional
     ``train.x``) instead of loading the run's dataset.
     """
-    run_dir = Path(run_dir)
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     threads = threads or default_threads()  # the same for onnxruntime and PyTorch, recorded
     batches = _check_batches(batches)
     variants = tuple(dict.fromkeys(variants))
@@ -51,13 +53,13 @@ def export_run(run_dir: str | Path, *, benchmark: bool = True, batches: Iterable
         providers = [resolve_provider(p) for p in providers] if providers is not None else None
     except ValueError as exc:
         raise ExportError(str(exc)) from None
-    if not (run_dir / "best.safetensors").is_file():
-        raise ExportError(f"{run_dir} has no best.safetensors (not a finished run?)")
-    lock = FileLock(run_dir / "export" / LOCK)
+    if not rd.has_checkpoint():
+        raise ExportError(f"{rd.path} has no {rd.BEST} (not a finished run?)")
+    lock = rd.export.lock()
     if not lock.acquire():
-        raise ExportError(f"another export of {run_dir.name} is running")
+        raise ExportError(f"another export of {rd.run_id} is running")
     try:
-        job = RunExport(run_dir, benchmark=benchmark, batches=batches, variants=variants, progress=progress,
+        job = RunExport(rd, benchmark=benchmark, batches=batches, variants=variants, progress=progress,
                         providers=providers, device=device, atol=atol, threads=threads,
                         bench_config=bench_config or BenchConfig(), data=data)
         return job.run()
@@ -76,28 +78,29 @@ def _check_batches(batches: Iterable[int]) -> tuple[int, ...]:
 
 
 def export_grid(grid_dir: str | Path, select: str = "all", **kwargs) -> list[dict]:
-    """Export the grid's selected runs (``kwargs`` as for export_run), then write ``exports.csv``.
+    """Export the grid's selected runs (``kwargs`` as for export_run), then write the grid's exports table.
 
-    Returns one summary per exported run, each with ``run_id`` added. A run whose export fails
-    is recorded as failed and the others go on.
+    ``select``: see ``select_runs`` (best = ``engine.store.BEST_RULE``). Returns one summary per
+    exported run, each with ``run_id`` added. A run whose export fails is recorded as failed and
+    the others go on.
     """
-    grid_dir = Path(grid_dir)
-    chosen = select_runs(grid_records(grid_dir), select)
+    gdir = grid_dir if isinstance(grid_dir, GridDir) else GridDir(grid_dir)
+    chosen = select_runs(grid_records(gdir), select)
     if not chosen:
-        raise ExportError(f"grid {grid_dir.name} has no finished run with a best checkpoint to export")
+        raise ExportError(f"grid {gdir.name} has no finished run with a best checkpoint to export")
     out, loaded = [], {}  # runs of one dataset share its splits: loaded once
     for record in chosen:
         kw = dict(kwargs)
         if kw.get("data") is None:
-            key = data_key(record.path)
+            key = data_key(record.dir)
             if key is not None and key not in loaded:
                 loaded.clear()
                 try:
-                    loaded[key] = load_data(record.path)
+                    loaded[key] = load_data(record.dir)
                 except Exception:  # export_run loads it again and records the failure for this run
                     loaded[key] = None
             kw["data"] = loaded.get(key)
-        summary = export_run(record.path, **kw)
+        summary = export_run(record.dir, **kw)
         out.append({"run_id": record.run_id, **summary})
-    write_grid_csv(grid_dir)
+    write_grid_csv(gdir)
     return out

@@ -8,27 +8,28 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from engine.errors import UserError
+from engine.store import BEST_RULE, ExportDir, GridDir, RunDir, RunStore, default_root
 from export import predict
-
-DEFAULT_ROOT = "runs"
+from export.selection import SELECTIONS, grid_records, select_runs
 
 
 def register(subparsers) -> None:
     """Add ``export`` and ``predict`` to the main parser's sub-commands."""
     p = subparsers.add_parser(
         "export", help="export best checkpoints to ONNX, check parity, measure accuracy and latency",
-        description="Export a run, a grid, or the best run per dataset (and backbone) to ONNX "
-                    "(<run>/export/model.onnx), check it against PyTorch on the test set, evaluate it, "
-                    "optionally make int8/fp16 variants, and benchmark it with onnxruntime next to PyTorch. "
-                    "Grids also get <grid>/exports.csv.")
+        description=f"Export a run, a grid, or the best run per dataset (and backbone) to ONNX "
+                    f"(<run>/export/{ExportDir.MODEL}), check it against PyTorch on the test set, evaluate it, "
+                    f"optionally make int8/fp16 variants, and benchmark it with onnxruntime next to PyTorch. "
+                    f"Grids also get <grid>/{GridDir.EXPORTS}. A re-export replaces the previous one only "
+                    f"when it succeeds.")
     p.add_argument("target", help="a grid name (under --runs), a grid folder, a run folder, or GRID/RUN_ID")
     # dest differs from the main parser's --runs so a sub-command default can't overwrite it
     p.add_argument("--runs", dest="export_runs", default=None, metavar="DIR",
-                   help=f"run store (default: the main --runs, else {DEFAULT_ROOT}/)")
-    p.add_argument("--select", default="all", choices=("all", "best-per-dataset", "best-per-dataset-backbone"),
-                   help="which runs of a grid to export; best = highest validation accuracy (default all)")
+                   help=f"run store (default: the main --runs, else {default_root()}/)")
+    p.add_argument("--select", default="all", choices=SELECTIONS,
+                   help=f"which finished runs of a grid to export (default all); {BEST_RULE}")
     p.add_argument("--variants", default="", help="comma list of smaller models to add: int8, fp16")
     p.add_argument("--batches", default="1,8,32", help="benchmark batch sizes (default 1,8,32)")
     p.add_argument("--providers", default="", help="onnxruntime providers to benchmark: cpu,cuda,trt "
@@ -45,7 +46,7 @@ def register(subparsers) -> None:
 
     q = subparsers.add_parser(
         "predict", help="classify images with an exported model (onnxruntime, numpy and Pillow only)",
-        description="Classify images with an exported model.onnx alone: preprocessing comes from the file's "
+        description=f"Classify images with an exported {ExportDir.MODEL} alone: preprocessing comes from the file's "
                     "metadata; no torch is imported.")
     predict.add_arguments(q)
     q.set_defaults(func=predict.run)
@@ -60,23 +61,13 @@ def _split(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def resolve_target(target: str, root: Path) -> tuple[str, Path]:
-    """("run" | "grid", folder) for a run folder, grid folder, grid name or GRID/RUN_ID under root."""
-    for candidate in (Path(target), root / target):
-        if (candidate / "best.safetensors").is_file() or (candidate / "config.json").is_file():
-            return "run", candidate
-        if (candidate / "grid.json").is_file():
-            return "grid", candidate
-    raise LookupError(f"{target!r} is neither a run nor a grid folder, nor a grid or GRID/RUN_ID under {root}")
-
-
 def run_export(args: argparse.Namespace) -> int:
     """Handler for ``finetune-tui export``: 0 all ok, 1 some export failed, 2 user error."""
-    root = Path(args.export_runs or getattr(args, "runs", None) or DEFAULT_ROOT)
+    store = RunStore(args.export_runs or getattr(args, "runs", None) or default_root())
     try:
-        kind, folder = resolve_target(args.target, root)
+        target = store.locate(args.target)
         batches = [int(b) for b in _split(args.batches)]
-    except LookupError as exc:
+    except UserError as exc:
         return _error(str(exc))
     except ValueError:
         return _error(f"--batches expects integers like 1,8,32, got {args.batches!r}")
@@ -102,27 +93,31 @@ def run_export(args: argparse.Namespace) -> int:
                   threads=args.threads, bench_config=QUICK if args.quick_bench else BenchConfig(),
                   progress=progress)
     try:
-        if kind == "run":
-            summaries = [{"run_id": folder.name, **api.export_run(folder, **kwargs)}]
-            in_grid = (folder.parent / "grid.json").is_file()
-            if in_grid:
-                api.write_grid_csv(folder.parent)
-            table = api.grid_table(folder.parent) if in_grid else pd.DataFrame([api.run_row(load_run(folder))])
+        if isinstance(target, RunDir):
+            gdir = GridDir(target.path.parent)
+            summaries = [{"run_id": target.run_id, **api.export_run(target, **kwargs)}]
+            if gdir.exists():
+                api.write_grid_csv(gdir)
+            table = api.grid_table(gdir) if gdir.exists() else pd.DataFrame([api.run_row(load_run(target))])
         else:
-            summaries = api.export_grid(folder, select=args.select, **kwargs)
-            table = api.grid_table(folder)
-    except api.ExportError as exc:
+            gdir = target
+            if args.select != "all":
+                chosen = select_runs(grid_records(gdir), args.select)
+                print(f"{args.select}: {', '.join(r.run_id for r in chosen) or 'no finished run'} "
+                      f"({BEST_RULE})")
+            summaries = api.export_grid(gdir, select=args.select, **kwargs)
+            table = api.grid_table(gdir)
+    except UserError as exc:
         return _error(str(exc))
     exported = [s["run_id"] for s in summaries]
-    grid_dir = folder if kind == "grid" else folder.parent
     if table is not None and not table.empty:
         print(format_accuracy(table[table["run_id"].isin(exported)]))
-    latency = [row for s in summaries for row in api.latency_rows(grid_dir / s["run_id"])]
+    latency = [row for s in summaries for row in api.latency_rows(gdir.run(s["run_id"]))]
     if latency:
         print()
         print(format_latency(latency))
-    if (grid_dir / "exports.csv").is_file():
-        print(f"\nwritten: {grid_dir / 'exports.csv'}")
+    if gdir.exports_csv.is_file():
+        print(f"\nwritten: {gdir.exports_csv}")
     bad = [s for s in summaries if s["status"] != "ok"]
     for s in bad:
         print(f"finetune-tui: export {s['status']}: {s['run_id']}: {s['error']}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Classify images with an exported model and nothing else: onnxruntime, numpy, Pillow.
 
-No torch, no timm: this module is the proof that ``model.onnx`` deploys on
+No torch, no timm: this module is the proof that an exported ONNX model deploys on
 its own. The only engine code it uses is torch-free: the metadata type
 (``engine.model_meta``) and the preprocessing definition with its numpy/Pillow
 twin (``engine.preprocess``), the same functions the image-folder decoder
@@ -130,7 +130,7 @@ def classify(model: Deployed, paths: list[str], k: int = 3) -> list[dict]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="an exported model.onnx (finetune-tui export)")
+    parser.add_argument("model", help="an exported ONNX model (what finetune-tui export writes)")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     parser.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
     parser.add_argument("--json", action="store_true", help="machine-readable output (a JSON list)")

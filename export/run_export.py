@@ -1,8 +1,10 @@
 """One run's export, step by step: ONNX file, parity and accuracy on the test set, variants, latency.
 
-Writes ``<run>/export/``: ``model.onnx`` (renamed ``model.parity_failed.onnx`` when parity
-fails, so nothing ships it by accident), ``model.int8.onnx`` / ``model.fp16.onnx`` when asked,
-``summary.json`` (docs/CONTRACTS.md) and ``export.json`` (everything measured, with provenance).
+Writes the run's export folder (``engine.store.ExportDir``): the ONNX model (renamed to
+``ExportDir.FAILED_MODEL`` when parity fails, so nothing ships it by accident), the int8 / fp16
+variants when asked, the summary (docs/CONTRACTS.md) and the detail (everything measured, with
+provenance). Everything is written to ``ExportDir.staging`` first and swapped in once finished;
+a failed attempt never replaces a good export (it is kept in ``ExportDir.failed_attempt``).
 The public entry point is ``export.api.export_run``.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -23,25 +26,21 @@ import numpy as np
 import torch
 
 from engine.checkpoint import load_classifier
-from engine.errors import UserError
-from engine.store import RunRecord, StoreError, atomic_write_json, load_run, read_json
+from engine.config import RunConfig
+from engine.model_meta import ModelMeta
+from engine.store import ExportDir, RunDir, RunRecord, StoreError, atomic_write_json, load_run
 from export import evaluate, metadata
 from export.benchmark import bench_ort, bench_torch, busy_machine, provenance, ratios
 from export.onnx_export import OPSET, export_onnx
 from export.ort_session import CPU, CUDA, TRT, available_providers, open_session
 from export.parity import compare_logits
-from export.quantize import VARIANTS, convert_fp16, quantize_int8
+from export.quantize import convert_fp16, quantize_int8
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_IMAGES = 256
 BENCH_IMAGES = 64  # distinct test images the benchmark batches are cut from
 DIAGNOSIS_IMAGES = 128  # a failed parity check is re-run against float64 on the worst images
-MODEL, FAILED_MODEL = "model.onnx", "model.parity_failed.onnx"
-SUMMARY, DETAIL, LOCK = "summary.json", "export.json", "export.lock"
-
-class ExportError(UserError):
-    """A user error (no checkpoint, unknown selection, export already running); one line."""
 
 
 @dataclass(frozen=True)
@@ -57,11 +56,8 @@ class ExportProgress:
 ProgressFn = Callable[[ExportProgress], None]
 
 
-def variant_file(variant: str) -> str:
-    return f"model.{variant}.onnx"
-
 def _empty_summary() -> dict:
-    """docs/CONTRACTS.md's export/summary.json, nothing measured yet."""
+    """docs/CONTRACTS.md's export summary, nothing measured yet."""
     return {"status": "failed", "error": "", "onnx_accuracy": None, "onnx_f1_macro": None, "torch_accuracy": None,
             "torch_f1_macro": None, "parity_max_abs_diff": None, "top1_agreement": None, "size_mb": None,
             "latency": {}, "torch_latency": {}, "provenance": {}}
@@ -86,16 +82,20 @@ def _strict_fp32(cuda: bool):
 
 
 class RunExport:
-    """One run's export, step by step; ``detail`` becomes export.json, ``summary`` summary.json."""
+    """One run's export, step by step; ``detail`` and ``summary`` become the export's two JSON files."""
 
-    def __init__(self, run_dir: Path, **opts):
-        self.run_dir, self.out = run_dir, run_dir / "export"
+    def __init__(self, run_dir: Path | RunDir, **opts):
+        self.rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        self.run_dir = self.rd.path
+        self.final: ExportDir = self.rd.export  # where readers look; swapped in at the end
+        self.out: ExportDir = self.final.staging  # where this export writes
         self.opts = opts
-        self.record: RunRecord = load_run(run_dir)
-        self.run_id = run_dir.name
+        self.record: RunRecord = load_run(self.rd)
+        self.run_id = self.rd.run_id
+        self.kept_previous = False  # this attempt failed and the previous good export stays
         self.summary = _empty_summary()
         self.detail: dict[str, Any] = {
-            "run_id": self.run_id, "grid": run_dir.parent.name, "dataset": self.record.summary.dataset,
+            "run_id": self.run_id, "grid": self.rd.grid_name, "dataset": self.record.summary.dataset,
             "backbone": self.record.summary.backbone, "strategy": self.record.summary.strategy,
             "run_status": self.record.summary.status, "files": {}, "variants": {}, "providers": {},
             "ratio_onnx_over_torch": {}, "seconds": {},
@@ -105,37 +105,40 @@ class RunExport:
         if self.opts["progress"]:
             self.opts["progress"](ExportProgress(self.run_id, stage, done, total))
 
-    def _clear_previous(self) -> None:
-        for name in (SUMMARY, DETAIL, MODEL, FAILED_MODEL, *(variant_file(v) for v in VARIANTS)):
-            (self.out / name).unlink(missing_ok=True)
-
     def run(self) -> dict:
         t0 = time.perf_counter()
-        self._clear_previous()
+        start_staging(self.final)
         if self.record.summary.status != "done":
             log.warning("%s: run status is %s; exporting its current best checkpoint", self.run_id,
                         self.record.summary.status)
         try:
             self._export_and_check()
-            if self.summary["status"] == "parity_failed":
-                return self.summary
-            for variant in self.opts["variants"]:
-                self._variant(variant)
-            if self.opts["benchmark"]:
-                self._benchmark()
-            self.summary["status"] = "ok"
+            if self.summary["status"] != "parity_failed":
+                for variant in self.opts["variants"]:
+                    self._variant(variant)
+                if self.opts["benchmark"]:
+                    self._benchmark()
+                self.summary["status"] = "ok"
         except Exception as exc:  # recorded and reported, so a grid export goes on with the next run
             self.summary["status"] = "failed"
             self.summary["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
             self.detail["traceback"] = traceback.format_exc()  # for whoever debugs it, not for the terminal
             log.error("%s: export failed: %s", self.run_id, self.summary["error"])
-        finally:
-            self.detail["seconds"]["total"] = round(time.perf_counter() - t0, 2)
-            self.summary["provenance"] = self.detail.get("provenance", {})
-            self.summary = self.detail["summary"] = _json_safe(self.summary)
-            atomic_write_json(self.out / DETAIL, _json_safe(self.detail))
-            atomic_write_json(self.out / SUMMARY, self.summary)
-            self._progress("done")
+        except BaseException:  # interrupted: nothing finished, so nothing replaces what is there
+            shutil.rmtree(self.out.path, ignore_errors=True)
+            raise
+        self.detail["seconds"]["total"] = round(time.perf_counter() - t0, 2)
+        self.summary["provenance"] = self.detail.get("provenance", {})
+        self.kept_previous = self.summary["status"] != "ok" and previous_is_good(self.final)
+        if self.kept_previous:
+            self.summary["error"] += (f" (the previous good export in {self.final.path} is kept; this "
+                                      f"attempt is in {self.final.failed_attempt.path})")
+            self.detail["kept_previous"] = str(self.final.path)
+        self.summary = self.detail["summary"] = _json_safe(self.summary)
+        atomic_write_json(self.out.detail_file, _json_safe(self.detail))
+        atomic_write_json(self.out.summary_file, self.summary)
+        publish(self.final, keep_previous=self.kept_previous)
+        self._progress("done")
         return self.summary
 
     # -- steps --
@@ -148,20 +151,20 @@ class RunExport:
         t0 = time.perf_counter()
         self._progress("export")
         self.detail["provenance"] = provenance(o["threads"], o["bench_config"] if o["benchmark"] else None)
-        ckpt = self.run_dir / "best.safetensors"
-        self.model, self.meta = load_classifier(ckpt)
-        self.data = o["data"] if o["data"] is not None else load_data(self.run_dir)
-        if list(self.data.classes) != list(self.meta["classes"]):
+        ckpt = self.rd.best
+        self.model, meta = load_classifier(ckpt)
+        self.meta: ModelMeta = ModelMeta.coerce(meta, f"checkpoint {ckpt}")
+        self.data = o["data"] if o["data"] is not None else load_data(self.rd)
+        if list(self.data.classes) != list(self.meta.classes):
             raise ValueError(f"the dataset's classes {list(self.data.classes)} differ from the checkpoint's "
-                             f"{self.meta['classes']}")
-        self.detail["checkpoint"] = {"path": str(ckpt), "epoch": self.meta.get("epoch"),
-                                     "val_loss": self.meta.get("val_loss")}
-        onnx_meta = metadata.build(self.meta, grid=self.run_dir.parent.name, source_run=str(self.run_dir),
-                                   source_checkpoint="best.safetensors", strategy=self.record.summary.strategy,
+                             f"{list(self.meta.classes)}")
+        self.detail["checkpoint"] = {"path": str(ckpt), "epoch": self.meta.epoch, "val_loss": self.meta.val_loss}
+        onnx_meta = metadata.build(self.meta, grid=self.rd.grid_name, source_run=str(self.run_dir),
+                                   source_checkpoint=ckpt.name, strategy=self.record.summary.strategy,
                                    exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                    exporter=f"torch {torch.__version__} (dynamo=False)")
-        self.path = export_onnx(self.model, self.out / MODEL, onnx_meta, opset=OPSET)
-        self.detail["files"]["model"] = {"path": MODEL, "size_mb": _size_mb(self.path), "opset": OPSET,
+        self.path = export_onnx(self.model, self.out.model, onnx_meta, opset=OPSET)
+        self.detail["files"]["model"] = {"path": self.path.name, "size_mb": _size_mb(self.path), "opset": OPSET,
                                          "checker": "onnx.checker full_check passed"}
         self.summary["size_mb"] = _size_mb(self.path)
         self._timed("export", t0)
@@ -176,22 +179,22 @@ class RunExport:
         self.labels = np.asarray(self.data.test.y)
         self.onnx_logits = o_logits
         parity = compare_logits(t_logits, o_logits, o["atol"])
-        tm = evaluate.metrics(t_logits, self.labels, len(self.meta["classes"]))
-        om = evaluate.metrics(o_logits, self.labels, len(self.meta["classes"]))
+        tm = evaluate.metrics(t_logits, self.labels, self.meta.num_classes)
+        om = evaluate.metrics(o_logits, self.labels, self.meta.num_classes)
         self.summary.update(torch_accuracy=tm["accuracy"], torch_f1_macro=tm["f1_macro"],
                             onnx_accuracy=om["accuracy"], onnx_f1_macro=om["f1_macro"],
                             parity_max_abs_diff=parity.max_abs_diff, top1_agreement=parity.top1_agreement)
         self.detail["parity"] = {**parity.to_dict(), "device": device, "provider": info.actual,
                                  "images": "the whole test split"}
-        self.detail["reported"] = _reported(self.run_dir, o_logits.argmax(1))
+        self.detail["reported"] = _reported(self.rd, o_logits.argmax(1))
         self._timed("evaluate", t0)
         if not parity.passed:
-            os.replace(self.path, self.out / FAILED_MODEL)
-            self.detail["files"]["model"]["path"] = FAILED_MODEL
+            os.replace(self.path, self.out.failed_model)
+            self.detail["files"]["model"]["path"] = self.out.FAILED_MODEL
             self.summary["status"] = "parity_failed"
             self.summary["error"] = f"{parity.message()}; {self._diagnose(t_logits, o_logits)}"
             log.error("%s: %s; the file is kept as %s for inspection", self.run_id, self.summary["error"],
-                      FAILED_MODEL)
+                      self.out.FAILED_MODEL)
         else:
             log.info("%s: %s", self.run_id, parity.message())
 
@@ -235,7 +238,7 @@ class RunExport:
     def _variant(self, variant: str) -> None:
         t0 = time.perf_counter()
         self._progress(variant)
-        dst = self.out / variant_file(variant)
+        dst = self.out.variant(variant)
         if variant == "int8":
             calib = self._calibration_batches()
             settings = quantize_int8(self.path, dst, calib, sum(len(b) for b in calib))
@@ -244,7 +247,7 @@ class RunExport:
             settings = convert_fp16(self.path, dst)
             _, info = self._eval_session(dst, "fp16", prefer_gpu=torch.cuda.is_available())
         logits = evaluate.ort_logits(info.session, evaluate.input_batches(self.data.test.x, self.meta))
-        m = evaluate.metrics(logits, self.labels, len(self.meta["classes"]))
+        m = evaluate.metrics(logits, self.labels, self.meta.num_classes)
         agree = float(np.mean(logits.argmax(1) == self.onnx_logits.argmax(1)))
         entry = {
             "path": dst.name, "size_mb": _size_mb(dst), "size_ratio": round(_size_mb(dst) / self.summary["size_mb"], 3),
@@ -277,9 +280,9 @@ class RunExport:
 
     def _provider_options(self, provider: str) -> dict:
         if provider == TRT:
-            s, b = int(self.meta["image_size"]), max(self.opts["batches"])
+            s, b = self.meta.image_size, max(self.opts["batches"])
             return {"device_id": 0, "trt_engine_cache_enable": True,
-                    "trt_engine_cache_path": str(self.out / "trt_cache"),
+                    "trt_engine_cache_path": str(self.out.trt_cache),
                     "trt_profile_min_shapes": f"input:1x3x{s}x{s}",
                     "trt_profile_opt_shapes": f"input:{b}x3x{s}x{s}",
                     "trt_profile_max_shapes": f"input:{b}x3x{s}x{s}"}
@@ -315,7 +318,7 @@ class RunExport:
             provider = CPU if variant == "int8" else CUDA
             if provider not in self.summary["latency"]:
                 continue
-            info = open_session(self.out / entry["path"], provider, threads=o["threads"],
+            info = open_session(self.out.path / entry["path"], provider, threads=o["threads"],
                                 provider_options=self._provider_options(provider))
             if not info.fell_back:
                 self._progress(f"benchmark {variant} {provider}", 0, len(batches))
@@ -333,7 +336,7 @@ class RunExport:
         self._timed("benchmark", t0)
 
 
-_CONTRACT_KEYS = ("p50_ms", "p90_ms", "p99_ms", "img_per_s")  # summary.json; export.json has runs, mean
+_CONTRACT_KEYS = ("p50_ms", "p90_ms", "p99_ms", "img_per_s")  # the summary's; the detail also has runs, mean
 
 
 def _json_safe(obj: Any) -> Any:
@@ -351,52 +354,92 @@ def _contract_latency(lat: dict[str, dict]) -> dict[str, dict]:
     return {b: {k: v[k] for k in _CONTRACT_KEYS} for b, v in lat.items()}
 
 
-def data_key(run_dir: Path) -> tuple | None:
-    """What decides a run's splits (config.json's data section and seed); None if unreadable."""
+def data_args(config: RunConfig) -> dict[str, Any]:
+    """``engine.data.load_dataset``'s arguments for a run, from its config, as its trainer passes them."""
+    d = config.data
+    return {"name": d.dataset, "data_root": d.data_root, "val_fraction": d.val_fraction, "seed": config.train.seed,
+            "image_size": d.image_size, "train_limit": d.train_limit}
+
+
+def data_key(run_dir: str | Path | RunDir) -> tuple | None:
+    """What decides a run's splits (``data_args`` of its config); None if its config can't be read."""
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     try:
-        cfg = read_json(run_dir / "config.json")
-        d, t = cfg["data"], cfg["train"]
-        return (d["dataset"], d["data_root"], d["val_fraction"], t["seed"], d["image_size"], d["train_limit"])
-    except (StoreError, KeyError, TypeError):
+        return tuple(sorted(data_args(rd.config()).items()))
+    except StoreError:
         return None
 
 
-def load_data(run_dir: Path):
-    """The run's dataset, drawn exactly as its trainer drew it (config.json's data section)."""
+def load_data(run_dir: str | Path | RunDir):
+    """The run's dataset, drawn exactly as its trainer drew it (its config's data section and seed)."""
     from engine.data import load_dataset
 
-    key = data_key(run_dir)
-    if key is None:
-        raise ValueError(f"{run_dir / 'config.json'} is missing or lacks the data/train settings")
-    dataset, data_root, val_fraction, seed, image_size, train_limit = key
-    return load_dataset(dataset, data_root, val_fraction=val_fraction, seed=seed, download=False,
-                        image_size=image_size, train_limit=train_limit)
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    return load_dataset(**data_args(rd.config()), download=False)
 
 
-def _reported(run_dir: Path, onnx_preds: np.ndarray) -> dict:
-    """What training reported (results.json, test_probs.npz) next to the ONNX predictions."""
+def _reported(rd: RunDir, onnx_preds: np.ndarray) -> dict:
+    """What training reported (test results and probabilities) next to the ONNX predictions."""
     out: dict[str, Any] = {}
     try:
-        results = read_json(run_dir / "results.json")
-        out["accuracy"] = results.get("accuracy")
-        out["f1_macro"] = results.get("f1_macro")
-        out["device"] = results.get("device")
+        results = rd.results() or {}
+        out.update({k: results[k] for k in ("accuracy", "f1_macro", "device") if k in results})
     except StoreError:
         pass
     try:
-        with np.load(run_dir / "test_probs.npz") as npz:
-            preds = npz["preds"]
-        if len(preds) == len(onnx_preds):
-            out["onnx_pred_agreement"] = float(np.mean(preds == onnx_preds))
-            out["onnx_pred_disagreements"] = int(np.sum(preds != onnx_preds))
-    except (OSError, KeyError, ValueError):
-        pass
+        probs = rd.probs()
+    except StoreError:
+        probs = None
+    if probs is not None and len(probs.preds) == len(onnx_preds):
+        out["onnx_pred_agreement"] = float(np.mean(probs.preds == onnx_preds))
+        out["onnx_pred_disagreements"] = int(np.sum(probs.preds != onnx_preds))
     return out
 
 
-def load_export(run_dir: str | Path) -> dict | None:
-    """A run's ``export/summary.json``, or None if it was never exported (or is being exported)."""
+def load_export(run_dir: str | Path | RunDir) -> dict | None:
+    """A run's export summary, or None if it was never exported (or can't be read)."""
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     try:
-        return read_json(Path(run_dir) / "export" / SUMMARY)
+        return rd.export.summary()
     except StoreError:
         return None
+
+
+# --- staging: a new export replaces the previous one only once it finished ------------------------
+
+
+def start_staging(final: ExportDir) -> None:
+    """Recover from a swap cut short, then give this export an empty staging folder."""
+    retired = final.retired.path
+    if retired.is_dir():
+        if final.path.exists():
+            shutil.rmtree(retired)  # the swap finished; only the clean-up was missed
+        else:
+            os.rename(retired, final.path)  # killed between the two renames: the previous export comes back
+    shutil.rmtree(final.staging.path, ignore_errors=True)
+    final.staging.path.mkdir(parents=True)
+
+
+def previous_is_good(final: ExportDir) -> bool:
+    """The export now in place finished with status ok."""
+    try:
+        summary = final.summary()
+    except StoreError:
+        return False
+    return summary is not None and summary.get("status") == "ok"
+
+
+def publish(final: ExportDir, keep_previous: bool) -> None:
+    """Swap the finished staging folder in (the previous export is retired, then removed); with
+    ``keep_previous`` the staging folder becomes the failed attempt next to the good export instead."""
+    staging, failed = final.staging.path, final.failed_attempt.path
+    shutil.rmtree(failed, ignore_errors=True)
+    if keep_previous:
+        os.rename(staging, failed)
+        return
+    retired = final.retired.path
+    shutil.rmtree(retired, ignore_errors=True)
+    if final.path.exists():
+        os.rename(final.path, retired)
+    os.rename(staging, final.path)
+    shutil.rmtree(retired, ignore_errors=True)

@@ -1,47 +1,22 @@
-"""A grid's exports as one table (``<grid>/exports.csv``), and which runs of a grid to export."""
+"""A grid's exports as one table (``GridDir.exports_csv``), and which runs of a grid to export."""
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any
 
-from engine.store import RunRecord, RunStore, StoreError, atomic_write, load_run, read_json
+from engine.store import GridDir, RunDir, RunRecord, StoreError, atomic_write
 from export.ort_session import short_name
-from export.run_export import DETAIL, ExportError, load_export
+from export.run_export import load_export
+from export.selection import SELECTIONS, ExportError, grid_dir_of, grid_records, select_runs
 
-SELECTIONS = ("all", "best-per-dataset", "best-per-dataset-backbone")
-
-
-def select_runs(records: list[RunRecord], select: str = "all") -> list[RunRecord]:
-    """Finished runs with a best checkpoint; ``best-per-*`` keeps the one with the highest best
-    *validation* accuracy per dataset (and backbone): the test set plays no part in choosing."""
-    if select not in SELECTIONS:
-        raise ExportError(f"selection {select!r} not known; choose from {', '.join(SELECTIONS)}")
-    done = [r for r in records if r.summary.status == "done" and (r.path / "best.safetensors").is_file()]
-    if select == "all":
-        return done
-    best: dict[tuple, RunRecord] = {}
-    for r in done:
-        key = (r.summary.dataset,) if select == "best-per-dataset" else (r.summary.dataset, r.summary.backbone)
-        score = r.summary.best_val_acc if r.summary.best_val_acc is not None else -math.inf
-        current = best.get(key)
-        if current is None or score > (current.summary.best_val_acc or -math.inf):
-            best[key] = r
-    return [r for r in done if r in best.values()]
+__all__ = ["ExportError", "SELECTIONS", "grid_records", "grid_table", "latency_rows", "run_row", "select_runs",
+           "write_grid_csv"]
 
 
-def grid_records(grid_dir: str | Path) -> list[RunRecord]:
-    grid_dir = Path(grid_dir)
-    if not (grid_dir / "grid.json").is_file():
-        raise ExportError(f"{grid_dir} is not a grid folder (no grid.json)")
-    store = RunStore(grid_dir.parent)
-    return [load_run(d, grid_dir.name) for d in store.grid(grid_dir.name).run_dirs()]
-
-
-def grid_table(grid_dir: str | Path):
-    """One row per exported run of the grid (pandas DataFrame): what ``exports.csv`` holds.
+def grid_table(grid_dir: str | Path | GridDir):
+    """One row per exported run of the grid (pandas DataFrame): what the grid's exports table holds.
 
     Columns: run_id, dataset, backbone, strategy, status, accuracy and F1 (torch_/onnx_),
     parity, size, variants (``int8_size_mb``, ``int8_accuracy_delta``, ...), then per provider
@@ -55,7 +30,7 @@ def grid_table(grid_dir: str | Path):
     from export.pareto import pareto_front
 
     rows = []
-    for record in grid_records(grid_dir):
+    for record in grid_records(grid_dir_of(grid_dir)):
         row = run_row(record)
         if row:
             rows.append(row)
@@ -81,15 +56,11 @@ _LATENCY_COL = re.compile(r"^(?P<p>cpu|cuda|trt|[a-z]+)_b(?P<b>\d+)_p50_ms$")
 
 
 def run_row(record: RunRecord) -> dict | None:
-    """A run's exports.csv row (None before its first export)."""
-    out_dir = record.path / "export"
-    summary = load_export(record.path)
+    """A run's row of the grid's exports table (None before its first export)."""
+    summary = load_export(record.dir)
     if summary is None:
         return None
-    try:
-        detail = read_json(out_dir / DETAIL)
-    except StoreError:
-        detail = {}
+    detail = _detail(record.dir)
     s = record.summary
     row: dict[str, Any] = {"run_id": record.run_id, "dataset": s.dataset, "backbone": s.backbone,
                            "strategy": s.strategy, "status": summary.get("status"), "error": summary.get("error", "")}
@@ -126,22 +97,28 @@ def run_row(record: RunRecord) -> dict | None:
     return row
 
 
-def write_grid_csv(grid_dir: str | Path) -> Path:
-    """Write ``<grid>/exports.csv`` from every run's export (atomically); returns its path."""
-    grid_dir = Path(grid_dir)
-    df = grid_table(grid_dir)
-    path = grid_dir / "exports.csv"
-    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
-    return path
+def write_grid_csv(grid_dir: str | Path | GridDir) -> Path:
+    """Write the grid's exports table (``GridDir.exports_csv``) from every run's export, atomically; its path."""
+    gdir = grid_dir_of(grid_dir)
+    df = grid_table(gdir)
+    atomic_write(gdir.exports_csv, lambda tmp: df.to_csv(tmp, index=False))
+    return gdir.exports_csv
 
 
-def latency_rows(run_dir: str | Path) -> list[dict[str, Any]]:
+def _detail(rd: RunDir) -> dict:
+    """The export's detail (everything measured), {} when absent or unreadable."""
+    try:
+        return rd.export.detail() or {}
+    except StoreError:
+        return {}
+
+
+def latency_rows(run_dir: str | Path | RunDir) -> list[dict[str, Any]]:
     """A run's latency figures in long form: one row per engine (onnxruntime provider, variant, or
     PyTorch device) and batch, with p50/p90/p99 ms, images/s and ONNX/PyTorch images/s."""
-    run_dir = Path(run_dir)
-    try:
-        detail = read_json(run_dir / "export" / DETAIL)
-    except StoreError:
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    detail = _detail(rd)
+    if not detail:
         return []
     ratio = detail.get("ratio_onnx_over_torch", {})
     rows = []
@@ -149,7 +126,7 @@ def latency_rows(run_dir: str | Path) -> list[dict[str, Any]]:
     def add(engine: str, lat: dict, torch_lat: dict | None) -> None:
         for b, m in lat.items():
             vs = m["img_per_s"] / torch_lat[b]["img_per_s"] if torch_lat and b in torch_lat else None
-            rows.append({"run_id": run_dir.name, "engine": engine, "batch": int(b), "p50_ms": m["p50_ms"],
+            rows.append({"run_id": rd.run_id, "engine": engine, "batch": int(b), "p50_ms": m["p50_ms"],
                          "p90_ms": m["p90_ms"], "p99_ms": m["p99_ms"], "img_s": m["img_per_s"],
                          "runs": m.get("runs"), "vs_torch": round(vs, 3) if vs else None})
 

@@ -3,7 +3,8 @@
 Usable from the CLI (``finetune-tui report``) and from the TUI (call it in a
 worker thread; figures are drawn on Agg canvases, no pyplot, no display).
 Works on a partly finished grid: whatever exists is reported, every gap is
-named in the index (``Report.gaps``).
+named in the index (``Report.gaps``). A step that fails keeps the file the
+previous report made for it, marked stale in the index (``Report.failures``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from engine.errors import UserError
+from engine.errors import StoreError, UserError
+from engine.store import GridDir, RunDir, atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,8 @@ Progress = Callable[[int, int, str], None]  # (steps done, steps in all, what is
 
 GRADCAM_ERRORS = 6
 GRADCAM_CORRECT = 4
-MANIFEST = ".report-files"
+MANIFEST = ".report-files.json"  # what each file of the report shows, which step made it, and when
+LEGACY_MANIFEST = ".report-files"  # earlier reports: file names only, one a line
 ERRORS_LOG = "report_errors.log"
 
 
@@ -43,6 +46,26 @@ class Artifact:
     caption: str
     dataset: str = ""  # "" = grid-wide
     kind: str = "figure"  # figure or table
+    step: str = ""  # the step that made it
+    made: float = 0.0  # when (time.time())
+    stale: str = ""  # non-empty: kept from an earlier report (which) because its step failed this time
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "caption": self.caption, "dataset": self.dataset, "kind": self.kind,
+                "step": self.step, "made": self.made, "stale": self.stale}
+
+
+@dataclass
+class StepFailure:
+    """A report step that raised: what it was, the error in one line, the earlier files kept for it."""
+
+    step: str
+    error: str
+    kept: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        kept = f"; kept the previous {', '.join(self.kept)} (marked stale)" if self.kept else ""
+        return f"{self.step}: {self.error}{kept}"
 
 
 @dataclass
@@ -61,9 +84,11 @@ class Report:
     seconds: float = 0.0
     tracebacks: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # step -> seconds
+    failures: list[StepFailure] = field(default_factory=list)
+    step: str = ""  # the step running now (artifacts are filed under it)
 
     def add(self, path: Path, caption: str, dataset: str = "", kind: str = "figure") -> None:
-        self.artifacts.append(Artifact(path.name, caption, dataset, kind))
+        self.artifacts.append(Artifact(path.name, caption, dataset, kind, step=self.step, made=time.time()))
 
     def gap(self, text: str) -> None:
         log.info("report gap: %s", text)
@@ -72,38 +97,35 @@ class Report:
 
 def make_report(grid_dir: str | Path, *, data_root: str | Path = "data", out_dir: str | Path | None = None,
                 progress: Progress | None = None) -> Path:
-    """Write the report of the grid at ``grid_dir`` into ``out_dir`` (default ``<grid>/report/``); return it.
+    """Write the report of the grid at ``grid_dir`` into ``out_dir`` (default ``GridDir.report_dir``); return it.
 
     ``progress(done, total, message)`` is called before each step. Raises
     ReportError only when there is no grid to report on; anything else that
-    fails is written into the report as a gap.
+    fails is written into the report as a gap (a failed step keeps its earlier file, marked stale).
     """
     return build_report(grid_dir, data_root=data_root, out_dir=out_dir, progress=progress).out
 
 
 def build_report(grid_dir: str | Path, *, data_root: str | Path = "data", out_dir: str | Path | None = None,
                  progress: Progress | None = None) -> Report:
-    """make_report, returning the Report (artifacts and gaps) rather than only its folder."""
-    from engine.store import is_locked
+    """make_report, returning the Report (artifacts, gaps, failed steps) rather than only its folder."""
     from report import index, tables
     from report.images import ImageCache
     from report.loading import load_grid
 
     start = time.perf_counter()
-    grid_dir = Path(grid_dir)
-    if not grid_dir.is_dir():
-        raise ReportError(f"grid folder {grid_dir} not found")
-    if not (grid_dir / "grid.json").exists() and not any(
-            (p / "config.json").exists() for p in grid_dir.iterdir() if p.is_dir()):
-        raise ReportError(f"{grid_dir} is not a grid folder (no grid.json and no run folders)")
-    out = Path(out_dir) if out_dir is not None else grid_dir / "report"
+    gdir = grid_dir if isinstance(grid_dir, GridDir) else GridDir(grid_dir)
+    if not gdir.path.is_dir():
+        raise ReportError(f"grid folder {gdir.path} not found")
+    if not gdir.exists() and not any(RunDir(p).is_run() for p in gdir.path.iterdir() if p.is_dir()):
+        raise ReportError(f"{gdir.path} is not a grid folder (no {gdir.INFO} and no run folders)")
+    out = Path(out_dir) if out_dir is not None else gdir.report_dir
     out.mkdir(parents=True, exist_ok=True)
     previous = _read_manifest(out)
 
-    grid = load_grid(grid_dir)
+    grid = load_grid(gdir)
     table = tables.run_table(grid)
-    report = Report(grid=grid, out=out, table=table, best=tables.select_best(table),
-                    grid_running=is_locked(grid_dir / "grid.lock"))
+    report = Report(grid=grid, out=out, table=table, best=tables.select_best(table), grid_running=gdir.running())
     for problem in grid.problems:
         report.gap(problem)
     for run in grid.runs:
@@ -123,14 +145,20 @@ def build_report(grid_dir: str | Path, *, data_root: str | Path = "data", out_di
         if progress is not None:
             progress(k, len(steps), message)
         began = time.perf_counter()
+        report.step = message
         try:
             step()
         except Exception as exc:  # one broken figure must not cost the rest of the report
             log.debug("report step %s failed", message, exc_info=True)
             report.tracebacks.append(f"--- {message}\n{traceback.format_exc()}")
             first = str(exc).splitlines()[0][:200] if str(exc) else ""
-            report.gap(f"{message} failed: {type(exc).__name__}: {first} (traceback in {ERRORS_LOG})")
+            failure = StepFailure(message, f"{type(exc).__name__}: {first}")
+            _keep_previous(report, failure, previous)
+            report.failures.append(failure)
+            kept = f"; the previous {', '.join(failure.kept)} is kept, marked stale" if failure.kept else ""
+            report.gap(f"{message} failed: {failure.error} (traceback in {ERRORS_LOG}){kept}")
         report.timings[message] = time.perf_counter() - began
+    report.step = ""
     if progress is not None:
         progress(len(steps), len(steps) + 1, "index")
     report.seconds = time.perf_counter() - start
@@ -138,10 +166,11 @@ def build_report(grid_dir: str | Path, *, data_root: str | Path = "data", out_di
         readable(path)
     written = {a.name for a in report.artifacts} | {index.MARKDOWN, index.HTML}
     if report.tracebacks:
-        (out / ERRORS_LOG).write_text("\n".join(report.tracebacks))
+        atomic_write_text(out / ERRORS_LOG, "\n".join(report.tracebacks))
+        readable(out / ERRORS_LOG)
         written.add(ERRORS_LOG)
-    _clean_stale(out, previous - written)
-    _write_manifest(out, written)
+    _clean_stale(out, set(previous) - written)
+    _write_manifest(out, report.artifacts)
     if progress is not None:
         progress(len(steps) + 1, len(steps) + 1, "done")
     return report
@@ -152,15 +181,39 @@ def _ordered(preferred, found) -> list[str]:
     return preferred + [f for f in dict.fromkeys(found) if f not in preferred]
 
 
-def _read_manifest(out: Path) -> set[str]:
+def _read_manifest(out: Path) -> dict[str, Artifact]:
+    """The files the previous report wrote, by name (empty when there was none or it can't be read)."""
+    legacy = out / LEGACY_MANIFEST
+    if legacy.is_file():  # names only, so no step keeps them; the file itself goes
+        try:
+            names = [n.strip() for n in legacy.read_text().splitlines() if n.strip()]
+        except OSError:
+            names = []
+        legacy.unlink(missing_ok=True)
+        return {n: Artifact(n, "") for n in names}
     try:
-        return {line.strip() for line in (out / MANIFEST).read_text().splitlines() if line.strip()}
-    except OSError:
-        return set()
+        entries = read_json(out / MANIFEST).get("files", [])
+        return {e["name"]: Artifact(e["name"], e["caption"], e.get("dataset", ""), e.get("kind", "figure"),
+                                    e.get("step", ""), float(e.get("made", 0.0)), e.get("stale", ""))
+                for e in entries}
+    except (StoreError, AttributeError, KeyError, TypeError, ValueError):
+        return {}
 
 
-def _write_manifest(out: Path, names: set[str]) -> None:
-    (out / MANIFEST).write_text("".join(f"{n}\n" for n in sorted(names)))
+def _write_manifest(out: Path, artifacts: list[Artifact]) -> None:
+    atomic_write_json(out / MANIFEST, {"version": 1, "files": [a.to_dict() for a in artifacts]})
+
+
+def _keep_previous(report: Report, failure: StepFailure, previous: dict[str, Artifact]) -> None:
+    """A failed step costs nothing already made: the previous report's files of that step that this
+    run did not remake stay, listed as stale artifacts."""
+    fresh = {a.name for a in report.artifacts}
+    for old in previous.values():
+        if old.step == failure.step and old.name not in fresh and (report.out / old.name).is_file():
+            made = time.strftime("%Y-%m-%d %H:%M", time.localtime(old.made))
+            report.artifacts.append(Artifact(old.name, old.caption, old.dataset, old.kind, old.step, old.made,
+                                             stale=f"made by the report of {made}"))
+            failure.kept.append(old.name)
 
 
 def _clean_stale(out: Path, names: set[str]) -> None:
@@ -322,7 +375,7 @@ def _calibration(report: Report, ds: str, runs) -> None:
         else:
             cells.append((r.backbone, r.strategy, None, f"{r.status}: no test probabilities"))
     if not any(c[2] is not None for c in cells):
-        report.gap(f"calibration_{ds}.png not made: no run on {ds} has test probabilities (test_probs.npz)")
+        report.gap(f"calibration_{ds}.png not made: no run on {ds} has test probabilities ({RunDir.PROBS})")
         return
     path = calibration.draw(ds, cells, report.out / f"calibration_{ds}.png")
     report.add(path, "Reliability diagrams with expected calibration error (15 equal-width bins) per model.", ds)
@@ -333,7 +386,7 @@ def _latency(report: Report, ds: str) -> None:
 
     rows = report.table[(report.table["dataset"] == ds) & report.table["onnx_p50_ms_batch1"].notna()]
     if rows.empty:
-        report.gap(f"latency_{ds}.png not made: no run on {ds} has ONNX export results (export/summary.json)")
+        report.gap(f"latency_{ds}.png not made: no run on {ds} has ONNX export results (`finetune-tui export`)")
         return
     path = latency.draw(ds, rows, report.out / f"latency_{ds}.png")
     report.add(path, "Test accuracy against ONNX Runtime latency (p50, batch 1) per exported model.", ds)
@@ -381,7 +434,7 @@ def _gradcam(report: Report, ds: str, bb: str, images) -> None:
         report.gap(f"gradcam_{ds}_{bb}.png not made: no finished {bb} run on {ds}")
         return
     if run.probs is None or not run.checkpoint.exists():
-        report.gap(f"gradcam_{ds}_{bb}.png not made: {run.run_id} lacks test_probs.npz or best.safetensors")
+        report.gap(f"gradcam_{ds}_{bb}.png not made: {run.run_id} lacks {RunDir.PROBS} or {RunDir.BEST}")
         return
     img = images.get(ds, report.grid.runs_for(ds))
     problem = check_alignment(img, run)
@@ -398,7 +451,7 @@ def _gradcam(report: Report, ds: str, bb: str, images) -> None:
     cam = gradcam.compute(run.checkpoint, img.test_x[positions], true)
     agree = float(np.abs(cam.probs - run.probs[positions]).max())
     if agree > 1e-2:
-        report.gap(f"gradcam_{ds}_{bb}.png: the checkpoint's probabilities differ from test_probs.npz by up to "
+        report.gap(f"gradcam_{ds}_{bb}.png: the checkpoint's probabilities differ from {RunDir.PROBS} by up to "
                    f"{agree:.3f} (checkpoint and results from different epochs?)")
     path = draw_gradcam.draw(ds, bb, run.strategy, cam, true, run.classes, len(wrong),
                              report.out / f"gradcam_{ds}_{bb}.png")

@@ -45,9 +45,10 @@ class ImageCache:
 
     def get(self, dataset: str, runs: list[RunData] = ()) -> Images:
         if dataset not in self._cache:
-            roots = [self.data_root] + [r.config.get("data", {}).get("data_root") for r in runs]
-            # ImageFolder trees are stored at the run's image size; recipe datasets ignore it
-            sizes = [r.config.get("data", {}).get("image_size") for r in runs if r.config]
+            configs = [r.config for r in runs if r.config is not None]
+            roots = [self.data_root] + [c.data.data_root for c in configs]
+            # ImageFolder trees are stored at the run's image size (its config's data section)
+            sizes = [c.data.image_size for c in configs]
             self._cache[dataset] = _load(dataset, [r for i, r in enumerate(roots) if r and r not in roots[:i]],
                                          sizes[0] if sizes and dataset.startswith("imagefolder:") else None)
         return self._cache[dataset]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from engine.store import BEST_RULE
 from report import tables
 from report.reference import REFERENCE, REFERENCE_IMAGE_SIZE, is_known_confusion, reference, why_no_reference
 
@@ -78,8 +79,9 @@ def conclusions(report, dataset: str) -> list[str]:
                 + ", ".join(sorted(set(rows["status"]))) + ")."]
     best = tables.select_best(done, by=("dataset",)).iloc[0]
     line = (f"**Best model: {best['backbone']} / {best['strategy']}**: test accuracy {fmt(best['accuracy'])}, "
-            f"macro F1 {fmt(best['f1_macro'])} (chosen by validation accuracy {fmt(best['val_acc'])} among "
-            f"{len(done)} finished run(s); the test set played no part in the choice).")
+            f"macro F1 {fmt(best['f1_macro'])} (chosen by the selection rule: validation accuracy "
+            f"{fmt(best['val_acc'])} at its kept epoch {fmt_int(best['best_epoch'])}, validation loss "
+            f"{fmt(best['val_loss'])}, among {len(done)} finished run(s); the test set played no part in the choice).")
     top_test = done.sort_values("accuracy", ascending=False).iloc[0]
     if top_test["run_id"] != best["run_id"]:
         line += (f" The highest test accuracy is {top_test['backbone']} / {top_test['strategy']} at "
@@ -181,7 +183,7 @@ def overall(report) -> list[str]:
         return []
     wins = best["strategy"].value_counts()
     cells = len(best)
-    lines = ["- Strategy kept per dataset x backbone (best validation accuracy): "
+    lines = ["- Strategy kept per dataset x backbone (by the selection rule): "
              + ", ".join(f"**{s}** in {n} of {cells}" for s, n in wins.items()) + "."]
     d = report.deltas if report.deltas is not None else tables.reference_deltas(best)
     with_ref = d.dropna(subset=["reference_accuracy"])
@@ -224,9 +226,16 @@ def render_markdown(report) -> str:
         lines.append(f"Device: {', '.join(devices)}"
                      + (f"; versions: {', '.join(f'{k} {v}' for k, v in versions.items())}" if versions else "")
                      + ".")
-    lines += ["", "Best strategy per dataset and backbone is chosen on validation accuracy of the kept checkpoint "
-                  "(lowest validation loss); test numbers are reported for it. The seed's reference numbers "
-                  f"(SPEC.md) were measured at {REFERENCE_IMAGE_SIZE}x{REFERENCE_IMAGE_SIZE} px on a GPU.", ""]
+    stale = [a.name for a in report.artifacts if a.stale]
+    if report.failures:
+        lines.append(f"**{len(report.failures)} step(s) of this report failed** (listed under Gaps)"
+                     + (f"; the earlier {', '.join(stale)} {'is' if len(stale) == 1 else 'are'} shown, marked "
+                        f"stale." if stale else "."))
+    lines += ["", f"**Selection rule**: {BEST_RULE}. It picks the best model per dataset (and the "
+                  "strategy kept per dataset and backbone) here and in `finetune-tui export --select`; the test set "
+                  "plays no part in choosing, and test numbers are reported for the chosen runs. The seed's "
+                  f"reference numbers (SPEC.md) were measured at {REFERENCE_IMAGE_SIZE}x{REFERENCE_IMAGE_SIZE} px "
+                  "on a GPU.", ""]
 
     datasets = list(dict.fromkeys(a.dataset for a in report.artifacts if a.dataset)) or grid.datasets
     datasets = [d for d in grid.datasets if d in datasets] + [d for d in datasets if d not in grid.datasets]
@@ -274,9 +283,10 @@ def render_markdown(report) -> str:
 
 
 def _artifact_md(a) -> list[str]:
+    caption = f"**STALE** ({a.stale}; its step failed this time, see Gaps): {a.caption}" if a.stale else a.caption
     if a.kind == "figure":
-        return [f"**{link(a.name)}**: {a.caption}", "", f"![{a.name}]({a.name})", ""]
-    return [f"- table {link(a.name)}: {a.caption}", ""]
+        return [f"**{link(a.name)}**: {caption}", "", f"![{a.name}]({a.name})", ""]
+    return [f"- table {link(a.name)}: {caption}", ""]
 
 
 STYLE = """

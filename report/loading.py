@@ -10,12 +10,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from engine import events as ev
-from engine.store import RunStore, StoreError, load_run, read_json
+from engine.errors import StoreError
+from engine.model_meta import ModelMeta, ModelMetaError
+from engine.store import GridDir, RunDir, RunSummary, load_run
+
+if TYPE_CHECKING:
+    from engine.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +37,16 @@ class RunData:
     backbone: str
     strategy: str
     error: str = ""
-    config: dict = field(default_factory=dict)
-    metrics: pd.DataFrame | None = None  # metrics.csv
-    results: dict | None = None  # results.json
-    probs: np.ndarray | None = None  # test_probs.npz: (N, C) softmax
+    summary: RunSummary | None = None  # the store's fold of its events: best epoch, its val acc/loss
+    config: "RunConfig | None" = None  # the run's resolved config
+    meta: ModelMeta | None = None  # the best checkpoint's metadata (model input size, classes)
+    metrics: pd.DataFrame | None = None  # one row per epoch
+    results: dict | None = None  # test results
+    probs: np.ndarray | None = None  # test probabilities: (N, C) softmax
     labels: np.ndarray | None = None  # (N,) true labels
     preds: np.ndarray | None = None  # (N,) predicted labels
     source_index: np.ndarray | None = None  # (N,) position in the source dataset
-    export: dict | None = None  # export/summary.json
+    export: dict | None = None  # the export summary (docs/CONTRACTS.md)
     initial_norms: dict = field(default_factory=dict)  # group -> L2 norm before training
     groups: list = field(default_factory=list)  # layer groups, stem -> head
     device: str = ""
@@ -47,13 +55,17 @@ class RunData:
     problems: list[str] = field(default_factory=list)  # what could not be read, one line each
 
     @property
+    def dir(self) -> RunDir:
+        return RunDir(self.path)
+
+    @property
     def done(self) -> bool:
         """Finished with test results: the run can be scored."""
         return self.results is not None
 
     @property
     def checkpoint(self) -> Path:
-        return self.path / "best.safetensors"
+        return self.dir.best
 
     @property
     def label(self) -> str:
@@ -69,8 +81,8 @@ class RunData:
 
     @property
     def image_size(self) -> int | None:
-        size = (self.results or {}).get("image_size") or self.config.get("data", {}).get("image_size")
-        return int(size) if size else None
+        """The model's input side, from its checkpoint's metadata (None without a checkpoint)."""
+        return self.meta.image_size if self.meta is not None else None
 
 
 @dataclass
@@ -79,9 +91,13 @@ class GridData:
 
     name: str
     path: Path
-    info: dict  # grid.json (empty when missing)
+    info: dict  # the grid's info (empty when missing)
     runs: list[RunData]
     problems: list[str] = field(default_factory=list)  # grid-level gaps
+
+    @property
+    def dir(self) -> GridDir:
+        return GridDir(self.path)
 
     @property
     def datasets(self) -> list[str]:
@@ -99,26 +115,21 @@ def _unique(items) -> list:
     return out
 
 
-def load_grid(grid_dir: str | Path) -> GridData:
-    """Read every run folder of a grid; runs listed in grid.json but absent are kept as ``missing``."""
-    grid_dir = Path(grid_dir)
-    store = RunStore(grid_dir.parent)
+def load_grid(grid_dir: str | Path | GridDir) -> GridData:
+    """Read every run folder of a grid; runs the grid lists but that have no folder are kept as ``missing``."""
+    gdir = grid_dir if isinstance(grid_dir, GridDir) else GridDir(grid_dir)
     problems: list[str] = []
     try:
-        info = read_json(grid_dir / "grid.json")
+        info = gdir.info()
     except StoreError as exc:
         info = {}
         problems.append(str(exc))
-    runs = [load_run_data(d, grid_dir.name) for d in (rd.path for rd in store.grid(grid_dir.name).run_dirs()) if _is_run_dir(d)]
+    runs = [load_run_data(rd, gdir.name) for rd in gdir.run_dirs() if rd.is_run()]
     present = {r.run_id for r in runs}
     for run_id in info.get("runs", []):
         if run_id not in present:
-            runs.append(_missing_run(grid_dir / run_id))
-    return GridData(name=info.get("name", grid_dir.name), path=grid_dir, info=info, runs=runs, problems=problems)
-
-
-def _is_run_dir(path: Path) -> bool:
-    return path.name != "report" and ((path / "config.json").exists() or (path / "events.jsonl").exists())
+            runs.append(_missing_run(gdir.run(run_id).path))
+    return GridData(name=info.get("name", gdir.name), path=gdir.path, info=info, runs=runs, problems=problems)
 
 
 def _missing_run(path: Path) -> RunData:
@@ -129,58 +140,49 @@ def _missing_run(path: Path) -> RunData:
                    problems=["run folder missing"])
 
 
-def load_run_data(run_dir: str | Path, grid: str = "") -> RunData:
-    """Everything the report needs about one run; unreadable files are listed in ``problems``."""
-    run_dir = Path(run_dir)
-    record = load_run(run_dir, grid)
+def load_run_data(run_dir: str | Path | RunDir, grid: str = "") -> RunData:
+    """Everything the report needs about one run, through the store's readers; what can't be read is
+    listed in ``problems``."""
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    record = load_run(rd, grid)
     s = record.summary
-    run = RunData(run_id=run_dir.name, path=run_dir, status=s.status, dataset=s.dataset or "?",
-                  backbone=s.backbone or "?", strategy=s.strategy or "?", error=s.error or record.problem)
+    run = RunData(run_id=rd.run_id, path=rd.path, status=s.status, dataset=s.dataset or "?",
+                  backbone=s.backbone or "?", strategy=s.strategy or "?", error=s.error or record.problem,
+                  summary=s)
     if record.problem:
         run.problems.append(record.problem)
         return run
-    try:
-        run.config = read_json(run_dir / "config.json")
-    except StoreError as exc:
-        run.problems.append(str(exc))
+    run.config = _read(run, rd.config)
     _read_started(run)
-    run.metrics = _read_metrics(run_dir / "metrics.csv", run.problems)
-    if (run_dir / "results.json").exists():
-        try:
-            run.results = read_json(run_dir / "results.json")
-        except StoreError as exc:
-            run.problems.append(str(exc))
-    elif s.status == "done":
-        run.problems.append(f"{run_dir / 'results.json'} is missing")
-    _read_probs(run)
-    summary = run_dir / "export" / "summary.json"
-    if summary.exists():
-        try:
-            run.export = read_json(summary)
-        except StoreError as exc:
-            run.problems.append(str(exc))
+    run.metrics = _read(run, rd.metrics)
+    run.results = _read(run, rd.results)
+    if run.results is None and s.status == "done" and not rd.results_file.exists():
+        run.problems.append(f"{rd.results_file} is missing")
+    if rd.has_checkpoint():
+        run.meta = _read(run, rd.checkpoint_meta)
+    probs = _read(run, rd.probs)
+    if probs is not None:
+        run.probs, run.labels, run.preds, run.source_index = probs.probs, probs.labels, probs.preds, probs.index
+    elif run.results is not None and not rd.probs_file.exists():
+        run.problems.append(f"{rd.probs_file} is missing (calibration needs it)")
+    run.export = _read(run, rd.export.summary)
     if run.done and run.status != "done":
         # results exist, so the run finished even if its summary says otherwise
         run.status = "done"
     return run
 
 
-def _read_metrics(path: Path, problems: list[str]) -> pd.DataFrame | None:
-    if not path.exists():
-        return None
+def _read(run: RunData, reader):
+    """``reader()``, or None with its one-line problem noted on the run."""
     try:
-        df = pd.read_csv(path)
-    except (ValueError, OSError) as exc:
-        problems.append(f"{path} is unreadable ({exc})")
+        return reader()
+    except (StoreError, ModelMetaError) as exc:
+        run.problems.append(str(exc))
         return None
-    if "epoch" not in df.columns or df.empty:
-        return None
-    # a resumed run may have replayed epochs: keep the last row of each
-    return df.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
 
 
 def _read_started(run: RunData) -> None:
-    events, _ = ev.read_events(run.path / "events.jsonl")
+    events, _ = run.dir.events()
     for event in events:
         if isinstance(event, ev.Started):
             if event.initial_norms and not run.initial_norms:
@@ -188,23 +190,6 @@ def _read_started(run: RunData) -> None:
             run.groups = list(event.groups) or run.groups
             run.device, run.device_name = event.device, event.device_name
             run.versions = dict(event.versions)
-
-
-def _read_probs(run: RunData) -> None:
-    path = run.path / "test_probs.npz"
-    if not path.exists():
-        if run.results is not None:
-            run.problems.append(f"{path} is missing (calibration needs it)")
-        return
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            run.probs = np.asarray(npz["probs"], dtype=np.float64)
-            run.labels = np.asarray(npz["labels"], dtype=np.int64)
-            run.preds = np.asarray(npz["preds"], dtype=np.int64) if "preds" in npz else run.probs.argmax(1)
-            run.source_index = np.asarray(npz["index"], dtype=np.int64) if "index" in npz else None
-    except (OSError, KeyError, ValueError) as exc:
-        run.problems.append(f"{path} is unreadable ({exc})")
-        run.probs = run.labels = run.preds = run.source_index = None
 
 
 def norm_columns(metrics: pd.DataFrame) -> list[str]:

@@ -62,7 +62,7 @@ def row_normalised_confusion(labels: np.ndarray, preds: np.ndarray, n_classes: i
 
 
 def normalise_counts(counts: np.ndarray) -> np.ndarray:
-    """Row-normalise a confusion matrix of raw counts (for runs without test_probs.npz)."""
+    """Row-normalise a confusion matrix of raw counts (for runs without test probabilities)."""
     counts = np.asarray(counts, dtype=np.float64)
     support = counts.sum(axis=1, keepdims=True)
     return np.divide(counts, support, out=np.zeros_like(counts), where=support > 0)

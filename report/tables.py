@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from engine.store import RunSummary, selection_key
 from report import metrics as M
 from report.loading import GridData, RunData, norm_columns
 from report.reference import reference
@@ -18,19 +19,6 @@ RUN_COLUMNS = (["dataset", "backbone", "strategy", "status"] + RESULT_COLUMNS
                   "train_seconds", "seconds_per_epoch", "image_size", "export_status", "onnx_accuracy",
                   "onnx_provider", "onnx_p50_ms_batch1", "onnx_p90_ms_batch1", "onnx_img_per_s", "onnx_size_mb",
                   "bench_host", "bench_load_avg", "run_id", "error"])
-
-
-def best_epoch_row(run: RunData) -> pd.Series | None:
-    """The metrics row of the kept (best) checkpoint: results' best_epoch, else the last ``is_best`` row."""
-    m = run.metrics
-    if m is None or m.empty:
-        return None
-    best = (run.results or {}).get("best_epoch")
-    if best is not None and (m["epoch"] == best).any():
-        return m[m["epoch"] == best].iloc[-1]
-    if "is_best" in m.columns and m["is_best"].astype(bool).any():
-        return m[m["is_best"].astype(bool)].iloc[-1]
-    return m.loc[m["val_loss"].idxmin()] if "val_loss" in m.columns else None
 
 
 def latency_summary(export: dict | None) -> dict:
@@ -78,13 +66,14 @@ def run_row(run: RunData) -> dict:
     rel = M.reliability(run.probs, run.labels) if run.probs is not None and len(run.labels) else None
     row["ece"] = rel.ece if rel else np.nan
     row["mean_confidence"] = rel.mean_confidence if rel else np.nan
-    best = best_epoch_row(run)
-    row["val_acc"] = _num(best["val_acc"]) if best is not None else np.nan
-    row["val_loss"] = _num(best["val_loss"]) if best is not None else np.nan
-    row["best_epoch"] = res.get("best_epoch", int(best["epoch"]) if best is not None else np.nan)
+    # the kept epoch and its validation figures: the store's one definition (engine.store.summary)
+    s = run.summary
+    row["val_acc"] = _num(s.best_val_acc) if s is not None else np.nan
+    row["val_loss"] = _num(s.best_val_loss) if s is not None else np.nan
+    row["best_epoch"] = s.best_epoch if s is not None and s.best_epoch else np.nan
     epochs_run = res.get("epochs_run", len(run.metrics) if run.metrics is not None else np.nan)
     row["epochs_run"] = epochs_run
-    row["max_epochs"] = run.config.get("train", {}).get("epochs", np.nan)
+    row["max_epochs"] = run.config.train.epochs if run.config is not None else np.nan
     row["early_stopped"] = res.get("early_stopped", np.nan)
     row["train_seconds"] = _num(res.get("train_seconds"))
     if (not np.isfinite(row["train_seconds"])) and run.metrics is not None and "seconds" in run.metrics:
@@ -110,19 +99,25 @@ def benchmark(table: pd.DataFrame, dataset: str) -> pd.DataFrame:
 
 
 def select_best(table: pd.DataFrame, by: tuple[str, ...] = ("dataset", "backbone")) -> pd.DataFrame:
-    """Per group, the finished run with the best validation accuracy of its kept checkpoint.
+    """Per group, the finished run ranked first by ``engine.store.selection_key`` (``BEST_RULE``).
 
-    The test set plays no part in the choice (ties: lower val_loss, then run id).
-    Runs without validation numbers fall back to being ranked last.
+    ``val_acc``/``val_loss`` are the kept epoch's (``run_row``); the test set plays no part.
+    Runs without validation numbers are ranked last.
     """
-    done = table[table["status"] == "done"].copy()
+    done = table[table["status"] == "done"]
     if done.empty:
-        return done
-    done["_va"] = done["val_acc"].fillna(-1.0)
-    done["_vl"] = done["val_loss"].fillna(np.inf)
-    done = done.sort_values(["_va", "_vl", "run_id"], ascending=[False, True, True])
-    best = done.groupby(list(by), sort=False).head(1).drop(columns=["_va", "_vl"])
+        return done.copy()
+    keys = [selection_key(RunSummary(run_id=str(r.run_id), best_val_acc=_optional(r.val_acc),
+                                     best_val_loss=_optional(r.val_loss))) for r in done.itertuples()]
+    order = sorted(range(len(done)), key=keys.__getitem__)
+    ranked = done.iloc[order]
+    best = ranked.groupby(list(by), sort=False).head(1)
     return best.sort_values(list(by)).reset_index(drop=True)
+
+
+def _optional(value) -> float | None:
+    value = _num(value)
+    return None if np.isnan(value) else value
 
 
 def comparison(best: pd.DataFrame, metric: str, datasets: list[str], backbones: list[str]) -> pd.DataFrame:
@@ -188,7 +183,7 @@ def _counts(run: RunData) -> np.ndarray | None:
 
 
 def confusion_for(run: RunData) -> np.ndarray | None:
-    """Row-normalised confusion of a finished run (from its predictions, or from results.json counts)."""
+    """Row-normalised confusion of a finished run (from its predictions, or from its results' counts)."""
     if run.labels is not None and run.preds is not None:
         return M.row_normalised_confusion(run.labels, run.preds, len(run.classes))
     cm = (run.results or {}).get("confusion_matrix")
@@ -196,7 +191,7 @@ def confusion_for(run: RunData) -> np.ndarray | None:
 
 
 def errors_for(run: RunData, k: int = 20) -> pd.DataFrame:
-    """Top-k confident errors: recomputed from test_probs.npz, else results.json's list."""
+    """Top-k confident errors: recomputed from the test probabilities, else the results' list."""
     if run.probs is not None:
         return M.top_errors(run.probs, run.labels, k)
     rows = (run.results or {}).get("top_errors") or []
@@ -237,7 +232,7 @@ MOVED_PCT = 1e-3  # a layer group whose norm changed by less than this (in %) co
 
 
 def layer_movement_table(runs: list[RunData]) -> pd.DataFrame:
-    """Per run: how much the head and the backbone's layer groups moved (from the L2 norms in metrics.csv)."""
+    """Per run: how much the head and the backbone's layer groups moved (from the L2 norms of its metrics)."""
     rows = []
     for run in runs:
         movement = layer_movement(run)

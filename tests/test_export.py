@@ -1,9 +1,11 @@
-"""ONNX export: every seed backbone family, parity (and its failure), metadata, providers, grids."""
+"""ONNX export: every seed backbone family, parity (and its failure), metadata, providers, grids, re-exports.
+
+Fixture stores are written through the store's writers (tests/store_fixtures.py).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,13 +18,15 @@ import torch
 from engine.checkpoint import save_checkpoint
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from engine.models import build_classifier, norm_config
-from engine.store import RunSummary, atomic_write_json
+from engine.store import BEST_RULE, GridDir, RunDir, RunStore
 from engine.transforms import preprocess
 from export import api, cli, metadata, ort_session, run_export
 from export.benchmark import BenchConfig
 from export.onnx_export import export_onnx, io_shapes, read_metadata
 from export.pareto import pareto_front
 from export.parity import compare_logits
+
+from .store_fixtures import add_to_grid, emit, finished_events, new_run
 
 CLASSES = ["sandal", "sneaker", "ankle boot"]
 QUICK = BenchConfig(warmup_runs=1, min_runs=3, min_seconds=0.0, max_seconds=0.1, max_runs=3)  # plumbing, not figures
@@ -40,23 +44,21 @@ def checkpoint_meta(backbone: str, size: int, model, run_id: str = "r", classes=
 
 
 def make_run(grid_dir: Path, backbone: str = "test_efficientnet", size: int = 32, strategy: str = "frozen",
-             dataset: str = "footwear", val_acc: float = 0.5, seed: int = 0) -> Path:
-    """A finished run folder as the engine writes it: config, summary, best checkpoint."""
+             dataset: str = "footwear", val_acc: float | list = 0.5, seed: int = 0,
+             val_loss: float | list = 0.25) -> Path:
+    """A finished run folder as the engine writes it: config, events (and so summary), best checkpoint.
+    ``val_acc``/``val_loss``: one value, or one per epoch."""
+    accs = list(val_acc) if isinstance(val_acc, (list, tuple)) else [val_acc]
+    losses = list(val_loss) if isinstance(val_loss, (list, tuple)) else [val_loss]
     cfg = RunConfig(data=DataConfig(dataset=dataset, image_size=size), model=ModelConfig(backbone=backbone),
-                    train=TrainConfig(strategy=strategy))
-    run_dir = grid_dir / cfg.run_id
-    run_dir.mkdir(parents=True)
-    grid_json = grid_dir / "grid.json"
-    runs = json.loads(grid_json.read_text())["runs"] if grid_json.exists() else []
-    atomic_write_json(grid_json, {"name": grid_dir.name, "runs": runs + [cfg.run_id], "config": {}, "created": 0})
-    atomic_write_json(run_dir / "config.json", cfg.to_dict())
-    atomic_write_json(run_dir / "summary.json", RunSummary(
-        run_id=cfg.run_id, grid=grid_dir.name, dataset=dataset, backbone=backbone, strategy=strategy,
-        status="done", best_val_acc=val_acc, val_acc_history=[val_acc]).to_dict())
+                    train=TrainConfig(strategy=strategy, epochs=len(accs)))
+    gdir = add_to_grid(grid_dir.parent, grid_dir.name, [cfg])
+    rd = new_run(gdir, cfg)
+    emit(rd, finished_events(cfg, accs, losses))
     torch.manual_seed(seed)
     model = build_classifier(backbone, "seed", len(CLASSES))
-    save_checkpoint(model, run_dir / "best.safetensors", checkpoint_meta(backbone, size, model, cfg.run_id))
-    return run_dir
+    save_checkpoint(model, rd.best, checkpoint_meta(backbone, size, model, cfg.run_id))
+    return rd.path
 
 
 def tiny_data(n: int = 48, seed: int = 0, hw: int = 28) -> SimpleNamespace:
@@ -79,8 +81,7 @@ def exported(tmp_path_factory) -> dict:
     seen = []
     summary = api.export_run(run, variants=("int8", "fp16"), batches=(1, 4), bench_config=QUICK,
                              providers=["cuda", "cpu"], data=data, progress=seen.append)
-    return {"run": run, "summary": summary, "data": data, "progress": seen,
-            "detail": json.loads((run / "export" / "export.json").read_text())}
+    return {"run": run, "summary": summary, "data": data, "progress": seen, "detail": RunDir(run).export.detail()}
 
 
 # --- every seed backbone family exports, with parity ---------------------------------
@@ -122,9 +123,10 @@ def test_export_run_summary_contract(exported):
     assert s["top1_agreement"] == 1.0
     assert s["onnx_accuracy"] == s["torch_accuracy"]
     assert s["onnx_f1_macro"] == pytest.approx(s["torch_f1_macro"])
-    out = exported["run"] / "export"
-    assert s["size_mb"] == pytest.approx((out / "model.onnx").stat().st_size / 1e6, abs=1e-3)
-    assert json.loads((out / "summary.json").read_text()) == s
+    out = RunDir(exported["run"]).export
+    assert s["size_mb"] == pytest.approx(out.model.stat().st_size / 1e6, abs=1e-3)
+    assert out.summary() == s
+    assert not out.staging.path.exists() and not out.failed_attempt.path.exists()  # swapped in, nothing left over
     for lat in list(s["latency"].values()) + list(s["torch_latency"].values()):
         assert set(lat) == {"1", "4"}
         for m in lat.values():
@@ -141,12 +143,12 @@ def test_export_run_summary_contract(exported):
 def test_export_accuracy_matches_torch_on_the_given_test_set(exported):
     """The reported figures are the test set's: recompute them independently."""
     data, run = exported["data"], exported["run"]
-    model, meta = __import__("engine.checkpoint", fromlist=["x"]).load_classifier(run / "best.safetensors")
+    model, meta = __import__("engine.checkpoint", fromlist=["x"]).load_classifier(RunDir(run).best)
     with torch.no_grad():
         preds = model(preprocess(data.test.x, 32, meta["mean"], meta["std"])).argmax(1).numpy()
     acc = float(np.mean(preds == data.test.y.numpy()))
     assert exported["summary"]["torch_accuracy"] == pytest.approx(acc)
-    session = ort_session.open_session(run / "export" / "model.onnx").session
+    session = ort_session.open_session(RunDir(run).export.model).session
     x = preprocess(data.test.x, 32, meta["mean"], meta["std"]).numpy()
     onnx_preds = session.run(["logits"], {"input": x})[0].argmax(1)
     assert exported["summary"]["onnx_accuracy"] == pytest.approx(float(np.mean(onnx_preds == data.test.y.numpy())))
@@ -156,9 +158,10 @@ def test_metadata_round_trip(exported):
     run = exported["run"]
     from engine.checkpoint import read_metadata as read_ckpt
 
-    ckpt = read_ckpt(run / "best.safetensors")
-    via_onnx = read_metadata(run / "export" / "model.onnx")
-    session = ort.InferenceSession(str(run / "export" / "model.onnx"), providers=["CPUExecutionProvider"])
+    ckpt = read_ckpt(RunDir(run).best)
+    model_file = RunDir(run).export.model
+    via_onnx = read_metadata(model_file)
+    session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
     via_ort = metadata.decode(session.get_modelmeta().custom_metadata_map)
     assert via_onnx == via_ort
     for key in metadata.FROM_CHECKPOINT:
@@ -172,10 +175,10 @@ def test_metadata_round_trip(exported):
 def test_variants_sizes_and_accuracy_change(exported):
     variants = exported["detail"]["variants"]
     fp32 = exported["summary"]["size_mb"]
-    out = exported["run"] / "export"
+    out = RunDir(exported["run"]).export
     int8, fp16 = variants["int8"], variants["fp16"]
     assert int8["size_mb"] < 0.6 * fp32 and fp16["size_mb"] < 0.6 * fp32
-    assert (out / "model.int8.onnx").is_file() and (out / "model.fp16.onnx").is_file()
+    assert out.variant("int8").is_file() and out.variant("fp16").is_file()
     for v in (int8, fp16):
         assert v["accuracy_delta"] == pytest.approx(v["accuracy"] - exported["summary"]["onnx_accuracy"])
         assert 0.0 <= v["top1_agreement_fp32"] <= 1.0
@@ -183,7 +186,7 @@ def test_variants_sizes_and_accuracy_change(exported):
     assert int8["settings"]["format"] == "QDQ" and int8["evaluated_on"] == "CPUExecutionProvider"
     assert "CPUExecutionProvider" in int8["latency"]
     # the variant carries the fp32 model's deployment metadata
-    assert read_metadata(out / "model.int8.onnx")["classes"] == CLASSES
+    assert read_metadata(out.variant("int8"))["classes"] == CLASSES
 
 
 def test_provider_fallback_is_reported_never_timed_as_cuda(exported):
@@ -304,9 +307,9 @@ def test_parity_failure_is_marked_and_fails_the_command(tmp_path, monkeypatch, c
     assert summary["parity_max_abs_diff"] == pytest.approx(0.5, abs=1e-4)
     assert "parity FAILED" in summary["error"]
     assert summary["error"].endswith("an export problem")  # float64 PyTorch agrees with fp32 PyTorch, not ONNX
-    out = run / "export"
-    assert not (out / "model.onnx").exists() and (out / "model.parity_failed.onnx").is_file()
-    assert json.loads((out / "summary.json").read_text())["status"] == "parity_failed"
+    out = RunDir(run).export
+    assert not out.model.exists() and out.failed_model.is_file()
+    assert out.summary()["status"] == "parity_failed"
 
     # the command says so and exits 1
     monkeypatch.setattr(run_export, "load_data", lambda run_dir: data)
@@ -327,9 +330,9 @@ def test_failed_export_is_recorded_not_raised(tmp_path, monkeypatch):
     monkeypatch.setattr(run_export, "export_onnx", exploding)
     summary = api.export_run(run, benchmark=False, data=tiny_data(8))
     assert summary["status"] == "failed"
-    assert summary["error"] == "RuntimeError: unsupported operator aten::foo"
-    assert json.loads((run / "export" / "summary.json").read_text())["status"] == "failed"
-    assert "unsupported operator aten::foo" in json.loads((run / "export" / "export.json").read_text())["traceback"]
+    assert summary["error"] == "RuntimeError: unsupported operator aten::foo"  # no earlier export to keep
+    assert RunDir(run).export.summary()["status"] == "failed"
+    assert "unsupported operator aten::foo" in RunDir(run).export.detail()["traceback"]
 
 
 # --- grids, selection, CSV, pareto ------------------------------------------------------
@@ -356,6 +359,104 @@ def test_select_runs_by_validation_accuracy(tmp_path):
         api.select_runs(records, "best")
 
 
+def test_select_runs_follows_the_stores_rule(tmp_path):
+    """BEST_RULE: the kept epoch is the lowest val loss, ranked by its val accuracy, ties by lower val loss."""
+    grid = tmp_path / "g"
+    # its highest val accuracy (0.95) is not at its kept epoch (lowest val loss, epoch 2: 0.70)
+    make_run(grid, strategy="frozen", val_acc=[0.95, 0.70], val_loss=[0.6, 0.4])
+    make_run(grid, strategy="partial", val_acc=0.80, val_loss=0.5)
+    make_run(grid, strategy="full", val_acc=0.80, val_loss=0.3)  # same val accuracy, lower val loss: it wins
+    records = api.grid_records(grid)
+    assert [r.summary.best_val_acc for r in records] == [0.70, 0.80, 0.80]
+    assert [r.run_id for r in api.select_runs(records, "best-per-dataset")] == ["footwear__test_efficientnet__full"]
+    assert [r.run_id for r in api.select_runs(records[::-1], "best-per-dataset")] == [
+        "footwear__test_efficientnet__full"]  # the order they come in plays no part
+
+
+def test_cli_select_shows_the_rule(tmp_path, monkeypatch, capsys):
+    grid = tmp_path / "g"
+    make_run(grid, strategy="frozen", val_acc=0.6, seed=0)
+    make_run(grid, strategy="full", val_acc=0.8, seed=1)
+    monkeypatch.setattr(run_export, "load_data", lambda run_dir: tiny_data(8))
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["export", "--help"])
+    assert BEST_RULE in " ".join(capsys.readouterr().out.split())  # --select's help states the rule
+    args = parser.parse_args(["export", "g", "--runs", str(tmp_path), "--select", "best-per-dataset", "--no-bench",
+                              "--quiet"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"best-per-dataset: footwear__test_efficientnet__full ({BEST_RULE})"
+    assert RunDir(grid / "footwear__test_efficientnet__full").export.summary()["status"] == "ok"
+    assert RunDir(grid / "footwear__test_efficientnet__frozen").export.summary() is None
+
+
+# --- re-exports: a new export replaces the previous one only once it finished ------------------------
+
+
+def _exploding_export(*a, **k):
+    raise RuntimeError("unsupported operator aten::foo")
+
+
+def test_failed_reexport_keeps_the_previous_good_export(tmp_path, monkeypatch, capsys):
+    run = make_run(tmp_path / "g")
+    data = tiny_data(8)
+    out = RunDir(run).export
+    first = api.export_run(run, benchmark=False, data=data)
+    assert first["status"] == "ok"
+    good_model, good_summary = out.model.read_bytes(), out.summary()
+
+    monkeypatch.setattr(run_export, "export_onnx", _exploding_export)
+    again = api.export_run(run, benchmark=False, data=data)
+    assert again["status"] == "failed"
+    assert out.summary() == good_summary and out.model.read_bytes() == good_model  # untouched
+    assert again["error"] == (f"RuntimeError: unsupported operator aten::foo (the previous good export in "
+                              f"{out.path} is kept; this attempt is in {out.failed_attempt.path})")
+    assert out.failed_attempt.summary() == again and "aten::foo" in out.failed_attempt.detail()["traceback"]
+    assert not out.staging.path.exists()
+
+    # the command says so, in one line, and exits 1
+    monkeypatch.setattr(run_export, "load_data", lambda run_dir: data)
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["export", str(run), "--no-bench", "--quiet"])
+    assert args.func(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "export failed" in err and "previous good export" in err and "is kept" in err
+
+    # a later export that succeeds replaces it and clears the failed attempt
+    monkeypatch.undo()
+    assert api.export_run(run, benchmark=False, data=data)["status"] == "ok"
+    assert out.summary()["status"] == "ok" and not out.failed_attempt.path.exists()
+
+
+def test_a_failed_first_export_is_published_and_replaced_by_the_next(tmp_path, monkeypatch):
+    """With no good export to keep, a failed one is what readers see, until a good one replaces it."""
+    run = make_run(tmp_path / "g")
+    out = RunDir(run).export
+    monkeypatch.setattr(run_export, "export_onnx", _exploding_export)
+    assert api.export_run(run, benchmark=False, data=tiny_data(8))["status"] == "failed"
+    assert out.summary()["status"] == "failed" and not out.failed_attempt.path.exists()
+    monkeypatch.undo()
+    assert api.export_run(run, benchmark=False, data=tiny_data(8))["status"] == "ok"
+    assert out.summary()["status"] == "ok" and out.model.is_file()
+
+
+def test_a_swap_cut_short_gets_the_previous_export_back(tmp_path, monkeypatch):
+    """Killed between moving the old export aside and moving the new one in: the next export restores it."""
+    import os
+
+    run = make_run(tmp_path / "g")
+    out = RunDir(run).export
+    assert api.export_run(run, benchmark=False, data=tiny_data(8))["status"] == "ok"
+    good = out.summary()
+    os.rename(out.path, out.retired.path)  # the state such a kill leaves
+    monkeypatch.setattr(run_export, "export_onnx", _exploding_export)
+    assert api.export_run(run, benchmark=False, data=tiny_data(8))["status"] == "failed"
+    assert out.summary() == good and out.model.is_file() and not out.retired.path.exists()
+
+
 def test_export_grid_writes_csv_with_latency_and_pareto(tmp_path):
     import pandas as pd
 
@@ -364,7 +465,7 @@ def test_export_grid_writes_csv_with_latency_and_pareto(tmp_path):
     make_run(grid, strategy="full", seed=1)
     rows = api.export_grid(grid, batches=(1, 2), bench_config=QUICK, providers=["cpu"], data=tiny_data(16))
     assert [r["status"] for r in rows] == ["ok", "ok"]
-    df = pd.read_csv(grid / "exports.csv")
+    df = pd.read_csv(GridDir(grid).exports_csv)
     assert list(df["run_id"]) == [r["run_id"] for r in rows]
     for col in ("dataset", "backbone", "strategy", "torch_accuracy", "onnx_accuracy", "torch_f1_macro",
                 "onnx_f1_macro", "parity_max_abs_diff", "size_mb", "cpu_b1_p50_ms", "cpu_b2_img_s",
@@ -413,11 +514,12 @@ def test_cli_user_errors_are_one_line(argv, message, tmp_path, capsys):
     assert err.count("\n") == 1 and err.startswith("finetune-tui: error: ") and message in err
 
 
-def test_cli_resolves_grid_name_and_run_under_runs(tmp_path):
+def test_cli_targets_are_located_by_the_store(tmp_path):
+    """export's TARGET goes through RunStore.locate: grid name, GRID/RUN_ID, or a folder's path."""
     run = make_run(tmp_path / "g")
-    assert cli.resolve_target("g", tmp_path) == ("grid", tmp_path / "g")
-    assert cli.resolve_target(f"g/{run.name}", tmp_path) == ("run", run)
-    assert cli.resolve_target(str(run), Path("/nonexistent")) == ("run", run)
+    assert RunStore(tmp_path).locate("g") == GridDir(tmp_path / "g")
+    assert RunStore(tmp_path).locate(f"g/{run.name}") == RunDir(run)
+    assert RunStore(Path("/nonexistent")).locate(str(run)) == RunDir(run)
 
 
 def test_export_run_uses_the_runs_own_test_split(tmp_path):
@@ -425,6 +527,6 @@ def test_export_run_uses_the_runs_own_test_split(tmp_path):
     run = make_run(tmp_path / "g")
     summary = api.export_run(run, benchmark=False)
     assert summary["status"] == "ok", summary["error"]
-    detail = json.loads((run / "export" / "export.json").read_text())
+    detail = RunDir(run).export.detail()
     assert detail["parity"]["n"] == 2500  # the footwear recipe's test split
     assert detail["parity"]["passed"] and summary["onnx_accuracy"] == summary["torch_accuracy"]

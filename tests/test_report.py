@@ -3,12 +3,12 @@
 The fixture grid has two finished runs of ``test_efficientnet`` on the embedded
 footwear data (their test probabilities come from the checkpoint itself, so
 Grad-CAM and the stored results agree), one failed run, and one run the grid
-lists but never started.
+lists but never started. Every file is written through the store's writers
+(tests/store_fixtures.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -20,7 +20,10 @@ import pandas as pd
 import pytest
 
 from engine import events as ev
-from engine.store import atomic_write_json
+from engine.config import GridConfig
+from engine.store import BEST_RULE, GridDir, RunDir, RunStore, atomic_write_json
+
+from .store_fixtures import add_to_grid, emit, new_run
 
 DATASET = "footwear"
 BACKBONE = "test_efficientnet"
@@ -39,23 +42,18 @@ def splits():
     return load_dataset(DATASET)
 
 
-def _config(strategy: str, dataset: str = DATASET, backbone: str = BACKBONE) -> dict:
+def _config(strategy: str, dataset: str = DATASET, backbone: str = BACKBONE):
     from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
     return RunConfig(data=DataConfig(dataset=dataset, image_size=IMAGE_SIZE),
                      model=ModelConfig(backbone=backbone, weights="random"),
-                     train=TrainConfig(strategy=strategy, epochs=4)).to_dict()
-
-
-def _write_events(run_dir: Path, events: list[ev.Event]) -> None:
-    with open(run_dir / "events.jsonl", "w") as fh:
-        fh.writelines(e.to_json() + "\n" for e in events)
+                     train=TrainConfig(strategy=strategy, epochs=4))
 
 
 def _started(run_id: str, strategy: str, dataset: str = DATASET, backbone: str = BACKBONE) -> ev.Started:
     initial = {g: 10.0 + i for i, g in enumerate(GROUPS)}
     return ev.Started(run_id=run_id, pid=1, device="cpu", device_name="test cpu", versions={"torch": "x"},
-                      config=_config(strategy, dataset, backbone), groups=GROUPS, initial_norms=initial)
+                      config=_config(strategy, dataset, backbone).to_dict(), groups=GROUPS, initial_norms=initial)
 
 
 def _done_run(grid_dir: Path, strategy: str, seed: int, splits, export: bool = False, dataset: str = DATASET,
@@ -68,9 +66,9 @@ def _done_run(grid_dir: Path, strategy: str, seed: int, splits, export: bool = F
     from engine.models import build_classifier, norm_config
     from engine.transforms import preprocess
 
-    run_id = f"{dataset}__{backbone}__{strategy}"
-    run_dir = grid_dir / run_id
-    run_dir.mkdir(parents=True)
+    cfg = _config(strategy, dataset, backbone)
+    run_id = cfg.run_id
+    rd = new_run(GridDir(grid_dir), cfg)
     classes = list(splits.classes)
     torch.manual_seed(seed)
     model = build_classifier(backbone, "seed", len(classes)).eval()
@@ -83,15 +81,13 @@ def _done_run(grid_dir: Path, strategy: str, seed: int, splits, export: bool = F
             "image_size": IMAGE_SIZE, "mean": norm["mean"], "std": norm["std"],
             "interpolation": "bilinear", "channels": "RGB", "in_chans_source": 1, "run_id": run_id,
             "dataset": dataset, "epoch": 3, "val_loss": 0.5}
-    save_checkpoint(model, run_dir / "best.safetensors", meta)
-    np.savez(run_dir / "test_probs.npz", probs=probs.astype(np.float32), labels=labels, preds=probs.argmax(1),
-             index=index)
+    save_checkpoint(model, rd.best, meta)
+    rd.write_probs(probs, labels, index)
     results = test_results(probs, labels, classes, index)
     results.update(run_id=run_id, dataset=dataset, backbone=backbone, strategy=strategy, best_epoch=3, epochs_run=4,
                    early_stopped=strategy == "full", train_seconds=12.5, weights={}, device="cpu",
                    image_size=IMAGE_SIZE)
-    atomic_write_json(run_dir / "results.json", results)
-    atomic_write_json(run_dir / "config.json", _config(strategy, dataset, backbone))
+    rd.write_results(results)
     val = VAL_ACC[strategy] if val_acc is None else val_acc
     rows = []
     for epoch in range(1, 5):
@@ -104,16 +100,15 @@ def _done_run(grid_dir: Path, strategy: str, seed: int, splits, export: bool = F
             row[f"norm:{g}"] = (10.0 + i) * (1 + (0.01 * epoch if moves else 0.0))
         rows.append(row)
     rows[3]["val_acc"] = val - 0.01
-    pd.DataFrame(rows).to_csv(run_dir / "metrics.csv", index=False)
+    rd.write_metrics(rows)
     events = [_started(run_id, strategy, dataset, backbone)]
     events += [ev.Epoch(epoch=r["epoch"], epochs=4, train_loss=r["train_loss"], train_acc=r["train_acc"],
                         val_loss=r["val_loss"], val_acc=r["val_acc"], is_best=r["is_best"]) for r in rows]
     events.append(ev.Finished(best_epoch=3, epochs_run=4, train_seconds=12.5,
                               test={"accuracy": results["accuracy"], "f1_macro": results["f1_macro"]}))
-    _write_events(run_dir, events)
+    emit(rd, events)
     if export:
-        (run_dir / "export").mkdir()
-        atomic_write_json(run_dir / "export" / "summary.json", {
+        atomic_write_json(rd.export.summary_file, {
             "status": "ok", "error": "", "onnx_accuracy": results["accuracy"], "onnx_f1_macro": results["f1_macro"],
             "torch_accuracy": results["accuracy"], "torch_f1_macro": results["f1_macro"],
             "parity_max_abs_diff": 1e-6, "top1_agreement": 1.0, "size_mb": 0.5,
@@ -122,26 +117,20 @@ def _done_run(grid_dir: Path, strategy: str, seed: int, splits, export: bool = F
                                                  "32": {"p50_ms": 9.0, "p90_ms": 10.0, "p99_ms": 11.0,
                                                         "img_per_s": 3500.0}}},
             "torch_latency": {}, "provenance": {}})
-    return run_dir
+    return rd.path
 
 
 @pytest.fixture(scope="module")
 def grid_dir(tmp_path_factory, splits) -> Path:
     root = tmp_path_factory.mktemp("runs")
-    gdir = root / GRID
-    gdir.mkdir()
-    run_ids = [f"{DATASET}__{BACKBONE}__{s}" for s in STRATEGIES]
-    atomic_write_json(gdir / "grid.json", {"name": GRID, "runs": run_ids, "created": 0, "config": {
-        "name": GRID, "datasets": [DATASET], "backbones": [BACKBONE], "strategies": list(STRATEGIES)}})
-    _done_run(gdir, "frozen", 0, splits)
-    _done_run(gdir, "full", 1, splits, export=True)
-    failed = gdir / run_ids[1]
-    failed.mkdir()
-    atomic_write_json(failed / "config.json", _config("partial"))
-    _write_events(failed, [_started(run_ids[1], "partial"),
-                           ev.Failed(error="out of host memory: lower --batch-size", kind="oom")])
-    # run_ids[3] (gradual) has no folder: listed in grid.json, never started
-    return gdir
+    gdir = add_to_grid(root, GRID, [_config(s) for s in STRATEGIES])
+    _done_run(gdir.path, "frozen", 0, splits)
+    _done_run(gdir.path, "full", 1, splits, export=True)
+    failed = new_run(gdir, _config("partial"))
+    emit(failed, [_started(failed.run_id, "partial"),
+                  ev.Failed(error="out of host memory: lower --batch-size", kind="oom")])
+    # the gradual run has no folder: listed in the grid's info, never started
+    return gdir.path
 
 
 @pytest.fixture(scope="module")
@@ -201,12 +190,12 @@ def test_tables_carry_the_stored_numbers(report, grid_dir):
     assert set(bench.index) == set(STRATEGIES)
     assert bench.loc["partial", "status"] == "failed" and bench.loc["gradual", "status"] == "missing"
     for strategy in ("frozen", "full"):
-        run_dir = grid_dir / f"{DATASET}__{BACKBONE}__{strategy}"
-        res = json.loads((run_dir / "results.json").read_text())
+        rd = RunDir(grid_dir / f"{DATASET}__{BACKBONE}__{strategy}")
+        res = rd.results()
         for col in ("accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted"):
             assert bench.loc[strategy, col] == pytest.approx(res[col], abs=1e-6)
-        npz = np.load(run_dir / "test_probs.npz")
-        assert bench.loc[strategy, "ece"] == pytest.approx(M.expected_calibration_error(npz["probs"], npz["labels"]),
+        probs = rd.probs()
+        assert bench.loc[strategy, "ece"] == pytest.approx(M.expected_calibration_error(probs.probs, probs.labels),
                                                            abs=1e-6)
         assert bench.loc[strategy, "val_acc"] == pytest.approx(VAL_ACC[strategy])
     assert bench.loc["full", "onnx_p50_ms_batch1"] == pytest.approx(1.5)
@@ -232,8 +221,8 @@ def test_layer_movement_separates_frozen_from_trained_groups(report):
 
 def test_confused_pairs_sum_both_finished_models(report, grid_dir):
     pairs = pd.read_csv(report.out / f"confused_pairs_{DATASET}.csv")
-    total = sum(np.array(json.loads((grid_dir / f"{DATASET}__{BACKBONE}__{s}" / "results.json").read_text())
-                         ["confusion_matrix"]) for s in ("frozen", "full"))
+    total = sum(np.array(RunDir(grid_dir / f"{DATASET}__{BACKBONE}__{s}").results()["confusion_matrix"])
+                for s in ("frozen", "full"))
     assert pairs["errors"].sum() == total.sum() - np.trace(total)
     assert list(pairs["errors"]) == sorted(pairs["errors"], reverse=True)
     assert (pairs["models"] == 2).all()
@@ -256,7 +245,8 @@ def test_gradcam_on_a_tiny_model(grid_dir, splits):
     from engine.checkpoint import load_classifier
     from report import gradcam
 
-    ckpt = grid_dir / f"{DATASET}__{BACKBONE}__frozen" / "best.safetensors"
+    rd = RunDir(grid_dir / f"{DATASET}__{BACKBONE}__frozen")
+    ckpt = rd.best
     model, _ = load_classifier(ckpt)
     name, _layer, side = gradcam.pick_target_layer(model, IMAGE_SIZE)
     assert side >= gradcam.MIN_SIDE
@@ -267,8 +257,7 @@ def test_gradcam_on_a_tiny_model(grid_dir, splits):
     cam = gradcam.compute(ckpt, x, splits.test.y[:3].numpy())
     assert cam.pred_maps.shape == (3, IMAGE_SIZE, IMAGE_SIZE) == cam.true_maps.shape
     assert cam.pred_maps.min() >= 0 and cam.pred_maps.max() <= 1
-    npz = np.load(ckpt.parent / "test_probs.npz")
-    np.testing.assert_allclose(cam.probs, npz["probs"][:3], atol=1e-4)
+    np.testing.assert_allclose(cam.probs, rd.probs().probs[:3], atol=1e-4)
 
 
 @pytest.mark.parametrize("backbone", ["test_resnet", "test_vit", "test_convnext"])
@@ -290,13 +279,18 @@ def test_gradcam_picks_a_spatial_layer_for_any_timm_family(backbone):
 def test_report_on_an_empty_grid_names_what_is_missing(tmp_path):
     from report.api import build_report
 
-    gdir = tmp_path / "empty"
-    gdir.mkdir()
-    atomic_write_json(gdir / "grid.json", {"name": "empty", "runs": ["footwear__x__frozen"], "config": {}})
-    rep = build_report(gdir, out_dir=tmp_path / "out")
+    gdir = RunStore(tmp_path).grid("empty")
+    gdir.path.mkdir()
+    gdir.write_info(GridConfig(name="empty"), ["footwear__x__frozen"])
+    # a report folder left by an earlier version: its list of files, and a figure this report won't make
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".report-files").write_text("old_figure.png\n")
+    (tmp_path / "out" / "old_figure.png").write_bytes(b"png")
+    rep = build_report(gdir.path, out_dir=tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
     assert "footwear__x__frozen: missing" in md
     assert not any("failed:" in g for g in rep.gaps), rep.gaps
+    assert not (tmp_path / "out" / "old_figure.png").exists() and not (tmp_path / "out" / ".report-files").exists()
 
 
 def test_cli_report_command(grid_dir, tmp_path, capsys):
@@ -309,13 +303,14 @@ def test_cli_report_command(grid_dir, tmp_path, capsys):
     args = parser.parse_args(["report", "nope", "--runs", str(grid_dir.parent)])
     assert args.func(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("finetune-tui: error: grid 'nope' not found") and err.count("\n") == 1
-    assert GRID in err  # names the grids that do exist
+    # the store's own message (RunStore.find_grid), naming the grids that do exist
+    assert err == f"finetune-tui: error: no grid 'nope' in {grid_dir.parent}; grids there: {GRID}\n"
 
     # a grid given as a path, with nothing finished yet: the report still comes out (the full one is tested above)
-    gdir = tmp_path / "runs" / "new"
-    gdir.mkdir(parents=True)
-    atomic_write_json(gdir / "grid.json", {"name": "new", "runs": ["footwear__x__frozen"], "config": {}})
+    new = RunStore(tmp_path / "runs").grid("new")
+    new.path.mkdir(parents=True)
+    new.write_info(GridConfig(name="new"), ["footwear__x__frozen"])
+    gdir = new.path
     args = parser.parse_args(["report", str(gdir), "--out", str(tmp_path / "r"), "-q"])
     assert args.func(args) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "r" / "report.md")
@@ -327,3 +322,53 @@ def test_cli_module_imports_no_torch_or_matplotlib():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1], env={**os.environ, "PYTHONPATH": "."})
     assert out.stdout.strip() == "False"
+
+
+def test_report_shows_the_selection_rule(report):
+    """One definition of best, shown where the best models are named (engine.store.BEST_RULE)."""
+    md = (report.out / "report.md").read_text()
+    assert f"**Selection rule**: {BEST_RULE}." in md
+    assert "chosen by the selection rule: validation accuracy 0.810 at its kept epoch 3" in md
+    assert BEST_RULE in (report.out / "report.html").read_text()
+    # the rule is the store's: the kept epoch is the lowest validation loss, ranked by its val accuracy
+    best = report.best.set_index("backbone").loc[BACKBONE]
+    assert best["strategy"] == "frozen" and best["best_epoch"] == 3 and best["val_acc"] == pytest.approx(0.81)
+
+
+def test_failed_step_keeps_its_previous_file_marked_stale_and_exits_1(grid_dir, tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from report import cli
+    from report.figures import confusion
+
+    parser = argparse.ArgumentParser(prog="finetune-tui")
+    cli.register(parser.add_subparsers())
+    out = tmp_path / "rep"
+    args = parser.parse_args(["report", GRID, "--runs", str(grid_dir.parent), "--out", str(out), "-q"])
+    assert args.func(args) == 0
+    capsys.readouterr()
+    name = f"confusion_matrices_{DATASET}.png"
+    good = (out / name).read_bytes()
+    inlined = (out / "report.html").read_text().count('src="data:image/png;base64,')
+
+    def broken(*a, **k):
+        raise RuntimeError("renderer broke")
+
+    monkeypatch.setattr(confusion, "draw", broken)
+    for _ in range(2):  # failing twice in a row still keeps the last good file
+        assert args.func(args) == 1
+        captured = capsys.readouterr()
+        assert captured.err == (f"finetune-tui: report step failed: {name}: RuntimeError: renderer broke; "
+                                f"kept the previous {name} (marked stale)\n")
+        assert captured.out.strip() == str(out / "report.md")
+        assert (out / name).read_bytes() == good
+        md = (out / "report.md").read_text()
+        assert f"**[{name}]({name})**: **STALE** (made by the report of " in md
+        assert "**1 step(s) of this report failed**" in md and f"{name} failed: RuntimeError: renderer broke" in md
+        assert (out / "report.html").read_text().count('src="data:image/png;base64,') == inlined
+
+    monkeypatch.undo()
+    assert args.func(args) == 0
+    assert capsys.readouterr().err == ""
+    md = (out / "report.md").read_text()
+    assert "STALE" not in md and f"**[{name}]({name})**: Row-normalised" in md

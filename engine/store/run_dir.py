@@ -9,7 +9,8 @@
     test_probs.npz    probs, labels, preds, index over the test split
     run.lock          flock held while a worker lives  cancel         present = stop this run
     worker.log        the worker's stderr              traceback.txt  the traceback of a crash
-    export/           ONNX files and their summary (ExportDir)
+    export/           ONNX files and their summary (ExportDir); .export.lock, .export.new/ (a re-export
+                      being written), .export.failed/ (a failed re-export that left the good one in place)
 
 Readers never import torch: the TUI, the report and ``predict`` use them.
 """
@@ -50,20 +51,35 @@ class TestProbs:
 
 
 class ExportDir:
-    """``<run>/export/``: the ONNX files of a run and what was measured on them."""
+    """``<run>/export/``: the ONNX files of a run and what was measured on them.
 
-    SUMMARY, DETAIL, LOCK = "summary.json", "export.json", "export.lock"
+    A new export is written to a staging folder next to it and swapped in only
+    once it finished, so a failed re-export never costs the previous good one
+    (``export.run_export``). The lock and the staging folders are siblings of
+    ``export/`` in the run folder, so a swap never moves the lock.
+    """
+
+    SUMMARY, DETAIL = "summary.json", "export.json"
     MODEL, FAILED_MODEL = "model.onnx", "model.parity_failed.onnx"
+    # <run>/ siblings: the export lock; the export being written; the previous one during a swap;
+    # a failed attempt kept for inspection next to a good export it did not replace
+    LOCK, STAGING, RETIRED, FAILED_ATTEMPT = ".export.lock", ".export.new", ".export.old", ".export.failed"
 
     def __init__(self, path: Path):
         self.path = Path(path)
 
+    def __repr__(self) -> str:
+        return f"ExportDir({str(self.path)!r})"
+
     summary_file = property(lambda self: self.path / self.SUMMARY)
     detail_file = property(lambda self: self.path / self.DETAIL)
-    lock_file = property(lambda self: self.path / self.LOCK)
+    lock_file = property(lambda self: self.path.parent / self.LOCK)
     model = property(lambda self: self.path / self.MODEL)
     failed_model = property(lambda self: self.path / self.FAILED_MODEL)
     trt_cache = property(lambda self: self.path / "trt_cache")
+    staging = property(lambda self: ExportDir(self.path.parent / self.STAGING))
+    retired = property(lambda self: ExportDir(self.path.parent / self.RETIRED))
+    failed_attempt = property(lambda self: ExportDir(self.path.parent / self.FAILED_ATTEMPT))
 
     def variant(self, name: str) -> Path:
         """``model.<name>.onnx`` (int8, fp16, ...)."""

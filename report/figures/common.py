@@ -34,10 +34,10 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=DPI, facecolor="white")
-    tmp.replace(path)
+    """Write the figure as a PNG, atomically (a failed draw leaves the previous file as it was)."""
+    from engine.store import atomic_write
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, facecolor="white"))
     return path
 
 
