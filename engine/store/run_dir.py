@@ -208,14 +208,15 @@ class RunDir:
             raise StoreError(f"{self.probs_file} is unreadable ({exc})") from None
         return TestProbs(probs, labels, preds, index)
 
-    def checkpoint_meta(self, which: str = "best") -> "ModelMeta":
-        """The ``ModelMeta`` of ``best``/``last`` .safetensors, read from the file's header (no torch)."""
+    def checkpoint_meta(self) -> "ModelMeta":
+        """The ``ModelMeta`` of best.safetensors, read from the file's header (no torch)."""
         from engine.model_meta import read_safetensors_meta
 
-        return read_safetensors_meta(self.best if which == "best" else self.last)
+        return read_safetensors_meta(self.best)
 
-    def has_checkpoint(self, which: str = "best") -> bool:
-        return (self.best if which == "best" else self.last).is_file()
+    def has_checkpoint(self) -> bool:
+        """A best checkpoint exists (the run finished at least one epoch)."""
+        return self.best.is_file()
 
     def worker_log_tail(self, n: int, chunk: int = 16384) -> tuple[str, ...]:
         """The last ``n`` lines of worker.log, reading at most ``chunk`` bytes from its end."""
