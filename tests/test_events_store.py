@@ -11,6 +11,7 @@ from engine.store import (
     FileLock,
     RunStore,
     RunSummary,
+    atomic_write,
     atomic_write_json,
     atomic_write_text,
     is_locked,
@@ -152,3 +153,20 @@ def test_summary_round_trip_ignores_unknown_keys():
     s = RunSummary(run_id="a", status="done", test_accuracy=0.9)
     d = s.to_dict() | {"added_later": 1}
     assert RunSummary.from_dict(d) == s
+
+
+def test_store_files_get_the_usual_mode_even_from_writers_that_make_0600_files(tmp_path):
+    """safetensors writes a 0600 temp file of its own; store files are as readable as any other file."""
+    import stat
+
+    import torch
+    from safetensors.torch import save_file
+
+    from engine.store.atomic import FILE_MODE
+
+    target = tmp_path / "best.safetensors"
+    atomic_write(target, lambda tmp: save_file({"w": torch.zeros(2)}, tmp))
+    atomic_write_json(tmp_path / "results.json", {"accuracy": 1.0})
+    for path in (target, tmp_path / "results.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == FILE_MODE
+    assert FILE_MODE & 0o044  # group and others can read (with the usual umask 022)

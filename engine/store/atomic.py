@@ -34,8 +34,8 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         raise
     os.close(fd)
     try:
-        os.chmod(tmp, FILE_MODE)
         write(tmp)
+        os.chmod(tmp, FILE_MODE)  # after: some writers (safetensors) replace the temp file with a 0600 one
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
