@@ -166,11 +166,15 @@ def cmd_runs(args) -> int:
         d = rec.summary.to_dict()
         for listed in ("val_acc_history", "val_loss_history", "epoch_seconds"):
             d.pop(listed, None)
+        d.pop("events_offset", None)
         d["problem"] = rec.problem
+        d["notes"] = [] if rec.problem else rec.summary.notes
         rows.append(d)
     if args.format == "json":
         print(json.dumps(rows, indent=1))
     else:
+        for row in rows:
+            row["warnings"], row["notes"] = "; ".join(row["warnings"]), "; ".join(row["notes"])
         pd.DataFrame(rows).to_csv(sys.stdout, index=False)
     return 0
 
