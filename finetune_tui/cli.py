@@ -109,7 +109,9 @@ def cmd_run(args) -> int:
     from engine.store import RunStore
 
     grid = resolve_grid(args)
-    if args.show_config:
+    if args.show_config:  # every check `run` makes; data that isn't there yet is a warning only
+        orch.validate(grid, missing_data=lambda exc: print(f"finetune-tui: warning: {str(exc).splitlines()[0]}",
+                                                           file=sys.stderr))
         print(grid.to_toml(), end="")
         return 0
     if args.detach or args.tui:

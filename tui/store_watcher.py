@@ -212,7 +212,9 @@ class RunTracker:
             self.offset = 0
             self._tail()
         self.alive = self.summary.status in ("running", "queued") and is_locked(self._lock)
-        settle(self.summary, self.alive, self.path)
+        # a queued run of a grid nothing drives, on a full disk, says so (the grid stopped for lack of space)
+        grid_running = is_locked(GridDir(self.path.parent).lock_file) if self.summary.status == "queued" else None
+        settle(self.summary, self.alive, self.path, grid_running)
         self.cancel = self.summary.status in ("running", "queued") and os.path.exists(self._cancel)
         self._check_export()
 
@@ -383,6 +385,12 @@ class StoreWatcher:
         if live != (state.running, state.cancel_requested):
             self._grids[grid] = dataclasses.replace(state, running=live[0], cancel_requested=live[1])
             changed = True
+            if state.running and not live[0]:  # its orchestrator ended: queued runs may never start now
+                for run_dir in self._run_dirs.get(grid, []):
+                    tracker = self._trackers.get(f"{grid}/{run_dir.name}")
+                    if tracker is not None and tracker.summary.status == "queued":
+                        tracker.load()
+                        tracker.publish()
         for run_dir in self._run_dirs.get(grid, []):
             key = f"{grid}/{run_dir.name}"
             tracker = self._trackers.get(key)

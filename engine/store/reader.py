@@ -65,6 +65,8 @@ def load_run(run_dir: str | Path | RunDir, grid: str = "") -> RunRecord:
         fold_batch(summary, rd.scan_events())
     if summary.status == "running":
         settle(summary, rd.alive(), rd.path)
+    elif summary.status == "queued":
+        settle(summary, rd.alive(), rd.path, grid_running=GridDir(rd.path.parent).running())
     return RunRecord(rd.path, summary)
 
 
@@ -110,8 +112,16 @@ class RunStore:
         return rd
 
     def locate(self, target: str) -> GridDir | RunDir:
-        """A grid or run from a grid name, GRID/RUN_ID, or the path of a grid or run folder."""
-        for candidate in (Path(target), self.root / target):
+        """A grid or run from a grid name, GRID/RUN_ID, or the path of a grid or run folder.
+
+        A path is taken as given (from the current folder); only names are looked up in the store,
+        and a name never leaves it (``../other/grid`` is no grid name).
+        """
+        candidates = [Path(target)]
+        parts = target.split("/")
+        if len(parts) <= 2 and all(p and p not in (".", "..") for p in parts):
+            candidates.append(self.root.joinpath(*parts))
+        for candidate in candidates:
             if GridDir(candidate).exists():
                 return GridDir(candidate)
             if RunDir(candidate).is_run() or RunDir(candidate).best.is_file():

@@ -27,6 +27,7 @@ from engine.errors import disk_full_message, free_megabytes
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "unreadable")
 BEST_RULE = "best = the epoch with the lowest validation loss (the kept checkpoint); runs are ranked by its val accuracy"
 DEAD_WORKER = "worker stopped without a final event (killed or crashed); run the grid again to resume it"
+NOT_STARTED = "not started: its grid stopped"
 LOW_DISK_MB = 64  # below this, a worker that died without a word most likely met a full disk
 MAX_WARNINGS = 5  # warning lines a summary keeps (the latest ones)
 
@@ -246,14 +247,25 @@ def dead_worker_reason(run_dir) -> tuple[str, str]:
     return DEAD_WORKER, "killed"
 
 
-def settle(summary: RunSummary, alive: bool, run_dir) -> RunSummary:
-    """The dead-worker rule: ``running`` without a live worker is ``failed`` (in place)."""
+def settle(summary: RunSummary, alive: bool, run_dir, grid_running: bool | None = None) -> RunSummary:
+    """The dead-worker rule: ``running`` without a live worker is ``failed`` (in place).
+
+    Given ``grid_running`` (whether an orchestrator holds the grid), a ``queued`` run of a grid that
+    nothing drives, on a nearly full disk, is ``failed`` too: its grid stopped for lack of space before it
+    could start it, and couldn't even write that down.
+    """
     if summary.status == "running" and not alive:
         summary.status = "failed"
         summary.error, summary.error_kind = dead_worker_reason(run_dir)
+    elif summary.status == "queued" and grid_running is False and not alive:
+        free = free_megabytes(run_dir)
+        if free is not None and free < LOW_DISK_MB:
+            summary.status, summary.error_kind = "failed", "disk_full"
+            summary.error = f"{NOT_STARTED}; {disk_full_message(run_dir, free)}"
     return summary
 
 
 def is_dead_worker_error(error: str) -> bool:
     """True for the message ``settle`` writes (so a later final event may replace it)."""
-    return error.startswith(DEAD_WORKER) or error.startswith("worker stopped without a final event")
+    return (error.startswith(DEAD_WORKER) or error.startswith("worker stopped without a final event")
+            or error.startswith(NOT_STARTED))
