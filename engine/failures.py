@@ -69,8 +69,8 @@ def classify(exc: BaseException, run_dir: str | Path, batch_size: int | None = N
     if is_host_oom(exc):
         asked = re.search(r"allocate (\d+) bytes", str(exc))
         what = f"a {_mb(int(asked.group(1)))} allocation failed" if asked else _first_line(exc, 120)
-        limit = memory_limit(os.getpid())
-        of = f" (memory limit {_mb(limit)})" if limit else ""
+        limit = memory_limit(os.getpid(), address_space=True)
+        of = f" ({limit[1]} {_mb(limit[0])})" if limit else ""
         return Failure("oom", f"out of host memory{at}: {what}{of}: {_smaller(batch_size)}, or lower --concurrency")
     return Failure("crash", f"{type(exc).__name__}: {_first_line(exc, 200)} (full traceback in {RunDir.TRACEBACK})")
 
@@ -143,13 +143,17 @@ def memory_cgroups(pid: int) -> list[MemoryCgroup]:
     return found
 
 
-def memory_limit(pid: int) -> int | None:
-    """The tightest memory limit on ``pid``: its cgroups' and the machine's RAM (bytes)."""
-    limits = [g.limit() for g in memory_cgroups(pid)]
+def memory_limit(pid: int, address_space: bool = False) -> tuple[int, str] | None:
+    """The tightest limit on ``pid``'s memory, (bytes, what it is): its memory cgroups', the machine's RAM,
+    and with ``address_space`` its RLIMIT_AS (``ulimit -v``: what makes an allocation fail, not a kill)."""
+    limits = [(g.limit(), "memory limit") for g in memory_cgroups(pid)]
     meminfo = re.search(r"^MemTotal:\s+(\d+) kB", _read(Path("/proc/meminfo")) or "", re.M)
     if meminfo:
-        limits.append(int(meminfo.group(1)) * 1024)
-    limits = [n for n in limits if n]
+        limits.append((int(meminfo.group(1)) * 1024, "RAM"))
+    if address_space:
+        rlimit = re.search(r"^Max address space\s+(\d+)", _read(Path(f"/proc/{pid}/limits")) or "", re.M)
+        limits.append((int(rlimit.group(1)) if rlimit else None, "address-space limit"))
+    limits = [(n, what) for n, what in limits if n]
     return min(limits) if limits else None
 
 
@@ -182,7 +186,8 @@ class MemoryWatch:
             if group not in self.baseline:
                 self.baseline[group] = group.oom_kills()
         if groups or self.limit is None:
-            self.limit = memory_limit(self.pid) or self.limit
+            limit = memory_limit(self.pid)
+            self.limit = limit[0] if limit else self.limit
 
     def oom_killed(self) -> bool:
         """After the worker died of SIGKILL: did the OOM killer do it?"""
