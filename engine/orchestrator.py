@@ -159,6 +159,7 @@ class Orchestrator:
         self.lock = lock or self.grid_dir.lock()  # a detached start hands over the lock it took
         self.disk_full: DiskFull | None = None  # set once a write met a full disk: the grid stops
         self.unrecorded: dict[RunDir, ev.Event] = {}  # events a failed write left to record
+        self.interrupted = False  # Ctrl-C / SIGTERM: the runs still going are being stopped
         self._retried = 0.0
 
     def pending(self) -> list[RunDir]:
@@ -236,7 +237,7 @@ class Orchestrator:
                 self._retry()
                 time.sleep(0.2)
         except KeyboardInterrupt:
-            log.warning("interrupted: stopping %d running run(s)", len(active))
+            log.info("interrupted: stopping %d running run(s)", len(active))
             self._stop_all(active)
             raise
 
@@ -272,7 +273,9 @@ class Orchestrator:
         code = s.handle.poll()
         if code is None:
             return False
-        if code < 0 and s.cancel_sent:
+        if code < 0 and self.interrupted:
+            final = ev.Cancelled(reason="grid interrupted")
+        elif code < 0 and s.cancel_sent:
             final = ev.Cancelled(reason=f"killed after ignoring its cancel request for {KILL_AFTER:.0f} s")
         elif code == -signal.SIGKILL and s.memory is not None and s.memory.oom_killed():
             failure = s.memory.failure(_batch_size(s.run))
@@ -307,7 +310,7 @@ class Orchestrator:
             finally:
                 writer.close()
         except (OSError, StoreError) as exc:  # DiskFull is a StoreError
-            log.error("%s: could not record %s: %s", rd.run_id, event.type, exc)
+            log.info("%s: could not record %s: %s", rd.run_id, event.type, exc)
             self.unrecorded[rd] = event
             if is_disk_full(exc):
                 self._stop_for(exc if isinstance(exc, DiskFull) else DiskFull(rd.path))
@@ -334,10 +337,11 @@ class Orchestrator:
 
     def _stop_for(self, exc: DiskFull) -> None:
         if self.disk_full is None:
-            log.error("%s; no new runs start, the grid stops once its running ones end", exc)
+            log.info("%s; no new runs start, the grid stops once its running ones end", exc)
         self.disk_full = exc
 
     def _stop_all(self, active: list[Slot]) -> None:
+        self.interrupted = True
         for s in active:
             s.run.request_cancel("grid interrupted")
             if s.handle is not None:

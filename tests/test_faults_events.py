@@ -220,3 +220,81 @@ async def test_a_truncated_event_stream_says_which_epochs_are_missing(tmp_path):
         await until(pilot, lambda: isinstance(app.screen, DetailScreen) and app.screen.detail is not None)
         await pilot.pause()
         assert "events for epochs 3-6 are missing" in screen_text(app)  # in the curves' titles
+
+
+def test_queued_runs_of_a_grid_that_stopped_on_a_full_disk_say_so(tmp_path, monkeypatch):
+    """A grid whose orchestrator stopped on a full disk couldn't even mark its queued runs: readers do."""
+    import engine.store.summary as summary_module
+
+    cfgs = [config(s) for s in STRATEGIES]
+    gdir = add_to_grid(tmp_path, "g", cfgs)
+    for cfg in cfgs:
+        new_run(gdir, cfg)
+    monkeypatch.setattr(summary_module, "free_megabytes", lambda path: 3.0)
+    rec = load_run(gdir.run(cfgs[0].run_id))
+    assert (rec.summary.status, rec.summary.error_kind) == ("failed", "disk_full")
+    assert rec.summary.error == f"not started: its grid stopped; disk full: 3 MB free on {gdir.run(cfgs[0].run_id).path}; " \
+                                "free some space, then run the grid again to resume"
+    lock = gdir.lock()
+    assert lock.acquire()  # an orchestrator drives the grid: its queued runs are just queued
+    try:
+        assert load_run(gdir.run(cfgs[0].run_id)).summary.status == "queued"
+    finally:
+        lock.release()
+    monkeypatch.setattr(summary_module, "free_megabytes", lambda path: 5000.0)  # space is back
+    assert load_run(gdir.run(cfgs[0].run_id)).summary.status == "queued"
+
+
+def test_the_orchestrator_survives_a_full_disk_and_stops_the_grid_resumable(tmp_path, monkeypatch):
+    """The issue's traceback (_mark -> atomic_write_json -> ENOSPC), injected: one DiskFull, no crash, queued
+    runs not started, and the next run of the grid starts them (needs no tmpfs: see test_faults_grid for one)."""
+    import errno
+
+    import engine.store.writer as writer_module
+    from engine import orchestrator as orch
+    from engine.errors import DiskFull
+
+    cfgs = [config(s) for s in STRATEGIES]
+    gdir = add_to_grid(tmp_path, "g", cfgs)
+    for cfg in cfgs:
+        new_run(gdir, cfg)
+
+    class Gone:  # a worker that met the full disk and could not even write its failed event
+        pid = 2 ** 22 + 1
+
+        def poll(self):
+            return orch.EXIT_DISK_FULL
+
+    launched = []
+
+    class Launcher:
+        def launch(self, run_dir, gpu, threads, on_line):
+            launched.append(run_dir.name)
+            return Gone()
+
+    real = writer_module.atomic_write_json
+
+    def enospc(path, obj):
+        raise DiskFull(path.parent) from OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writer_module, "atomic_write_json", enospc)
+    with pytest.raises(DiskFull, match=rf"^disk full: \d+ MB free on {gdir.path}; free some space"):
+        orch.Orchestrator(gdir.path, launcher=Launcher()).run()
+    assert launched == [cfgs[0].run_id]  # nothing new started once the disk was full
+    assert not gdir.running()
+    monkeypatch.setattr(writer_module, "atomic_write_json", real)
+
+    class Done:
+        pid = 2 ** 22 + 1
+
+        def poll(self):
+            return 0
+
+    class Finishing:
+        def launch(self, run_dir, gpu, threads, on_line):
+            launched.append(run_dir.name)
+            emit(RunDir(run_dir), finished_events(config(run_dir.name.rsplit("__", 1)[1]), [0.5], [1.0]))
+            return Done()
+
+    counts = orch.Orchestrator(gdir.path, launcher=Finishing()).run()
+    assert counts == {"done": 3} and launched == [cfgs[0].run_id] + [c.run_id for c in cfgs]
