@@ -174,11 +174,12 @@ class Orchestrator:
 
     def run(self) -> dict[str, int]:
         """Run the grid to its end; DiskFull (one line) when a full disk stopped it."""
-        if not self.lock.held and not self.lock.acquire():
-            raise GridBusy(f"grid {self.gdir.name!r} is already running (another orchestrator holds "
-                           f"{self.grid_dir.lock_file})")
+        if not self.lock.held:  # a handed-over lock comes with its stale cancels already cleared
+            if not self.lock.acquire():
+                raise GridBusy(f"grid {self.gdir.name!r} is already running (another orchestrator holds "
+                               f"{self.grid_dir.lock_file})")
+            clear_stale_cancels(self.grid_dir)
         try:
-            self.grid_dir.clear_cancel()
             self._loop()
             self._retry(force=True)
         finally:
@@ -192,9 +193,6 @@ class Orchestrator:
 
     def _loop(self) -> None:
         queue = self.pending()
-        for rd in queue:
-            if not rd.alive():  # a live worker we are about to adopt keeps any cancel just sent to it
-                rd.clear_cancel()
         active: list[Slot] = []
         try:
             while queue or active:
@@ -210,7 +208,7 @@ class Orchestrator:
                     queue = []
                     for s in active:
                         if not s.cancel_sent:
-                            s.run.request_cancel(grid_cancel)
+                            self._ask_to_stop(s, grid_cancel)
                             s.cancel_sent = time.monotonic()
                 while queue and len(active) < self.concurrency:
                     rd = queue.pop(0)
@@ -340,10 +338,22 @@ class Orchestrator:
             log.info("%s; no new runs start, the grid stops once its running ones end", exc)
         self.disk_full = exc
 
+    def _ask_to_stop(self, s: Slot, reason: str) -> None:
+        """Write the run's cancel request; where it can't be written (a full disk), SIGTERM does the same."""
+        try:
+            s.run.request_cancel(reason)
+        except (OSError, StoreError) as exc:
+            log.info("%s: could not write its cancel request (%s); terminating it", s.run.run_id, exc)
+            if s.handle is not None:
+                try:
+                    s.handle.terminate()
+                except ProcessLookupError:
+                    pass
+
     def _stop_all(self, active: list[Slot]) -> None:
         self.interrupted = True
         for s in active:
-            s.run.request_cancel("grid interrupted")
+            self._ask_to_stop(s, "grid interrupted")
             if s.handle is not None:
                 try:
                     s.handle.terminate()
@@ -373,12 +383,23 @@ def resume_detached(root: str | Path, grid_name: str) -> Path:
     return _spawn(gdir)
 
 
+def clear_stale_cancels(gdir: GridDir) -> None:
+    """A grid starting (again) drops the cancel requests of its last time: the grid's, and those of runs
+    no live worker holds (a live one, about to be adopted, keeps any cancel just sent to it). Done under
+    the grid lock by whoever took it, so a cancel sent once the start returned is never lost."""
+    gdir.clear_cancel()
+    for rd in gdir.run_dirs():
+        if not rd.alive():
+            rd.clear_cancel()
+
+
 def _spawn(gdir: GridDir) -> Path:
     """Take the grid lock here, then hand it to a new orchestrator: the check and the hold are one step."""
     lock = gdir.lock()
     if not lock.acquire():
         raise GridBusy(f"grid {gdir.name!r} is already running")
     try:
+        clear_stale_cancels(gdir)
         fd = lock.fileno()
         with open(gdir.orchestrator_log, "ab") as logf:
             subprocess.Popen(

@@ -148,6 +148,11 @@ def test_two_detached_starts_at_once_the_second_says_already_running(store):
         t.join(timeout=180)
     assert sorted(results) == ["grid 'twice' is already running", "twice"]
     assert gdir.running()
+    # a cancel sent the moment the start returned (its orchestrator still starting up) is not lost
+    r = cli("cancel", "twice", "--runs", str(store))
+    assert r.returncode == 0 and "asked grid twice to stop" in r.stdout
+    assert wait_for(lambda: not gdir.running(), timeout=120)
+    assert load_run(gdir.run(FULL)).summary.status == "cancelled"
 
 
 # --- Ctrl-C, then item 7: a resume point that is refused ------------------------------------------------------

@@ -58,11 +58,16 @@ class RunWriter:
             whole = ev.decode_event(tail) is not None
         except ev.BadEvent:
             whole = False
-        if whole:
-            with open(self.dir.events_file, "ab") as fh:
-                fh.write(b"\n")
-        elif cut or size <= len(data):
-            os.truncate(self.dir.events_file, size - len(tail))
+        try:
+            if whole:
+                with open(self.dir.events_file, "ab") as fh:
+                    fh.write(b"\n")
+            elif cut or size <= len(data):
+                os.truncate(self.dir.events_file, size - len(tail))
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise DiskFull(self.run_dir) from exc
+            raise
 
     def emit(self, event: ev.Event) -> None:
         line = event.to_json() + "\n"
