@@ -298,3 +298,43 @@ def test_the_orchestrator_survives_a_full_disk_and_stops_the_grid_resumable(tmp_
 
     counts = orch.Orchestrator(gdir.path, launcher=Finishing()).run()
     assert counts == {"done": 3} and launched == [cfgs[0].run_id] + [c.run_id for c in cfgs]
+
+
+def test_a_reader_bug_on_one_run_never_stalls_the_watcher_or_the_detail_view(tmp_path, monkeypatch):
+    """Belt and braces: whatever goes wrong reading one run (here: a bug injected into the store's reader)
+    shows on that run, and the other runs, and the next polls, go on."""
+    import tui.run_tail as run_tail
+    import tui.store_watcher as watcher_module
+
+    gdir = store(tmp_path)
+    bad = gdir.run(config("partial").run_id)
+    real = watcher_module.load_run
+
+    def buggy(run_dir, grid=""):
+        if RunDir(run_dir if not isinstance(run_dir, RunDir) else run_dir.path) == bad:
+            raise TypeError("unsupported operand type(s) for -: 'str' and 'int'")
+        return real(run_dir, grid)
+
+    monkeypatch.setattr(watcher_module, "load_run", buggy)
+    watcher = StoreWatcher(tmp_path)
+    snapshot = watcher.poll()
+    states = {k.split("/")[1]: r for k, r in snapshot.runs.items()}
+    assert {k: r.status for k, r in states.items()} == {config("frozen").run_id: "done",
+                                                        config("partial").run_id: "unreadable",
+                                                        config("full").run_id: "done"}
+    assert states[bad.run_id].problem == ("can't read this run (TypeError: unsupported operand type(s) for -: 'str' "
+                                          "and 'int'); other runs are not affected")
+    assert watcher.poll() is None  # no retry storm: it waits for the run's files to change
+    monkeypatch.setattr(watcher_module, "load_run", real)
+    append(bad, ev.Log(message="touched").to_json())  # the files change: it is read again, fine now
+    assert watcher.poll().runs[f"g/{bad.run_id}"].status == "done"
+
+    def apply_fails(self, event):
+        if isinstance(event, ev.Epoch) and event.epoch == 3:
+            raise ValueError("a display bug")
+        return real_apply(self, event)
+
+    real_apply = run_tail.RunTail._apply
+    monkeypatch.setattr(run_tail.RunTail, "_apply", apply_fails)
+    detail = RunTail(bad.path).poll()
+    assert [e.epoch for e in detail.epochs] == [1, 2, 4, 5, 6] and detail.unreadable_events == 1
