@@ -130,6 +130,17 @@ def fill(fs: Path, leave: int = 0) -> Path:
     return dummy
 
 
+def import_footprint() -> tuple[int, int]:
+    """(address space, peak resident memory) in bytes of a worker once torch, timm and the trainer are in."""
+    code = ("import re, torch, timm, engine.trainer, engine.data\n"
+            "s = open('/proc/self/status').read()\n"
+            "print(*(int(re.search(k + r':\\s+(\\d+) kB', s).group(1)) * 1024 for k in ('VmSize', 'VmHWM')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    size, peak = map(int, done.stdout.split())
+    return size, peak
+
+
 # --- a memory cgroup --------------------------------------------------------------------------------
 
 
