@@ -143,22 +143,31 @@ class GridConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, obj: dict, source: str = "grid") -> "GridConfig":
-        """A TOML grid file's table, or a stored grid.json's ``config`` (sections nested in ``base``)."""
-        return cls.from_layers((obj, source))
+    def from_dict(cls, obj: dict, source: str = "grid", stored: bool = False) -> "GridConfig":
+        """A TOML grid file's table, or a stored grid.json's ``config`` (sections nested in ``base``).
+
+        ``stored``: the grid was checked when it was made; an override naming nothing is dropped, not refused.
+        """
+        return cls.from_layers((obj, source), strict=not stored)
 
     @classmethod
-    def from_layers(cls, *layers: tuple[dict, str], start: "GridConfig | None" = None) -> "GridConfig":
+    def from_layers(cls, *layers: tuple[dict, str], start: "GridConfig | None" = None,
+                    strict: bool = True) -> "GridConfig":
         """Merge ``(settings, source)`` layers over ``start`` (default: the defaults), later beating earlier.
 
         A layer is a grid file's table or a flat ``{"train.epochs": 5, "datasets": "a,b"}``. Its run
         settings also replace the same keys in the earlier layers' ``overrides``: ``--epochs 5`` on the
         command line gives every run 5 epochs, whatever ``[overrides.full]`` in the file said.
+
+        An ``[overrides.NAME]`` whose name no layer ever listed as a dataset, backbone or strategy is a
+        typo: a ConfigError naming the close match (``strict``). One for a name that was listed, then
+        narrowed away (``--preset demo --strategies frozen`` leaves the preset's ``full`` table), applies
+        to no run and is dropped, so the grid reads back the same from its TOML or grid.json.
         """
         draft = _Draft.of(start or GridConfig())
         for obj, source in layers:
             draft.apply(obj, source)
-        return draft.freeze()
+        return draft.freeze(strict)
 
     def to_toml(self) -> str:
         """A grid file that ``load_grid_file`` reads back to this grid (every key, resolved)."""
@@ -182,6 +191,7 @@ def apply_settings(grid: GridConfig, settings: dict, source: str = "command line
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 GRID_KEYS = ("name", "datasets", "backbones", "strategies", "concurrency")
+NAME_LISTS = ("datasets", "backbones", "strategies")  # the names an [overrides.NAME] table may use
 # run settings a grid sets from its lists, never from a setting
 GRID_OWNED = {"data.dataset": "datasets", "model.backbone": "backbones", "train.strategy": "strategies"}
 COMMAND_LINE = ("command line", "--set")  # sources a user typed (their hints name flags, not file keys)
@@ -346,12 +356,16 @@ class _Draft:
     top: dict[str, Any]
     run: dict[str, dict[str, Any]]
     overrides: dict[str, dict[str, Any]]
+    listed: set = field(default_factory=set)  # every dataset, backbone and strategy name any layer listed
+    where: dict = field(default_factory=dict)  # override name -> the source that introduced it
 
     @classmethod
     def of(cls, grid: GridConfig) -> "_Draft":
+        # the start grid (a preset, the defaults) is code: its override names count as listed
+        listed = {*grid.datasets, *grid.backbones, *grid.strategies, *grid.overrides}
         return cls(top={k: getattr(grid, k) for k in GRID_KEYS},
                    run={s: dataclasses.asdict(getattr(grid.base, s)) for s in SECTIONS},
-                   overrides={k: dict(v) for k, v in grid.overrides.items()})
+                   overrides={k: dict(v) for k, v in grid.overrides.items()}, listed=listed)
 
     def apply(self, obj: dict, source: str) -> None:
         if not isinstance(obj, dict):
@@ -378,6 +392,8 @@ class _Draft:
         section, name, value = parsed
         if section is None:
             self.top[name] = value
+            if name in NAME_LISTS:
+                self.listed.update(value)
             return
         self.run[section][name] = value
         for table in earlier.values():
@@ -388,13 +404,24 @@ class _Draft:
             raise ConfigError(f"{source} overrides: expected tables like [overrides.full] with section.key = value")
         for name, table in overrides.items():
             where = f"{source} [overrides.{name}]"
+            self.where.setdefault(name, where)
             target = self.overrides.setdefault(name, {})
             for key, value in _flatten(table).items():
                 target[key] = parse_setting(key, value, where, scope="override")[2]
 
-    def freeze(self) -> GridConfig:
+    def freeze(self, strict: bool = True) -> GridConfig:
+        names = {n for key in NAME_LISTS for n in self.top[key]}
+        if strict:
+            for name in self.overrides:
+                if name not in names and name not in self.listed:
+                    known = sorted(names | self.listed)
+                    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+                    hint = f"; did you mean {close[0]}?" if close else f"; the grid's names are {', '.join(known)}"
+                    raise ConfigError(f"{self.where.get(name, f'[overrides.{name}]')}: {name!r} matches no "
+                                      f"dataset, backbone or strategy of the grid{hint}")
+        overrides = {k: v for k, v in self.overrides.items() if k in names}  # the rest apply to no run
         base = RunConfig(**{s: cls(**self.run[s]) for s, cls in SECTIONS.items()})
-        return GridConfig(**self.top, base=base, overrides=self.overrides)
+        return GridConfig(**self.top, base=base, overrides=overrides)
 
 
 def run_id(dataset: str, backbone: str, strategy: str) -> str:
@@ -426,6 +453,8 @@ def read_grid_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"grid file {path} is a folder; pass a TOML file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"grid file {path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib raises this before it parses anything
+        raise ConfigError(f"grid file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML") from None
     obj.setdefault("name", path.stem)
     return obj
 

@@ -113,6 +113,8 @@ def runs_table(records, title: str = "runs") -> Group:
         if note:  # Text, not markup: errors may hold brackets
             kind = f"{s.status} ({s.error_kind.replace('_', ' ')}): " if s.error_kind and not rec.problem else ""
             notes.append(Text.assemble((f"{s.grid}/{rec.run_id}: ", "bold"), (kind + note, "red")))
+        for line in [] if rec.problem else s.notes:  # skipped or lost events, a refused checkpoint
+            notes.append(Text.assemble((f"{s.grid}/{rec.run_id}: ", "bold"), (line, "yellow")))
     return Group(t, *notes)
 
 

@@ -2,16 +2,24 @@
 
 A worker writes one JSON object per line to ``events.jsonl`` in its run folder
 and to its stdout. Every event carries ``v`` (schema version), ``type`` and
-``ts`` (unix seconds). Readers must ignore unknown fields and unknown types so
+``ts`` (unix seconds). Readers ignore unknown fields and unknown types so
 newer workers never break older readers (timm's checkpoints carry a version the
-same way).
+same way). Every known field is checked against its annotation on read: a line
+that isn't an event of this schema is skipped and counted (``EventBatch``), never
+folded, so one bad line can't break a run's summary; events of a newer schema
+version are skipped and counted apart, so a reader can say "upgrade".
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -127,7 +135,7 @@ class Failed(Event):
 
     type: str = "failed"
     error: str = ""
-    kind: str = "crash"  # "user" (bad input), "oom", "crash", "killed"
+    kind: str = "crash"  # engine.errors.FAILURE_KINDS: "user" (bad input), "oom", "disk_full", "killed", "crash"
     traceback_file: str = ""  # relative path of the full traceback, if any
 
 
@@ -155,49 +163,145 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 
-def parse_event(line: str) -> Event | None:
-    """Parse one JSON line; None for blank, partial, foreign or unknown lines.
+class BadEvent(ValueError):
+    """A complete line of an event stream that is not an event of this schema (the message says why)."""
 
-    Unknown fields are dropped and unknown types ignored, so a newer worker's
-    stream still reads. A torn last line (a worker killed mid-write) is None.
+
+class NewerEvent(BadEvent):
+    """An event written by a newer finetune-tui (its ``v`` is above SCHEMA_VERSION)."""
+
+    def __init__(self, version: int):
+        self.version = version
+        super().__init__(f"event of schema v{version}; this finetune-tui reads v{SCHEMA_VERSION}")
+
+
+@lru_cache(maxsize=None)
+def field_types(cls: type) -> dict[str, tuple[type, ...]]:
+    """The types each field of dataclass ``cls`` accepts, from its annotations (``float`` also takes ``int``)."""
+    out = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        allowed = []
+        for arg in typing.get_args(hint) if union else (hint,):
+            arg = typing.get_origin(arg) or arg  # dict[str, float] -> dict
+            allowed += [arg, int] if arg is float else [arg]
+        out[name] = tuple(allowed)
+    return out
+
+
+def misfits(cls: type, obj: dict) -> list[str]:
+    """Names of the fields of ``cls`` whose value in ``obj`` has the wrong type (unknown keys are ignored)."""
+    bad = []
+    for name, allowed in field_types(cls).items():
+        if name not in obj:
+            continue
+        value = obj[name]
+        if isinstance(value, bool):
+            ok = bool in allowed  # JSON true is no number
+        elif isinstance(value, float):
+            ok = float in allowed and math.isfinite(value)  # the writer never writes NaN or Infinity
+        else:
+            ok = isinstance(value, allowed)
+        if not ok:
+            bad.append(name)
+    return bad
+
+
+def decode_event(line: str | bytes) -> Event | None:
+    """One line -> its event; None for a blank line or an unknown type of this schema (both skipped silently).
+
+    Raises ``BadEvent`` for a line that is not an event (not JSON, no ``type``/``v``/``ts``, a field of
+    the wrong type) and ``NewerEvent`` for one of a newer schema version.
     """
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadEvent("not UTF-8") from None
     line = line.strip()
     if not line:
         return None
     try:
         obj = json.loads(line)
     except ValueError:
-        return None
-    if not isinstance(obj, dict) or "type" not in obj or "v" not in obj:
-        return None
-    cls = EVENT_TYPES.get(obj["type"])
+        raise BadEvent("not JSON") from None
+    if not isinstance(obj, dict) or not all(k in obj for k in ("type", "v", "ts")):
+        raise BadEvent("not an event (needs type, v and ts)")
+    version = obj["v"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise BadEvent(f"bad schema version {version!r}")
+    if version > SCHEMA_VERSION:
+        raise NewerEvent(version)
+    cls = EVENT_TYPES.get(obj["type"]) if isinstance(obj["type"], str) else None
     if cls is None:
-        return None
+        return None  # a type this reader doesn't know: skipped by design
+    bad = misfits(cls, obj)
+    if bad:
+        raise BadEvent(f"{obj['type']} event with a wrong type of {', '.join(bad)}")
     names = {f.name for f in fields(cls)}
+    event = cls(**{k: v for k, v in obj.items() if k in names})
+    if isinstance(event, Epoch) and event.epoch < 1:
+        raise BadEvent(f"epoch event for epoch {event.epoch}")
+    return event
+
+
+def parse_event(line: str) -> Event | None:
+    """Parse one JSON line; None for blank, partial, foreign, unknown, wrong-typed or newer lines."""
     try:
-        return cls(**{k: v for k, v in obj.items() if k in names})
-    except TypeError:
+        return decode_event(line)
+    except BadEvent:
         return None
+
+
+@dataclass
+class EventBatch:
+    """Events read from a stream, the offset after the last complete line, and what was skipped."""
+
+    events: list[Event] = field(default_factory=list)
+    offset: int = 0
+    unreadable: int = 0  # complete lines that are not events of this schema
+    newer: int = 0  # events of a newer schema version
+    newer_version: int = 0  # the highest version among them
+
+
+def scan_events(path: str | Path, offset: int = 0) -> EventBatch:
+    """Read complete event lines from ``path`` starting at byte ``offset``, counting the lines skipped.
+
+    The offset returned is just past the last complete line, so a caller can tail a live file
+    without ever parsing a half-written line.
+    """
+    start = max(0, offset - 1)
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read()
+    except OSError:  # missing, a folder in its place, no permission: nothing to read yet
+        return EventBatch(offset=offset)
+    skip = 0
+    if offset > 0:
+        # an offset must follow a newline; one that doesn't (the file was cut and grew again) resumes
+        # at the next line start instead of reading half a line
+        skip = 1 if data[:1] == b"\n" else data.find(b"\n") + 1
+        if skip == 0:
+            return EventBatch(offset=offset)
+    end = data.rfind(b"\n")
+    batch = EventBatch(offset=offset if end < skip else start + end + 1)
+    for raw in data[skip: end + 1].splitlines():
+        try:
+            event = decode_event(raw)
+        except NewerEvent as exc:
+            batch.newer += 1
+            batch.newer_version = max(batch.newer_version, exc.version)
+            continue
+        except BadEvent:
+            batch.unreadable += 1
+            continue
+        if event is not None:
+            batch.events.append(event)
+    return batch
 
 
 def read_events(path, offset: int = 0) -> tuple[list[Event], int]:
-    """Read complete event lines from ``path`` starting at byte ``offset``.
-
-    Returns the events and the offset just past the last complete line, so a
-    caller can tail a live file without ever parsing a half-written line.
-    """
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-    except FileNotFoundError:
-        return [], offset
-    end = data.rfind(b"\n")
-    if end < 0:
-        return [], offset
-    events = []
-    for raw in data[: end + 1].splitlines():
-        ev = parse_event(raw.decode("utf-8", errors="replace"))
-        if ev is not None:
-            events.append(ev)
-    return events, offset + end + 1
+    """``scan_events`` without the counts: the events and the offset after the last complete line."""
+    batch = scan_events(path, offset)
+    return batch.events, batch.offset

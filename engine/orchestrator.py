@@ -1,7 +1,15 @@
 """Drive a grid: prepare its folders, run workers under a concurrency limit, resume.
 
-``python -m engine.orchestrator GRID_DIR`` runs a prepared grid (this is what a
-detached start execs, in its own session so it outlives the terminal).
+``python -m engine.orchestrator GRID_DIR [--lock-fd N]`` runs a prepared grid (this is
+what a detached start execs, in its own session so it outlives the terminal). A
+detached start takes the grid lock itself and hands it to the orchestrator it
+spawns (an inherited flock stays held), so two starts of one grid can't both
+pass the check: the second says "already running".
+
+A write the orchestrator can't make (a full disk) never ends it with a
+traceback: the event stays pending and is retried; a full disk stops the grid
+(no new runs; queued ones are marked where that still fits) and the run ends
+with the one "disk full: N MB free on PATH" line, the grid resumable.
 """
 
 from __future__ import annotations
@@ -18,14 +26,17 @@ from typing import Callable
 
 from engine import events as ev
 from engine.config import ConfigError, GridConfig, check_grid_name
-from engine.errors import UserError
+from engine.errors import DiskFull, StoreError, UserError, is_disk_full
+from engine.failures import MemoryWatch
 from engine.launcher import Launcher, RunHandle, SubprocessLauncher, project_env
-from engine.store import GridDir, RunDir, RunStore, RunWriter, is_dead_worker_error, load_run
+from engine.store import FileLock, GridDir, RunDir, RunStore, RunWriter, is_dead_worker_error, load_run
 
 log = logging.getLogger(__name__)
 
 EXIT_DISK_FULL = 4  # engine.worker's code when not even its failed event could be written
 KILL_AFTER = 30.0  # seconds a worker may ignore its cancel file before it is killed
+SAMPLE_EVERY = 1.0  # seconds between memory samples of a live worker (to tell an OOM kill from a plain SIGKILL)
+RETRY_EVERY = 2.0  # seconds between tries to record an event a write failure left pending
 
 
 class GridBusy(UserError):
@@ -35,10 +46,15 @@ class GridBusy(UserError):
 # --- preparing a grid -------------------------------------------------------
 
 
-def validate(grid: GridConfig) -> None:
-    """Fail before anything starts: unknown names, missing data sources."""
+def validate(grid: GridConfig, missing_data: Callable[[UserError], None] | None = None) -> None:
+    """Fail before anything starts: unknown names, a missing weights file, missing data sources.
+
+    With ``missing_data`` (``--show-config``), a data source that isn't there is handed to it instead of
+    raised, and nothing is downloaded; an unknown dataset name is still an error.
+    """
     from engine.backbones import resolve_backbone
     from engine.data import check_dataset
+    from engine.data.errors import DataError, UnknownDatasetError
     from engine.strategies import get_strategy
 
     check_grid_name(grid.name)
@@ -50,7 +66,15 @@ def validate(grid: GridConfig) -> None:
     if w not in ("pretrained", "random") and not Path(w).expanduser().is_file():
         raise ConfigError(f"weights file {w} not found; pass an existing .safetensors/.pth, 'pretrained' or 'random'")
     for d in grid.datasets:
-        check_dataset(d, grid.base.data.data_root, download=grid.base.data.download)
+        if missing_data is None:
+            check_dataset(d, grid.base.data.data_root, download=grid.base.data.download)
+            continue
+        try:
+            check_dataset(d, grid.base.data.data_root, download=False)
+        except UnknownDatasetError:
+            raise
+        except DataError as exc:
+            missing_data(exc)
 
 
 def prepare(grid: GridConfig, root: str | Path) -> Path:
@@ -112,6 +136,8 @@ class Slot:
     handle: RunHandle | None  # None = adopted: a worker from an earlier orchestrator, still alive
     gpu: int | None
     cancel_sent: float = 0.0
+    memory: MemoryWatch | None = None
+    sampled: float = 0.0
 
     @property
     def run_dir(self) -> Path:
@@ -120,7 +146,7 @@ class Slot:
 
 class Orchestrator:
     def __init__(self, gdir: Path, launcher: Launcher | None = None, on_event: Callable | None = None,
-                 concurrency: int = 0):
+                 concurrency: int = 0, lock: FileLock | None = None):
         self.grid_dir = GridDir(gdir)
         self.gdir = self.grid_dir.path
         self.grid = self.grid_dir.config()
@@ -130,7 +156,11 @@ class Orchestrator:
         self.concurrency = concurrency or self.grid.concurrency or max(1, len(self.gpus))
         cores = os.cpu_count() or 1
         self.threads = self.grid.base.train.threads or (0 if self.gpus else max(1, cores // self.concurrency))
-        self.lock = self.grid_dir.lock()
+        self.lock = lock or self.grid_dir.lock()  # a detached start hands over the lock it took
+        self.disk_full: DiskFull | None = None  # set once a write met a full disk: the grid stops
+        self.unrecorded: dict[RunDir, ev.Event] = {}  # events a failed write left to record
+        self.interrupted = False  # Ctrl-C / SIGTERM: the runs still going are being stopped
+        self._retried = 0.0
 
     def pending(self) -> list[RunDir]:
         """Runs to (re)start: everything not done, in grid order."""
@@ -143,14 +173,19 @@ class Orchestrator:
         return out
 
     def run(self) -> dict[str, int]:
-        if not self.lock.acquire():
-            raise GridBusy(f"grid {self.gdir.name!r} is already running (another orchestrator holds "
-                           f"{self.grid_dir.lock_file})")
-        self.grid_dir.clear_cancel()
+        """Run the grid to its end; DiskFull (one line) when a full disk stopped it."""
+        if not self.lock.held:  # a handed-over lock comes with its stale cancels already cleared
+            if not self.lock.acquire():
+                raise GridBusy(f"grid {self.gdir.name!r} is already running (another orchestrator holds "
+                               f"{self.grid_dir.lock_file})")
+            clear_stale_cancels(self.grid_dir)
         try:
             self._loop()
+            self._retry(force=True)
         finally:
             self.lock.release()
+        if self.disk_full is not None:
+            raise DiskFull(self.gdir)  # the space left now, named once; the grid resumes once there is more
         counts: dict[str, int] = {}
         for rec in RunStore(self.gdir.parent).runs(self.gdir.name):
             counts[rec.summary.status] = counts.get(rec.summary.status, 0) + 1
@@ -158,12 +193,14 @@ class Orchestrator:
 
     def _loop(self) -> None:
         queue = self.pending()
-        for rd in queue:
-            if not rd.alive():  # a live worker we are about to adopt keeps any cancel just sent to it
-                rd.clear_cancel()
         active: list[Slot] = []
         try:
             while queue or active:
+                if self.disk_full is not None and queue:
+                    # nothing new starts on a full disk; the queued runs say why where that still fits
+                    for rd in queue:
+                        self._mark(rd, ev.Failed(error=f"not started: {self.disk_full}", kind="disk_full"))
+                    queue = []
                 grid_cancel = self.grid_dir.cancel_reason()
                 if grid_cancel:
                     for rd in queue:
@@ -171,7 +208,7 @@ class Orchestrator:
                     queue = []
                     for s in active:
                         if not s.cancel_sent:
-                            s.run.request_cancel(grid_cancel)
+                            self._ask_to_stop(s, grid_cancel)
                             s.cancel_sent = time.monotonic()
                 while queue and len(active) < self.concurrency:
                     rd = queue.pop(0)
@@ -179,8 +216,15 @@ class Orchestrator:
                     if reason and not rd.alive():
                         self._mark(rd, ev.Cancelled(reason=reason))
                         continue
-                    active.append(self._start(rd, active))
+                    try:
+                        active.append(self._start(rd, active))
+                    except OSError as exc:  # worker.log can't be opened, the process can't be made
+                        kind = "disk_full" if is_disk_full(exc) else "crash"
+                        self._mark(rd, ev.Failed(error=f"its worker could not start: {exc}", kind=kind))
+                        if kind == "disk_full":
+                            self._stop_for(DiskFull(rd.path))
                 for s in list(active):
+                    self._sample(s)
                     if not s.cancel_sent and s.run.cancel_reason():
                         s.cancel_sent = time.monotonic()  # a cancel sent to the run itself (TUI, CLI)
                     if self._finished(s):
@@ -188,9 +232,10 @@ class Orchestrator:
                     elif s.cancel_sent and time.monotonic() - s.cancel_sent > KILL_AFTER and s.handle is not None:
                         log.warning("%s: ignored its cancel request for %.0f s; killing it", s.run.run_id, KILL_AFTER)
                         s.handle.kill()
+                self._retry()
                 time.sleep(0.2)
         except KeyboardInterrupt:
-            log.warning("interrupted: stopping %d running run(s)", len(active))
+            log.info("interrupted: stopping %d running run(s)", len(active))
             self._stop_all(active)
             raise
 
@@ -203,7 +248,14 @@ class Orchestrator:
         run_id = rd.run_id
         handle = self.launcher.launch(rd.path, gpu, self.threads, lambda line: self._line(run_id, line))
         log.info("%s: started (pid %s, gpu %s)", run_id, handle.pid, gpu)
-        return Slot(rd, handle, gpu)
+        return Slot(rd, handle, gpu, memory=MemoryWatch(handle.pid))
+
+    def _sample(self, s: Slot) -> None:
+        """A memory sample of a live worker, about once a second."""
+        now = time.monotonic()
+        if s.memory is not None and now - s.sampled >= SAMPLE_EVERY:
+            s.sampled = now
+            s.memory.sample()
 
     def _line(self, run_id: str, line: str) -> None:
         event = ev.parse_event(line)
@@ -219,10 +271,15 @@ class Orchestrator:
         code = s.handle.poll()
         if code is None:
             return False
-        if code < 0 and s.cancel_sent:
+        if code < 0 and self.interrupted:
+            final = ev.Cancelled(reason="grid interrupted")
+        elif code < 0 and s.cancel_sent:
             final = ev.Cancelled(reason=f"killed after ignoring its cancel request for {KILL_AFTER:.0f} s")
+        elif code == -signal.SIGKILL and s.memory is not None and s.memory.oom_killed():
+            failure = s.memory.failure(_batch_size(s.run))
+            final = ev.Failed(error=failure.message, kind=failure.kind)
         elif code < 0:
-            final = ev.Failed(error=f"worker killed by {signal.Signals(-code).name}", kind="killed")
+            final = ev.Failed(error=f"worker killed by {_signal_name(-code)}", kind="killed")
         elif code == EXIT_DISK_FULL:
             from engine.errors import disk_full_message
 
@@ -232,6 +289,8 @@ class Orchestrator:
                               kind="crash")
         time.sleep(0.05)  # give the pipe reader a moment to deliver the last lines
         self._ensure_terminal(s.run, final)
+        if code == EXIT_DISK_FULL or load_run(s.run).summary.error_kind == "disk_full":
+            self._stop_for(DiskFull(s.run.path))
         return True
 
     def _ensure_terminal(self, rd: RunDir, final: ev.Event) -> None:
@@ -240,20 +299,61 @@ class Orchestrator:
             return
         self._mark(rd, final)
 
-    def _mark(self, rd: RunDir, event: ev.Event) -> None:
+    def _mark(self, rd: RunDir, event: ev.Event, announce: bool = True) -> bool:
+        """Record ``event`` as the run's; a write that fails leaves it pending (retried), and never ends the grid."""
         try:
             writer = RunWriter(rd, echo=False)
             try:
                 writer.emit(event)
             finally:
                 writer.close()
-        except OSError as exc:  # a full disk: the run reads as stopped; resuming the grid retries it
-            log.error("%s: could not record %s: %s", rd.run_id, event.type, exc)
-        self.on_event(rd.run_id, event)
+        except (OSError, StoreError) as exc:  # DiskFull is a StoreError
+            log.info("%s: could not record %s: %s", rd.run_id, event.type, exc)
+            self.unrecorded[rd] = event
+            if is_disk_full(exc):
+                self._stop_for(exc if isinstance(exc, DiskFull) else DiskFull(rd.path))
+            recorded = False
+        else:
+            self.unrecorded.pop(rd, None)
+            recorded = True
+        if announce:
+            self.on_event(rd.run_id, event)
+        return recorded
+
+    def _retry(self, force: bool = False) -> None:
+        """Try again to record the events a failed write left pending (space may be back)."""
+        now = time.monotonic()
+        if not self.unrecorded or (not force and now - self._retried < RETRY_EVERY):
+            return
+        self._retried = now
+        for rd, event in list(self.unrecorded.items()):
+            now_there = load_run(rd).summary
+            if now_there.status in ev.TERMINAL and not is_dead_worker_error(now_there.error):
+                self.unrecorded.pop(rd, None)  # its worker recorded an end after all
+            elif not self._mark(rd, event, announce=False) and self.disk_full is not None:
+                break  # still full: the rest can wait for the next try
+
+    def _stop_for(self, exc: DiskFull) -> None:
+        if self.disk_full is None:
+            log.info("%s; no new runs start, the grid stops once its running ones end", exc)
+        self.disk_full = exc
+
+    def _ask_to_stop(self, s: Slot, reason: str) -> None:
+        """Write the run's cancel request; where it can't be written (a full disk), SIGTERM does the same."""
+        try:
+            s.run.request_cancel(reason)
+        except (OSError, StoreError) as exc:
+            log.info("%s: could not write its cancel request (%s); terminating it", s.run.run_id, exc)
+            if s.handle is not None:
+                try:
+                    s.handle.terminate()
+                except ProcessLookupError:
+                    pass
 
     def _stop_all(self, active: list[Slot]) -> None:
+        self.interrupted = True
         for s in active:
-            s.run.request_cancel("grid interrupted")
+            self._ask_to_stop(s, "grid interrupted")
             if s.handle is not None:
                 try:
                     s.handle.terminate()
@@ -283,33 +383,75 @@ def resume_detached(root: str | Path, grid_name: str) -> Path:
     return _spawn(gdir)
 
 
+def clear_stale_cancels(gdir: GridDir) -> None:
+    """A grid starting (again) drops the cancel requests of its last time: the grid's, and those of runs
+    no live worker holds (a live one, about to be adopted, keeps any cancel just sent to it). Done under
+    the grid lock by whoever took it, so a cancel sent once the start returned is never lost."""
+    gdir.clear_cancel()
+    for rd in gdir.run_dirs():
+        if not rd.alive():
+            rd.clear_cancel()
+
+
 def _spawn(gdir: GridDir) -> Path:
-    if gdir.running():
+    """Take the grid lock here, then hand it to a new orchestrator: the check and the hold are one step."""
+    lock = gdir.lock()
+    if not lock.acquire():
         raise GridBusy(f"grid {gdir.name!r} is already running")
-    with open(gdir.orchestrator_log, "ab") as logf:
-        subprocess.Popen(
-            [sys.executable, "-m", "engine.orchestrator", str(gdir.path)],
-            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=project_env(), start_new_session=True,
-        )
-    # wait until it holds the lock, so callers (and a TUI) see it as running
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not gdir.running():
-        time.sleep(0.05)
+    try:
+        clear_stale_cancels(gdir)
+        fd = lock.fileno()
+        with open(gdir.orchestrator_log, "ab") as logf:
+            subprocess.Popen(
+                [sys.executable, "-m", "engine.orchestrator", str(gdir.path), "--lock-fd", str(fd)],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=project_env(), start_new_session=True,
+                pass_fds=(fd,),
+            )
+    except BaseException:
+        lock.release()
+        raise
+    lock.hand_over()  # the orchestrator holds it now; from here on the grid reads as running
     return gdir.path
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    gdir = Path(argv[0])
-    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+def _batch_size(rd: RunDir) -> int | None:
     try:
-        counts = Orchestrator(gdir).run()
+        return rd.config().data.batch_size
+    except StoreError:
+        return None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m engine.orchestrator", description="drive a prepared grid")
+    parser.add_argument("grid_dir")
+    parser.add_argument("--lock-fd", type=int, help="the grid lock, already held (a detached start passes it)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    gdir = Path(args.grid_dir)
+    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    lock = FileLock.adopt(GridDir(gdir).lock_file, args.lock_fd) if args.lock_fd is not None else None
+    try:
+        counts = Orchestrator(gdir, lock=lock).run()
     except GridBusy as exc:
         log.error("%s", exc)
         return 3
+    except UserError as exc:  # a full disk, an unreadable grid: one line in the log
+        log.error("grid %s stopped: %s", gdir.name, exc)
+        return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        if lock is not None:
+            lock.release()
     log.info("grid %s finished: %s", gdir.name, counts)
     return 0
 

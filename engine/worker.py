@@ -56,11 +56,17 @@ def main(argv: list[str] | None = None) -> int:
         trainer.run()
         return EXIT_DONE
     except BaseException as exc:  # every ending is one event a user can read
+        _ignore_stop_signals()  # Ctrl-C reaches the worker and its orchestrator's SIGTERM follows: end once
         return _end(rd, writer, exc, cfg)
     finally:
         if writer is not None:
             writer.close()
         lock.release()
+
+
+def _ignore_stop_signals() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _end(rd: RunDir, writer: RunWriter | None, exc: BaseException, cfg) -> int:

@@ -109,7 +109,9 @@ def cmd_run(args) -> int:
     from engine.store import RunStore
 
     grid = resolve_grid(args)
-    if args.show_config:
+    if args.show_config:  # every check `run` makes; data that isn't there yet is a warning only
+        orch.validate(grid, missing_data=lambda exc: print(f"finetune-tui: warning: {str(exc).splitlines()[0]}",
+                                                           file=sys.stderr))
         print(grid.to_toml(), end="")
         return 0
     if args.detach or args.tui:
@@ -166,11 +168,15 @@ def cmd_runs(args) -> int:
         d = rec.summary.to_dict()
         for listed in ("val_acc_history", "val_loss_history", "epoch_seconds"):
             d.pop(listed, None)
+        d.pop("events_offset", None)
         d["problem"] = rec.problem
+        d["notes"] = [] if rec.problem else rec.summary.notes
         rows.append(d)
     if args.format == "json":
         print(json.dumps(rows, indent=1))
     else:
+        for row in rows:
+            row["warnings"], row["notes"] = "; ".join(row["warnings"]), "; ".join(row["notes"])
         pd.DataFrame(rows).to_csv(sys.stdout, index=False)
     return 0
 

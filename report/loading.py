@@ -152,6 +152,7 @@ def load_run_data(run_dir: str | Path | RunDir, grid: str = "") -> RunData:
     if record.problem:
         run.problems.append(record.problem)
         return run
+    run.problems.extend(s.notes)  # skipped or lost events, a refused checkpoint (engine.store RunSummary.notes)
     run.config = _read(run, rd.config)
     _read_started(run)
     run.metrics = _read(run, rd.metrics)

@@ -364,12 +364,16 @@ def write_events(rd: RunDir, events: list[ev.Event]) -> None:
     if not events:
         return
     summary = load_run(rd).summary
+    lines = [e.to_json() + "\n" for e in events]
     with open(rd.events_file, "a", encoding="utf-8") as fh:
-        fh.writelines(e.to_json() + "\n" for e in events)
+        start = fh.tell()
+        fh.writelines(lines)
     durable = [i for i, e in enumerate(events) if not isinstance(e, ev.Progress)]
     if durable:
         for e in events[: durable[-1] + 1]:
             fold(summary, e)
+        # the bytes of the stream the summary covers, as the writer records them
+        summary.events_offset = start + sum(len(line.encode("utf-8")) for line in lines[: durable[-1] + 1])
         atomic_write_json(rd.summary_file, summary.to_dict())
 
 

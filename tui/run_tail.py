@@ -46,6 +46,30 @@ class RunDetail:
     export_problem: str = ""
     worker_log: tuple[str, ...] = ()
     version: int = 0
+    unreadable_events: int = 0  # lines of events.jsonl skipped (not events of this schema)
+    newer_events: int = 0  # events of a newer finetune-tui, skipped
+    newer_version: int = 0
+    summary_epoch: int = 0  # the epoch summary.json reached (more than the events hold when they were cut)
+
+    @property
+    def missing_epochs(self) -> list[int]:
+        """Epochs the run's summary went through that no epoch event is left for."""
+        have = {e.epoch for e in self.epochs}
+        return [n for n in range(1, self.summary_epoch + 1) if n not in have]
+
+    @property
+    def notes(self) -> list[str]:
+        """What the curves and the log can't show: lost, skipped or newer events."""
+        out = []
+        missing = self.missing_epochs
+        if missing:
+            out.append(f"events for {epoch_ranges(missing)} are missing")
+        if self.unreadable_events:
+            out.append(f"{self.unreadable_events} unreadable event{'s' if self.unreadable_events != 1 else ''}")
+        if self.newer_events:
+            out.append(f"{self.newer_events} event{'s' if self.newer_events != 1 else ''} from a newer finetune-tui "
+                       f"(v{self.newer_version}); upgrade to read them")
+        return out
 
     @property
     def groups(self) -> list[str]:
@@ -70,6 +94,18 @@ class RunDetail:
             change = abs(n1 - n0) / n0 if n0 else 0.0
             out.append((g, n0 or 0.0, n1, change))
         return out
+
+
+def epoch_ranges(epochs: list[int]) -> str:
+    """``[3, 4, 5, 6, 9]`` -> ``"epochs 3-6, 9"``; ``[4]`` -> ``"epoch 4"``."""
+    spans: list[list[int]] = []
+    for n in sorted(epochs):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    text = ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in spans)
+    return f"epoch{'s' if len(epochs) > 1 else ''} {text}"
 
 
 def _describe(event: ev.Event) -> LogLine | None:
@@ -114,6 +150,8 @@ class RunTail:
         self._results: tuple[dict | None, str] = (None, "")
         self._export: tuple[dict | None, str] = (None, "")
         self._worker_log: tuple[str, ...] = ()
+        self._summary_epoch = 0
+        self._skipped = [0, 0, 0]  # unreadable, newer, newest version
         self._detail: RunDetail | None = None
 
     def _changed(self, path: Path) -> Signature | bool:
@@ -128,15 +166,26 @@ class RunTail:
         """A new :class:`RunDetail` when anything changed since the last call, else None."""
         rd = self.dir
         changed = self._detail is None
+        if (sig := self._changed(rd.summary_file)) is not False:  # before the events: they are never behind it
+            self._summary_epoch = self._stored_epoch() if sig else 0
+            changed = True
         old = self._sigs.get(rd.events_file)
         events_sig = self._changed(rd.events_file)
         if events_sig is not False:
             if events_sig is None or (old and (events_sig[0] != old[0] or events_sig[1] < self.offset)):
                 self._reset()
-            events, self.offset = rd.events(self.offset)
-            for event in events:
-                self._apply(event)
+            batch = rd.scan_events(self.offset)
+            self.offset = batch.offset
+            self._skipped[0] += batch.unreadable
+            self._skipped[1] += batch.newer
+            self._skipped[2] = max(self._skipped[2], batch.newer_version)
+            for event in batch.events:
+                try:
+                    self._apply(event)
+                except Exception:  # noqa: BLE001 - an event this screen can't show must not stall it
+                    self._skipped[0] += 1
             changed = True
+
         if (sig := self._changed(rd.config_file)) is not False:
             self._config = self._read(self._config_dict) if sig else (None, f"{rd.config_file} is missing")
             changed = True
@@ -158,7 +207,8 @@ class RunTail:
             path=self.path, config=config, problem=problem, started=self._started, epochs=tuple(self._epochs),
             progress=self._progress, final=self._final, logs=tuple(self._logs), results=results,
             results_problem=results_problem, export=export, export_problem=export_problem,
-            worker_log=self._worker_log, version=self.version,
+            worker_log=self._worker_log, version=self.version, unreadable_events=self._skipped[0],
+            newer_events=self._skipped[1], newer_version=self._skipped[2], summary_epoch=self._summary_epoch,
         )
         return self._detail
 
@@ -166,8 +216,17 @@ class RunTail:
         """The run's config as the engine resolves it (validated: an invalid config.json says why)."""
         return self.dir.config().to_dict()
 
+    def _stored_epoch(self) -> int:
+        """The epoch summary.json says the run reached (0 when it can't be read)."""
+        try:
+            epoch = self.dir.stored_summary().get("epoch", 0)
+        except StoreError:
+            return 0
+        return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else 0
+
     def _reset(self) -> None:
         self.offset = 0
+        self._skipped = [0, 0, 0]
         self._started, self._progress, self._final = None, None, None
         self._epochs, self._logs = [], []
 

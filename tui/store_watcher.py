@@ -29,7 +29,7 @@ from engine.store import (
     RunStore,
     RunSummary,
     StoreError,
-    fold,
+    fold_batch,
     is_dead_worker_error,
     is_locked,
     load_run,
@@ -185,7 +185,15 @@ class RunTracker:
     # -- loading ----------------------------------------------------------------
 
     def load(self) -> None:
-        """(Re)load the run from scratch."""
+        """(Re)load the run from scratch; a run that can't be read shows why, and never stops the others."""
+        try:
+            self._load()
+        except Exception as exc:  # noqa: BLE001 - one run's reader bug must not hide the store
+            self.problem = f"can't read this run ({type(exc).__name__}: {exc}); other runs are not affected"
+            self.summary = RunSummary(run_id=self.path.name, grid=self.grid, status="unreadable", error=self.problem)
+            self.alive = self.cancel = False
+
+    def _load(self) -> None:
         self.config_sig = file_signature(self._config)
         self.events_sig = file_signature(self._events)
         size = self.events_sig[1] if self.events_sig else 0
@@ -199,19 +207,23 @@ class RunTracker:
             base = record.summary
             self.summary = RunSummary(
                 run_id=base.run_id, grid=self.grid, dataset=base.dataset, backbone=base.backbone,
-                strategy=base.strategy, epochs=base.epochs,
+                strategy=base.strategy, epochs=base.epochs, events_missing=base.events_missing,
             )
             self.offset = 0
             self._tail()
         self.alive = self.summary.status in ("running", "queued") and is_locked(self._lock)
-        settle(self.summary, self.alive, self.path)
+        # a queued run of a grid nothing drives, on a full disk, says so (the grid stopped for lack of space)
+        grid_running = is_locked(GridDir(self.path.parent).lock_file) if self.summary.status == "queued" else None
+        settle(self.summary, self.alive, self.path, grid_running)
         self.cancel = self.summary.status in ("running", "queued") and os.path.exists(self._cancel)
         self._check_export()
 
     # -- polling ------------------------------------------------------------------
 
     def _visible(self) -> tuple:
-        return (self.summary.updated_at, self.summary.status, self.problem, self.alive, self.export, self.cancel)
+        s = self.summary
+        return (s.updated_at, s.status, self.problem, self.alive, self.export, self.cancel, s.unreadable_events,
+                s.newer_events, len(s.warnings))
 
     def poll(self, slow: bool = True) -> bool:
         """Bring the run up to date; True when anything visible changed.
@@ -220,10 +232,17 @@ class RunTracker:
         live; ``slow`` polls also look for an export of a finished run.
         """
         before = self._visible()
-        if self.problem:  # unreadable: wait for its config to be (re)written
-            if file_signature(self._config) != self.config_sig:
+        if self.problem:  # unreadable: wait for its config (or its events) to be (re)written
+            if (file_signature(self._config), file_signature(self._events)) != (self.config_sig, self.events_sig):
                 self.load()
             return before != self._visible()
+        try:
+            self._poll(slow)
+        except Exception:  # noqa: BLE001 - reload, which says what is wrong with this run
+            self.load()
+        return before != self._visible()
+
+    def _poll(self, slow: bool) -> None:
         events_sig = file_signature(self._events)
         if events_sig != self.events_sig:
             if events_sig is None or (self.events_sig and events_sig[0] != self.events_sig[0]) or events_sig[1] < self.offset:
@@ -240,12 +259,9 @@ class RunTracker:
         self.cancel = live and os.path.exists(self._cancel)
         if self.summary.status == "done" and slow:
             self._check_export()
-        return before != self._visible()
 
     def _tail(self) -> None:
-        events, self.offset = self.dir.events(self.offset)
-        for event in events:
-            fold(self.summary, event)
+        self.offset = fold_batch(self.summary, self.dir.scan_events(self.offset)).events_offset
         if self.summary.status == "running" and is_dead_worker_error(self.summary.error):
             # events after the store ruled the worker dead (it was only slow to take its lock): alive after all
             self.summary.error = self.summary.error_kind = ""
@@ -369,6 +385,12 @@ class StoreWatcher:
         if live != (state.running, state.cancel_requested):
             self._grids[grid] = dataclasses.replace(state, running=live[0], cancel_requested=live[1])
             changed = True
+            if state.running and not live[0]:  # its orchestrator ended: queued runs may never start now
+                for run_dir in self._run_dirs.get(grid, []):
+                    tracker = self._trackers.get(f"{grid}/{run_dir.name}")
+                    if tracker is not None and tracker.summary.status == "queued":
+                        tracker.load()
+                        tracker.publish()
         for run_dir in self._run_dirs.get(grid, []):
             key = f"{grid}/{run_dir.name}"
             tracker = self._trackers.get(key)

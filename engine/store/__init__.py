@@ -34,6 +34,7 @@ from engine.store.summary import (
     RunSummary,
     best_epoch_of,
     fold,
+    fold_batch,
     is_dead_worker_error,
     selection_key,
     settle,
@@ -44,6 +45,6 @@ __all__ = [
     "BEST_RULE", "DEAD_WORKER", "DEFAULT_ROOT", "STATUSES", "DiskFull", "ExportDir", "FileLock", "GridDir",
     "MissingFile", "RunDir", "RunRecord", "RunStore", "RunSummary", "RunWriter", "StoreError", "TestProbs",
     "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "best_epoch_of", "check_name",
-    "default_root", "fold", "is_dead_worker_error", "is_locked", "load_run", "read_json", "read_json_object",
+    "default_root", "fold", "fold_batch", "is_dead_worker_error", "is_locked", "load_run", "read_json", "read_json_object",
     "selection_key", "settle",
 ]

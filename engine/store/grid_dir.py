@@ -72,7 +72,7 @@ class GridDir:
 
         info = self.info()
         try:
-            return GridConfig.from_dict(info["config"], str(self.info_file))
+            return GridConfig.from_dict(info["config"], str(self.info_file), stored=True)
         except KeyError:
             raise StoreError(f"{self.info_file} lacks its config") from None
         except ConfigError as exc:

@@ -26,15 +26,40 @@ class FileLock:
         except OSError:
             fh.close()
             return False
+        self._fh = fh
+        self._write_pid()
+        return True
+
+    def _write_pid(self) -> None:
         try:  # the pid is for people reading the file; liveness is the lock itself
-            fh.seek(0)
-            fh.truncate()
-            fh.write(str(os.getpid()))
-            fh.flush()
+            self._fh.seek(0)
+            self._fh.truncate()
+            self._fh.write(str(os.getpid()))
+            self._fh.flush()
         except OSError:
             pass  # a full disk must not cost the lock
-        self._fh = fh
-        return True
+
+    @classmethod
+    def adopt(cls, path: str | Path, fd: int) -> "FileLock":
+        """The lock held through ``fd``, an open file description inherited from the process that took it."""
+        lock = cls(path)
+        lock._fh = os.fdopen(fd, "a+")
+        lock._write_pid()
+        return lock
+
+    def fileno(self) -> int:
+        assert self._fh is not None, "not held"
+        return self._fh.fileno()
+
+    def hand_over(self) -> None:
+        """Close this process's handle but keep the lock: a child that inherited the handle holds it now.
+
+        (flock belongs to the open file description, which the child shares; unlocking here would
+        unlock it for the child too, so this closes without unlocking.)
+        """
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
     def release(self) -> None:
         if self._fh is not None:

@@ -10,7 +10,7 @@ from engine.errors import StoreError
 from engine.store.atomic import MissingFile
 from engine.store.grid_dir import GridDir
 from engine.store.run_dir import RunDir
-from engine.store.summary import RunSummary, fold, settle
+from engine.store.summary import RunSummary, fold_batch, settle
 
 DEFAULT_ROOT = "runs"
 
@@ -51,14 +51,30 @@ def load_run(run_dir: str | Path | RunDir, grid: str = "") -> RunRecord:
         return RunRecord(rd.path, RunSummary(run_id=rd.run_id, grid=grid, status="unreadable", error=reason), reason)
     try:
         stored = RunSummary.from_dict(rd.stored_summary())
-        summary = stored if stored.run_id else summary
     except (StoreError, TypeError):
-        # no summary yet (or torn by an old writer): rebuild it from the events
-        for event in rd.events()[0]:
-            fold(summary, event)
+        stored = None  # no summary yet, or torn or tampered with: rebuild it from the events
+    if stored is not None and stored.run_id:
+        summary = stored
+        if summary.events_offset is not None:
+            size = _size(rd.events_file)
+            if size < summary.events_offset:
+                summary.events_missing = True  # cut short (or replaced) after the summary was written
+            elif size > summary.events_offset:  # lines the summary hasn't seen: progress, or appended by hand
+                fold_batch(summary, rd.scan_events(summary.events_offset))
+    else:
+        fold_batch(summary, rd.scan_events())
     if summary.status == "running":
         settle(summary, rd.alive(), rd.path)
+    elif summary.status == "queued":
+        settle(summary, rd.alive(), rd.path, grid_running=GridDir(rd.path.parent).running())
     return RunRecord(rd.path, summary)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 class RunStore:
@@ -96,8 +112,16 @@ class RunStore:
         return rd
 
     def locate(self, target: str) -> GridDir | RunDir:
-        """A grid or run from a grid name, GRID/RUN_ID, or the path of a grid or run folder."""
-        for candidate in (Path(target), self.root / target):
+        """A grid or run from a grid name, GRID/RUN_ID, or the path of a grid or run folder.
+
+        A path is taken as given (from the current folder); only names are looked up in the store,
+        and a name never leaves it (``../other/grid`` is no grid name).
+        """
+        candidates = [Path(target)]
+        parts = target.split("/")
+        if len(parts) <= 2 and all(p and p not in (".", "..") for p in parts):
+            candidates.append(self.root.joinpath(*parts))
+        for candidate in candidates:
             if GridDir(candidate).exists():
                 return GridDir(candidate)
             if RunDir(candidate).is_run() or RunDir(candidate).best.is_file():

@@ -168,6 +168,10 @@ class RunDir:
         """Complete events from byte ``offset`` on, and the offset after the last complete line."""
         return ev.read_events(self.events_file, offset)
 
+    def scan_events(self, offset: int = 0) -> ev.EventBatch:
+        """``events`` with the count of lines skipped as unreadable or from a newer schema."""
+        return ev.scan_events(self.events_file, offset)
+
     def stored_summary(self) -> dict:
         return read_json_object(self.summary_file)
 

@@ -8,6 +8,11 @@ Two rules live here and nowhere else:
   it (``selection_key``). The test set never takes part in choosing.
 - **dead worker**: a run whose events say ``running`` but whose worker holds
   no lock any more died without a final event (``settle``).
+
+Folding never trusts what it reads: events come checked field by field
+(``engine.events``), values nested in their dicts are taken only when they have
+the expected type, and what could not be read is counted in the summary
+(``unreadable_events``, ``newer_events``) and said in its ``notes``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from engine.errors import disk_full_message, free_megabytes
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "unreadable")
 BEST_RULE = "best = the epoch with the lowest validation loss (the kept checkpoint); runs are ranked by its val accuracy"
 DEAD_WORKER = "worker stopped without a final event (killed or crashed); run the grid again to resume it"
+NOT_STARTED = "not started: its grid stopped"
 LOW_DISK_MB = 64  # below this, a worker that died without a word most likely met a full disk
+MAX_WARNINGS = 5  # warning lines a summary keeps (the latest ones)
 
 
 @dataclass
@@ -64,12 +71,26 @@ class RunSummary:
     finished_at: float | None = None
     epoch_seconds: list = field(default_factory=list)
     train_seconds: float | None = None
+    warnings: list = field(default_factory=list)  # the run's warning lines, e.g. a refused checkpoint
+    unreadable_events: int = 0  # lines of events.jsonl skipped: not an event of this schema
+    newer_events: int = 0  # events of a newer finetune-tui, skipped
+    newer_version: int = 0  # their schema version
+    events_offset: int | None = None  # bytes of events.jsonl folded into this summary (None: not recorded)
+    events_missing: bool = False  # events.jsonl holds less than this summary was folded from
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, obj: dict) -> "RunSummary":
+        """A stored summary.json; TypeError when a field has the wrong type (the caller rebuilds it)."""
+        bad = ev.misfits(cls, obj)
+        for name, ok in (("val_acc_history", _is_number), ("val_loss_history", _is_number),
+                         ("epoch_seconds", _is_number), ("warnings", lambda w: isinstance(w, str))):
+            if isinstance(obj.get(name), list) and not all(v is None or ok(v) for v in obj[name]):
+                bad.append(name)
+        if bad:
+            raise TypeError(f"summary field(s) of the wrong type: {', '.join(bad)}")
         names = set(cls.__dataclass_fields__)
         summary = cls(**{k: v for k, v in obj.items() if k in names})
         at_best = _at(summary.val_acc_history, summary.best_epoch)
@@ -81,10 +102,48 @@ class RunSummary:
     @property
     def eta_seconds(self) -> float | None:
         """Remaining time at the mean epoch time so far (upper bound: early stop may come first)."""
-        if self.status != "running" or not self.epoch_seconds or not self.epochs:
+        seconds = [s for s in self.epoch_seconds if _is_number(s)]
+        if self.status != "running" or not seconds or not self.epochs:
             return None
-        mean = sum(self.epoch_seconds) / len(self.epoch_seconds)
+        mean = sum(seconds) / len(seconds)
         return max(0.0, (self.epochs - self.epoch) * mean)
+
+    @property
+    def notes(self) -> list[str]:
+        """What a user should know about this run beyond its status: skipped events, lost events, warnings."""
+        out = []
+        if self.unreadable_events:
+            out.append(f"{self.unreadable_events} unreadable event{'s' if self.unreadable_events != 1 else ''} "
+                       "in its events.jsonl (skipped)")
+        if self.newer_events:
+            out.append(f"{self.newer_events} event{'s' if self.newer_events != 1 else ''} from a newer finetune-tui "
+                       f"(v{self.newer_version}); upgrade to read them")
+        if self.events_missing:
+            out.append("events are missing: events.jsonl is shorter than its summary (the summary is kept)")
+        return out + list(self.warnings)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number(value) -> float | None:
+    """``value`` when it is a finite number (a nested value from an event may be anything)."""
+    return value if _is_number(value) else None
+
+
+def _dig(obj, *keys):
+    """``obj[k1][k2]...``, or None when a level is missing or not a dict."""
+    for key in keys:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _upto(values: list, keep: int, value) -> list:
+    """``values`` cut to ``keep`` epochs (a gap, from lost events, padded with None), then ``value``."""
+    return values[:keep] + [None] * (keep - len(values)) + [value]
 
 
 def _at(values: list, epoch: int):
@@ -93,7 +152,7 @@ def _at(values: list, epoch: int):
 
 def best_epoch_of(val_losses: list) -> int:
     """1-based epoch of the first lowest validation loss (0 when there is none)."""
-    finite = [(v, i) for i, v in enumerate(val_losses, 1) if isinstance(v, (int, float)) and math.isfinite(v)]
+    finite = [(v, i) for i, v in enumerate(val_losses, 1) if _is_number(v)]
     return min(finite)[1] if finite else 0
 
 
@@ -113,8 +172,10 @@ def fold(summary: RunSummary, event: ev.Event) -> RunSummary:
         summary.host = event.host
         summary.device = event.device
         summary.started_at = summary.started_at or event.ts
-        summary.weights = event.weights.get("description", "")
-        summary.epochs = event.config.get("train", {}).get("epochs", summary.epochs)
+        description = event.weights.get("description")
+        summary.weights = description if isinstance(description, str) else ""
+        epochs = _dig(event.config, "train", "epochs")
+        summary.epochs = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else summary.epochs
         summary.error = ""
         summary.error_kind = ""
     elif isinstance(event, ev.Progress):
@@ -131,10 +192,10 @@ def fold(summary: RunSummary, event: ev.Event) -> RunSummary:
         summary.val_loss, summary.val_acc = event.val_loss, event.val_acc
         summary.lr, summary.img_per_s = event.lr, event.img_per_s
         # a resumed run replays from its checkpoint: drop history past this epoch
-        keep = event.epoch - 1
-        summary.val_acc_history = summary.val_acc_history[:keep] + [event.val_acc]
-        summary.val_loss_history = summary.val_loss_history[:keep] + [event.val_loss]
-        summary.epoch_seconds = summary.epoch_seconds[:keep] + [event.seconds]
+        keep = event.epoch - 1  # >= 0: the reader refuses epoch events before epoch 1
+        summary.val_acc_history = _upto(summary.val_acc_history, keep, event.val_acc)
+        summary.val_loss_history = _upto(summary.val_loss_history, keep, event.val_loss)
+        summary.epoch_seconds = _upto(summary.epoch_seconds, keep, event.seconds)
         summary.best_epoch = best_epoch_of(summary.val_loss_history)
         summary.best_val_acc = _at(summary.val_acc_history, summary.best_epoch)
         summary.best_val_loss = _at(summary.val_loss_history, summary.best_epoch)
@@ -145,8 +206,8 @@ def fold(summary: RunSummary, event: ev.Event) -> RunSummary:
         acc, loss = _at(summary.val_acc_history, summary.best_epoch), _at(summary.val_loss_history, summary.best_epoch)
         summary.best_val_acc = summary.best_val_acc if acc is None else acc
         summary.best_val_loss = summary.best_val_loss if loss is None else loss
-        summary.test_accuracy = event.test.get("accuracy")
-        summary.test_f1_macro = event.test.get("f1_macro")
+        summary.test_accuracy = _number(event.test.get("accuracy"))
+        summary.test_f1_macro = _number(event.test.get("f1_macro"))
         summary.train_seconds = event.train_seconds
         summary.finished_at = event.ts
         summary.phase = ""
@@ -160,6 +221,21 @@ def fold(summary: RunSummary, event: ev.Event) -> RunSummary:
         summary.error = event.reason
         summary.finished_at = event.ts
         summary.phase = ""
+    elif isinstance(event, ev.Log) and event.level == "warning" and event.message:
+        line = event.message.splitlines()[0][:300]
+        if line not in summary.warnings:
+            summary.warnings = (summary.warnings + [line])[-MAX_WARNINGS:]
+    return summary
+
+
+def fold_batch(summary: RunSummary, batch: ev.EventBatch) -> RunSummary:
+    """Fold every event of ``batch``, count what it skipped and move ``events_offset`` past it (in place)."""
+    for event in batch.events:
+        fold(summary, event)
+    summary.events_offset = batch.offset
+    summary.unreadable_events += batch.unreadable
+    summary.newer_events += batch.newer
+    summary.newer_version = max(summary.newer_version, batch.newer_version)
     return summary
 
 
@@ -171,14 +247,25 @@ def dead_worker_reason(run_dir) -> tuple[str, str]:
     return DEAD_WORKER, "killed"
 
 
-def settle(summary: RunSummary, alive: bool, run_dir) -> RunSummary:
-    """The dead-worker rule: ``running`` without a live worker is ``failed`` (in place)."""
+def settle(summary: RunSummary, alive: bool, run_dir, grid_running: bool | None = None) -> RunSummary:
+    """The dead-worker rule: ``running`` without a live worker is ``failed`` (in place).
+
+    Given ``grid_running`` (whether an orchestrator holds the grid), a ``queued`` run of a grid that
+    nothing drives, on a nearly full disk, is ``failed`` too: its grid stopped for lack of space before it
+    could start it, and couldn't even write that down.
+    """
     if summary.status == "running" and not alive:
         summary.status = "failed"
         summary.error, summary.error_kind = dead_worker_reason(run_dir)
+    elif summary.status == "queued" and grid_running is False and not alive:
+        free = free_megabytes(run_dir)
+        if free is not None and free < LOW_DISK_MB:
+            summary.status, summary.error_kind = "failed", "disk_full"
+            summary.error = f"{NOT_STARTED}; {disk_full_message(run_dir, free)}"
     return summary
 
 
 def is_dead_worker_error(error: str) -> bool:
     """True for the message ``settle`` writes (so a later final event may replace it)."""
-    return error.startswith(DEAD_WORKER) or error.startswith("worker stopped without a final event")
+    return (error.startswith(DEAD_WORKER) or error.startswith("worker stopped without a final event")
+            or error.startswith(NOT_STARTED))

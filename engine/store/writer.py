@@ -28,10 +28,46 @@ class RunWriter:
     def __init__(self, run_dir: str | Path | RunDir, echo: bool = True):
         self.dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         self.run_dir = self.dir.path
+        self._end_torn_tail()
         self.summary: RunSummary = load_run(self.dir).summary
         self.echo = echo
         self._fh = open(self.dir.events_file, "a", encoding="utf-8")
+        self.summary.events_offset = self._fh.tell()  # where this writer's events start
         self._last_progress = 0.0
+
+    def _end_torn_tail(self) -> None:
+        """Make events.jsonl end on a complete line before appending to it.
+
+        A writer killed mid-line leaves a tail without its newline; appending after it would glue the
+        next event onto it and lose both. A tail that is a whole event gets its newline; anything else
+        is half an event that never counted and is cut away.
+        """
+        try:
+            with open(self.dir.events_file, "rb") as fh:
+                fh.seek(0, 2)
+                size = fh.tell()
+                fh.seek(max(0, size - 65536))
+                data = fh.read()
+        except FileNotFoundError:
+            return
+        if not data or data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1
+        tail = data[cut:]
+        try:
+            whole = ev.decode_event(tail) is not None
+        except ev.BadEvent:
+            whole = False
+        try:
+            if whole:
+                with open(self.dir.events_file, "ab") as fh:
+                    fh.write(b"\n")
+            elif cut or size <= len(data):
+                os.truncate(self.dir.events_file, size - len(tail))
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise DiskFull(self.run_dir) from exc
+            raise
 
     def emit(self, event: ev.Event) -> None:
         line = event.to_json() + "\n"
@@ -54,6 +90,7 @@ class RunWriter:
             except (BrokenPipeError, OSError, ValueError):
                 self.echo = False
         fold(self.summary, event)
+        self.summary.events_offset = start + len(line.encode("utf-8"))
         if durable:
             atomic_write_json(self.dir.summary_file, self.summary.to_dict())
 

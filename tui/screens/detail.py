@@ -139,9 +139,10 @@ class DetailScreen(Screen):
         detail = self.detail = message.detail
         palette = self.palette
         series = curve_series(detail)
-        self.query_one("#plot-loss", CurvesPlot).show(series["loss"])
-        self.query_one("#plot-acc", CurvesPlot).show(series["acc"])
-        self.query_one("#plot-lr", CurvesPlot).show(series["lr"])
+        note = "; ".join(detail.notes)  # lost or skipped events: the curves are not the whole run
+        self.query_one("#plot-loss", CurvesPlot).show(series["loss"], note=note)
+        self.query_one("#plot-acc", CurvesPlot).show(series["acc"], note=note)
+        self.query_one("#plot-lr", CurvesPlot).show(series["lr"], note=note)
         self.query_one(LayerNorms).show(detail, palette)
         self._show_results(detail, palette)
         self.query_one(ConfigView).show(detail)

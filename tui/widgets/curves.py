@@ -25,14 +25,16 @@ class CurvesPlot(PlotextPlot):
         self.title_text = title
         self.series: list[Series] = []
         self.log_y = False
+        self.note = ""  # said in the title: e.g. epochs whose events are missing
 
     def on_mount(self) -> None:
         super().on_mount()
         self._draw()
 
-    def show(self, series: list[Series], title: str | None = None, log_y: bool = False) -> None:
+    def show(self, series: list[Series], title: str | None = None, log_y: bool = False, note: str = "") -> None:
         if title is not None:
             self.title_text = title
+        self.note = note
         self.series = [s for s in series if s.x]
         self.log_y = log_y
         self._draw()
@@ -48,7 +50,8 @@ class CurvesPlot(PlotextPlot):
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        plt.title(self.title_text if self.series else f"{self.title_text} (no epochs yet)")
+        title = self.title_text if self.series else f"{self.title_text} (no epochs yet)"
+        plt.title(f"{title} - {self.note}" if self.note else title)
         colours = self._colours()
         for i, s in enumerate(self.series):
             plt.plot(list(s.x), list(s.y), label=s.label, marker="braille", color=colours[i % len(colours)])

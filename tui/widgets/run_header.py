@@ -44,6 +44,10 @@ def header_text(run: RunState, now: float, palette: Palette) -> Text:
     elif run.status == "cancelled" and s.error:
         text.append("\n")
         text.append(fmt.one_line(s.error), style=palette.status(run.status))
+    notes = [] if run.problem else s.notes  # skipped events, a refused checkpoint
+    if notes:
+        text.append("  " if text.plain.count("\n") == 2 else "\n")
+        text.append("; ".join(fmt.one_line(n) for n in notes), style=palette.warning)
     return text
 
 

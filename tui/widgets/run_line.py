@@ -39,6 +39,10 @@ def describe(run: RunState, palette: Palette) -> Text:
         text.append(f"  test acc {fmt.pct(s.test_accuracy)}%, F1 {fmt.pct(s.test_f1_macro)}%, best epoch {s.best_epoch}")
         if run.export is not None and run.export.cpu_b1_p50_ms is not None:
             text.append(f", ONNX {fmt.ms(run.export.cpu_b1_p50_ms)} ms")
+    notes = [] if run.problem else s.notes  # skipped events, a refused checkpoint
+    if notes:
+        more = f" (+{len(notes) - 1} more)" if len(notes) > 1 else ""
+        text.append(f"  ! {fmt.one_line(notes[0])}{more}", style=palette.warning)
     if s.weights and not run.problem:
         text.append(f"  {s.weights}", style=palette.muted)
     return text
