@@ -198,6 +198,10 @@ class OpenDataset:
     def split(self, name: str) -> Rows:
         return self.selection.splits()[name]
 
+    train = property(lambda self: self.selection.train)
+    val = property(lambda self: self.selection.val)
+    test = property(lambda self: self.selection.test)
+
     def materialise(self) -> DatasetSplits:
         """The splits as in-memory tensors (what ``load_dataset`` returns)."""
         x = self.arrays.images

@@ -64,6 +64,8 @@ class RunSummary:
     finished_at: float | None = None
     epoch_seconds: list = field(default_factory=list)
     train_seconds: float | None = None
+    total_seconds: float | None = None  # the finishing worker's wall time, start to end (None: not recorded)
+    phases: dict = field(default_factory=dict)  # its seconds per phase: startup, data, model, features, train, test
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,6 +121,7 @@ def fold(summary: RunSummary, event: ev.Event) -> RunSummary:
         summary.error_kind = ""
     elif isinstance(event, ev.Progress):
         summary.status = "running"
+        summary.started_at = summary.started_at or event.ts  # decoding data comes before the started event
         summary.phase = event.phase
         summary.step, summary.steps = event.step, event.steps
         summary.epochs = event.epochs or summary.epochs
@@ -148,6 +151,8 @@ def fold(summary: RunSummary, event: ev.Event) -> RunSummary:
         summary.test_accuracy = event.test.get("accuracy")
         summary.test_f1_macro = event.test.get("f1_macro")
         summary.train_seconds = event.train_seconds
+        summary.total_seconds = event.total_seconds or None
+        summary.phases = dict(event.phases)
         summary.finished_at = event.ts
         summary.phase = ""
     elif isinstance(event, ev.Failed):
