@@ -62,7 +62,7 @@ class Progress(Event):
     type: str = "progress"
     epoch: int = 0
     epochs: int = 0
-    # "data" (decoding images into the dataset cache; "data-wait": another run decodes them), "features"
+    # "decode" (images into the dataset cache; "decode-wait": another run decodes them), "features"
     # (caching frozen outputs), "train", "val", "test"
     phase: str = "train"
     step: int = 0

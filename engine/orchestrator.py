@@ -35,10 +35,10 @@ class GridBusy(UserError):
 # --- preparing a grid -------------------------------------------------------
 
 
-def validate(grid: GridConfig) -> None:
-    """Fail before anything starts: unknown names, missing data sources."""
+def validate(grid: GridConfig, root: str | Path | None = None) -> None:
+    """Fail before anything starts: unknown names, missing data sources, unreadable images (all named at once)."""
     from engine.backbones import resolve_backbone
-    from engine.data import check_dataset
+    from engine.data.check import check_grid_data
     from engine.strategies import get_strategy
 
     check_grid_name(grid.name)
@@ -49,13 +49,12 @@ def validate(grid: GridConfig) -> None:
     w = grid.base.model.weights
     if w not in ("pretrained", "random") and not Path(w).expanduser().is_file():
         raise ConfigError(f"weights file {w} not found; pass an existing .safetensors/.pth, 'pretrained' or 'random'")
-    for d in grid.datasets:
-        check_dataset(d, grid.base.data.data_root, download=grid.base.data.download)
+    check_grid_data(grid, root)
 
 
 def prepare(grid: GridConfig, root: str | Path) -> Path:
     """Create (or re-open) the grid folder and a folder per run with its resolved config."""
-    validate(grid)
+    validate(grid, root)
     gdir = RunStore(root).grid(grid.name)
     if gdir.exists():
         if gdir.config() != grid:
@@ -79,7 +78,8 @@ def prepare(grid: GridConfig, root: str | Path) -> Path:
 
 def _absolute_paths(run):
     """A run's folder must not depend on where a later reader (export, report) is started."""
-    data = replace(run.data, data_root=str(Path(run.data.data_root).expanduser().resolve()))
+    data = replace(run.data, data_root=str(Path(run.data.data_root).expanduser().resolve()),
+                   cache_dir=str(Path(run.data.cache_dir).expanduser().resolve()) if run.data.cache_dir else "")
     model = run.model
     if model.weights not in ("pretrained", "random"):
         model = replace(model, weights=str(Path(model.weights).expanduser().resolve()))
@@ -279,7 +279,7 @@ def start_detached(grid: GridConfig, root: str | Path) -> Path:
 
 def resume_detached(root: str | Path, grid_name: str) -> Path:
     gdir = RunStore(root).find_grid(grid_name)
-    validate(gdir.config())
+    validate(gdir.config(), root)
     return _spawn(gdir)
 
 

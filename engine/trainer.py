@@ -13,7 +13,6 @@ import platform
 import random
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +32,8 @@ from engine.feature_cache import SplitModel, forward_units, run_prefix, split_po
 from engine.metrics import test_results
 from engine.model_meta import ModelMeta
 from engine.models import Classifier, build_classifier, norm_config
-from engine.resume import LoopState, capture_rng, restore_rng
 from engine.precision import Amp, for_device
+from engine.resume import LoopState, capture_rng, restore_rng
 from engine.speed import channels_last, eval_batch
 from engine.store import RunDir, RunWriter, dataset_cache_for
 from engine.strategies import apply_plan, layer_groups, n_stages, plan, set_train_mode, stage_for_epoch
@@ -140,8 +139,8 @@ class Trainer:
         self.splits: OpenDataset = open_dataset(
             dc.dataset, dc.data_root, val_fraction=dc.val_fraction, seed=self.cfg.train.seed, download=dc.download,
             image_size=dc.image_size, train_limit=dc.train_limit, on_bad_image=dc.on_bad_image, cache=cache,
-            progress=lambda done, total: self._data_progress("data", done, total),
-            waiting=lambda done, total: self._data_progress("data-wait", done, total),
+            progress=lambda done, total: self._data_progress("decode", done, total),
+            waiting=lambda done, total: self._data_progress("decode-wait", done, total),
         )
         if self.splits.skipped:
             self.dir.write_skipped(self.splits.skipped)

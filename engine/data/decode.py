@@ -18,7 +18,7 @@ import numpy as np
 
 from ..preprocess import Storage, store
 
-CHUNK = 256  # files handed to the pool at a time: bounded memory, progress between chunks
+CHUNK = 256  # at most this many files handed to the pool at a time: bounded memory, progress between chunks
 
 Progress = Callable[[int, int], None]  # (done, total); may raise to stop (a cancelled run)
 
@@ -62,14 +62,16 @@ def decode_files(files: Sequence[Path], stored: Storage, put: Callable[[int, np.
         put(i, row)
 
     n = len(files)
+    workers = threads or decoding_threads()
+    chunk = max(2 * workers, min(CHUNK, n // 100))  # about 100 progress points on a big folder
     last = 0.0
-    with ThreadPoolExecutor(max_workers=threads or decoding_threads()) as pool:
-        for start in range(0, n, CHUNK):
-            list(pool.map(one, range(start, min(n, start + CHUNK))))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, n, chunk):
+            list(pool.map(one, range(start, min(n, start + chunk))))
             now = time.monotonic()
-            if progress is not None and (now - last >= 0.5 or start + CHUNK >= n):
+            if progress is not None and (now - last >= 0.5 or start + chunk >= n):
                 last = now
-                progress(min(n, start + CHUNK), n)
+                progress(min(n, start + chunk), n)
     return bad
 
 
