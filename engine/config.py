@@ -81,8 +81,8 @@ class TrainConfig:
     gradual_lr_decay: float = 0.5  # gradual: LR multiplier applied at each new stage
     min_lr: float = 1e-5  # discriminative: LR of the stem (the head gets ``lr``)
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    amp: bool = True  # bf16/fp16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True  # on CUDA
+    amp: bool = True  # autocast on CUDA: bf16 where the GPU has it natively, else fp16 with loss scaling; CPU: fp32
+    channels_last: bool = True  # NHWC memory format (measured faster on CUDA and on CPU: engine/speed.py)
     threads: int = 0  # CPU threads for this run; 0 = share the machine's cores across workers
     cache_features: bool = True  # compute the frozen part of the backbone once
 

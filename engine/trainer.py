@@ -531,13 +531,20 @@ class Trainer:
         for feed in self.data.values():
             feed.close()
         total = self.times.total()
-        results.update({"total_seconds": total, "phases": self.times.as_dict()})
+        results.update({"total_seconds": total, "phases": self.times.as_dict(), "peak_rss_mb": peak_rss_mb()})
         self.dir.write_results(results)
         keys = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted",
                 "f1_weighted")
         self.writer.emit(ev.Finished(best_epoch=state.best_epoch, epochs_run=state.epoch,
                                      train_seconds=results["train_seconds"], test={k: results[k] for k in keys},
                                      total_seconds=round(total, 3), phases=self.times.as_dict()))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (Linux reports ru_maxrss in KB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def versions() -> dict:

@@ -220,8 +220,9 @@ def test_the_scan_lists_every_unreadable_file_in_one_line_and_is_remembered(tmp_
     with pytest.raises(DataError) as err:
         check_dataset(f"imagefolder:{tree}", cache=cache)
     msg = str(err.value)
-    assert "\n" not in msg and "2 unreadable images" in msg and str(junk) in msg and str(cut) in msg
-    assert 'on_bad_image = "skip"' in msg
+    assert "\n" not in msg and "2 unreadable images;" in msg and "cat/junk.jpg (" in msg
+    assert "fox/cut.png (" in msg and str(tree / "cat") not in msg  # named relative to the folder, once
+    assert "--set data.on_bad_image=skip" in msg
     calls = []
     monkeypatch.setattr(scan, "verify_file", lambda p: calls.append(p) or "")
     bad = check_dataset(f"imagefolder:{tree}", cache=cache, on_bad_image="skip")
@@ -236,8 +237,8 @@ def test_more_unreadable_files_than_a_line_holds_are_all_in_the_scan_file(tmp_pa
     with pytest.raises(DataError) as err:
         check_dataset(f"imagefolder:{tree}", cache=cache)
     msg = str(err.value)
-    assert "25 unreadable images" in msg and "and 5 more (all listed in " in msg
-    record = json.loads(Path(msg.split("all listed in ")[1].split(")")[0]).read_text())
+    assert "25 unreadable images (all listed in " in msg and msg.endswith(", and 5 more")
+    record = json.loads(Path(msg.split("(all listed in ")[1].split(")")[0]).read_text())
     assert sorted(rel for rel, _ in record["unreadable"]) == [f"dog/bad_{i:02d}.png" for i in range(25)]
 
 
@@ -252,7 +253,7 @@ def test_skip_trains_without_them_and_decoding_finds_what_the_scan_missed(tmp_pa
     assert [p for p, _ in check_dataset(f"imagefolder:{tree}", cache=cache, on_bad_image="skip")] == [str(junk)]
     with pytest.raises(DataError) as err:  # fail: decoding names both
         open_dataset(f"imagefolder:{tree}", image_size=8, cache=cache)
-    assert str(junk) in str(err.value) and str(sly) in str(err.value)
+    assert "cat/junk.png (" in str(err.value) and "dog/sly.png (" in str(err.value)
     ds = open_dataset(f"imagefolder:{tree}", image_size=8, cache=cache, on_bad_image="skip")
     assert ds.arrays.notes["cache"] == "hit"  # the entry was built by the failing attempt; skip reuses it
     assert sorted(p for p, _ in ds.skipped) == sorted([str(junk), str(sly)])
@@ -300,3 +301,31 @@ def test_cache_entry_files_are_named_by_the_store(tmp_path):
     meta = json.loads(entry.meta.read_text())
     assert meta["format"] == cache_mod.FORMAT and meta["shape"] == [18, 3, 8, 8]
     assert meta["storage"]["size"] == 8 and meta["skipped"] == []
+
+
+def test_a_run_that_skips_lists_every_skipped_file_in_its_folder_description_and_results(tmp_path):
+    from engine.store import RunDir
+    from engine.worker import main as worker_main
+
+    from .trainer_fixtures import make_run, of_type
+
+    tree = tree_of(tmp_path, per_class=8)
+    junk = tree / "cat" / "junk.png"
+    junk.write_bytes(b"junk")
+    sly = tree / "fox" / "sly.png"
+    png_that_verifies_but_does_not_decode(sly)
+    rdir = make_run(tmp_path, data={"dataset": f"imagefolder:{tree}", "image_size": 16, "on_bad_image": "skip"},
+                    epochs=1)
+    assert worker_main([str(rdir)]) == 0
+    skipped = RunDir(rdir).skipped()
+    assert sorted(p for p, _ in skipped) == sorted([str(junk), str(sly)]) and all(r for _, r in skipped)
+    (started,) = of_type(rdir, "started")
+    assert started.data["skipped"] == 2 and "2 unreadable skipped" in started.data["source"]
+    assert started.data["train"] + started.data["val"] + started.data["test"] == 24
+    results = json.loads((rdir / "results.json").read_text())
+    assert sorted(results["skipped_images"]) == sorted([str(junk), str(sly)])
+    failing = make_run(tmp_path, name="f", data={"dataset": f"imagefolder:{tree}", "image_size": 16}, epochs=1)
+    assert worker_main([str(failing)]) == 1
+    (failed,) = of_type(failing, "failed")
+    # failures.py keeps the first 300 characters of a user error: the count, the hint, the first files
+    assert failed.kind == "user" and "2 unreadable images" in failed.error and "cat/junk.png (" in failed.error

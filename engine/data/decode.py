@@ -23,8 +23,12 @@ CHUNK = 256  # at most this many files handed to the pool at a time: bounded mem
 Progress = Callable[[int, int], None]  # (done, total); may raise to stop (a cancelled run)
 
 
-def unreadable_reason(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:160] or type(exc).__name__
+def unreadable_reason(exc: BaseException, path: Path | None = None) -> str:
+    """Pillow's complaint in a few words (without the file's path, which the message names already)."""
+    text = str(exc)
+    if path is not None:
+        text = text.replace(f"'{path}'", "").replace(str(path), "")
+    return " ".join(text.split()).rstrip(" :")[:120] or type(exc).__name__
 
 
 def read_errors() -> tuple[type[BaseException], ...]:
@@ -57,7 +61,7 @@ def decode_files(files: Sequence[Path], stored: Storage, put: Callable[[int, np.
             row = read_image(files[i], stored)
         except errors as exc:
             with lock:
-                bad[i] = unreadable_reason(exc)
+                bad[i] = unreadable_reason(exc, files[i])
             return
         put(i, row)
 

@@ -145,8 +145,10 @@ def source_arrays(name: str, data_root: str | Path = "data", *, download: bool =
     """The dataset's decoded rows: from the cache (decoding them there first when needed), or in memory."""
     if on_bad_image not in BAD_IMAGE_POLICIES:
         raise ValueError(f"on_bad_image {on_bad_image!r} is not one of {', '.join(BAD_IMAGE_POLICIES)}")
+    root = None
     if is_folder(name):
         tree = folder.check(name)
+        root = tree.root
         plan = folder_plan(name, tree, image_size or folder.DEFAULT_SIZE, progress, cache)
     else:
         plan = recipe_plan(get_recipe(name), data_root, download)
@@ -156,7 +158,7 @@ def source_arrays(name: str, data_root: str | Path = "data", *, download: bool =
         arrays = cache_mod.get(cache, plan, waiting)
     if arrays.skipped and on_bad_image == "fail":
         where = cache.entry(plan.key, plan.fingerprint).meta if cache is not None else None
-        scan.fail_on(name, arrays.skipped, where)
+        scan.fail_on(name, root, arrays.skipped, where)
     return arrays
 
 
@@ -264,7 +266,7 @@ def check_dataset(name: str, data_root: str | Path = "data", download: bool = Fa
         bad = scan.unreadable(tree, cache)
         if bad and on_bad_image == "fail":
             where = cache.scan_file(folder.fingerprint(tree, scan.FORMAT)) if cache is not None else None
-            scan.fail_on(name, bad, where)
+            scan.fail_on(name, tree.root, bad, where)
         return bad
     recipe = get_recipe(name)
     if embedded.matches(recipe):

@@ -44,7 +44,7 @@ def verify_file(path: Path) -> str:
             else:
                 im.verify()
     except read_errors() as exc:
-        return unreadable_reason(exc)
+        return unreadable_reason(exc, path)
     return ""
 
 
@@ -79,16 +79,26 @@ def unreadable(tree: Tree, cache: DatasetCacheDir | None = None) -> list[tuple[s
     return bad
 
 
-def unreadable_message(dataset: str, bad: list[tuple[str, str]] | tuple, where: Path | None = None) -> str:
-    """One line naming every unreadable file (or the first INLINE of them and the file that lists them all)."""
-    shown = bad if where is None else bad[:INLINE]
-    listed = ", ".join(f"{p} ({r})" for p, r in shown)
-    more = f", and {len(bad) - len(shown)} more (all listed in {where})" if len(shown) < len(bad) else ""
+def unreadable_message(dataset: str, root: Path, bad: list[tuple[str, str]] | tuple, where: Path | None = None) -> str:
+    """One line: how many files can't be read and what to do, then the files (relative to ``root``, the folder
+    the dataset names) with the reason for each; past ``INLINE`` of them (with a file listing them all) the
+    rest are counted."""
+    shown = list(bad) if where is None else list(bad[:INLINE])
     noun, them = ("image", "it") if len(bad) == 1 else ("images", "them")
-    return (f"dataset {dataset!r}: {len(bad)} unreadable {noun}: {listed}{more}; fix or remove {them}, or set "
-            f"data.on_bad_image = \"skip\" (--set data.on_bad_image=skip) to train without {them}")
+    listed = ", ".join(f"{_relative(p, root)} ({r})" for p, r in shown)
+    more = f", and {len(bad) - len(shown)} more" if len(shown) < len(bad) else ""
+    kept = f" (all listed in {where})" if where is not None and len(shown) < len(bad) else ""
+    return (f"dataset {dataset!r}: {len(bad)} unreadable {noun}{kept}; fix or remove {them}, or pass "
+            f"--set data.on_bad_image=skip to train without {them}: {listed}{more}")
 
 
-def fail_on(dataset: str, bad: list[tuple[str, str]] | tuple, where: Path | None = None) -> None:
+def _relative(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def fail_on(dataset: str, root: Path, bad: list[tuple[str, str]] | tuple, where: Path | None = None) -> None:
     if bad:
-        raise DataError(unreadable_message(dataset, bad, where))
+        raise DataError(unreadable_message(dataset, root, bad, where))
