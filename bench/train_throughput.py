@@ -14,6 +14,11 @@ device and the versions, and written as JSON with ``--json``.
 
     python bench/train_throughput.py                          # frozen 5, partial 3, full 1 epoch(s)
     python bench/train_throughput.py --cases frozen:5 --train-limit 2000   # a quicker look
+    python bench/train_throughput.py --before /tmp/before     # also the engine of another checkout
+
+``--before DIR`` runs the same grid with the engine of the checkout in DIR too
+(e.g. ``git worktree add /tmp/before c2340fd``: the code before the dataset
+cache and the CPU choices), as a third column.
 """
 
 from __future__ import annotations
@@ -32,10 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def timed(argv: list[str], env: dict) -> dict:
+def timed(argv: list[str], env: dict, cwd: Path = ROOT) -> dict:
     """Run ``argv`` to the end: wall seconds, CPU seconds of it and its descendants, faults, peak RSS, stdout."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, text=True)
     out_chunks = []
     # read stdout while it runs (a full pipe would block the child); stderr is small
     for line in proc.stdout:
@@ -50,24 +55,30 @@ def timed(argv: list[str], env: dict) -> dict:
             "minor_faults": usage.ru_minflt, "max_rss_mb": usage.ru_maxrss / 1024, "stdout": "".join(out_chunks)}
 
 
+def _cpu(run: dict) -> float:
+    return run["user_seconds"] + run["system_seconds"]
+
+
 def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def engine_case(strategy: str, epochs: int, args, env: dict, store: Path) -> dict:
+def engine_case(strategy: str, epochs: int, args, env: dict, store: Path, checkout: Path = ROOT) -> dict:
     grid = store / f"{strategy}.toml"
     grid.write_text(
         f'name = "bench-{strategy}"\ndatasets = ["footwear"]\nbackbones = ["efficientnet_lite0"]\n'
         f'strategies = ["{strategy}"]\n[data]\nimage_size = {args.image_size}\nbatch_size = {args.batch_size}\n'
         f'train_limit = {args.train_limit}\n[model]\nweights = "pretrained"\n'
         f'[train]\nepochs = {epochs}\npatience = {epochs + 1}\nthreads = {args.threads}\n')
-    run = timed([sys.executable, "-m", "finetune_tui.cli", "run", "--grid", str(grid), "--runs", str(store)], env)
+    run = timed([sys.executable, "-m", "finetune_tui.cli", "run", "--grid", str(grid), "--runs", str(store)],
+                {**env, "PYTHONPATH": str(checkout)}, cwd=checkout)
     from engine.store import RunStore
 
     (rec,) = RunStore(store).runs(f"bench-{strategy}")
     results = rec.dir.results() or {}
-    run.update({"pipeline": "engine", "accuracy": results.get("accuracy"), "f1_macro": results.get("f1_macro"),
-                "phases": results.get("phases", {}), "worker_total_seconds": results.get("total_seconds")})
+    run.update({"pipeline": "engine" if checkout == ROOT else f"engine@{checkout}", "accuracy": results.get("accuracy"),
+                "f1_macro": results.get("f1_macro"), "phases": results.get("phases", {}),
+                "worker_total_seconds": results.get("total_seconds")})
     return run
 
 
@@ -101,6 +112,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads, both pipelines")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the plain pipeline")
     p.add_argument("--train-limit", type=int, default=0, help="fewer training images (0: all 9,000)")
+    p.add_argument("--before", type=Path, help="a checkout whose engine runs the same grids as a third column")
     p.add_argument("--json", help="also write every figure here")
     args = p.parse_args()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
@@ -110,24 +122,36 @@ def main() -> int:
     rows = []
     for case in args.cases.split(","):
         strategy, epochs = case.split(":")
+        before = load()
         with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
-            before = load()
             engine = engine_case(strategy, int(epochs), args, env, Path(tmp))
-            plain = plain_case(strategy, int(epochs), args, env)
-            after = load()
+        plain = plain_case(strategy, int(epochs), args, env)
+        old = None
+        if args.before:
+            with tempfile.TemporaryDirectory(prefix="bench-before-") as tmp:
+                old = engine_case(strategy, int(epochs), args, env, Path(tmp), checkout=args.before.resolve())
+        after = load()
         row = {"strategy": strategy, "epochs": int(epochs), "load_before": before, "load_after": after,
                "engine": {k: v for k, v in engine.items() if k != "stdout"},
                "plain": {k: v for k, v in plain.items() if k != "stdout"},
-               "ratio": plain["wall_seconds"] / engine["wall_seconds"]}
+               "ratio": plain["wall_seconds"] / engine["wall_seconds"],
+               "cpu_ratio": _cpu(plain) / _cpu(engine)}
+        if old is not None:
+            row["before"] = {k: v for k, v in old.items() if k != "stdout"}
+            row["before_ratio"] = plain["wall_seconds"] / old["wall_seconds"]
         rows.append(row)
-        for name in ("engine", "plain"):
+        for name in ("engine", "plain", "before"):
+            if name not in row:
+                continue
             r = row[name]
             cpu = r["user_seconds"] + r["system_seconds"]
             print(f"{strategy:8s} {epochs} ep {name:6s} {r['wall_seconds']:7.1f} s wall  cpu {cpu:7.1f} s "
                   f"(system {r['system_seconds']:5.1f} s = {r['system_seconds'] / max(cpu, 1e-9):4.0%})  "
                   f"faults {r['minor_faults'] / 1e6:5.2f} M  acc {r['accuracy']:.4f}  "
                   f"phases {json.dumps({k: round(v, 1) for k, v in r['phases'].items()})}")
-        print(f"{strategy:8s} engine is {row['ratio']:.2f}x faster end to end (load {before} -> {after})", flush=True)
+        print(f"{strategy:8s} engine is {row['ratio']:.2f}x faster end to end, {row['cpu_ratio']:.2f}x less CPU"
+              + (f"; the --before engine was {row['before_ratio']:.2f}x" if old is not None else "")
+              + f" (load {before} -> {after})", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"provenance": prov, "rows": rows}, indent=1))
     return 0

@@ -19,8 +19,9 @@ from typing import Callable
 from engine import events as ev
 from engine.config import ConfigError, GridConfig, check_grid_name
 from engine.errors import UserError
-from engine.launcher import Launcher, RunHandle, SubprocessLauncher, project_env
+from engine.launcher import Launcher, RunHandle, project_env
 from engine.store import GridDir, RunDir, RunStore, RunWriter, is_dead_worker_error, load_run
+from engine.warm_launcher import default_launcher
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class Orchestrator:
         self.grid_dir = GridDir(gdir)
         self.gdir = self.grid_dir.path
         self.grid = self.grid_dir.config()
-        self.launcher = launcher or SubprocessLauncher()
+        self.launcher = launcher or default_launcher()  # engine.warm_launcher: forked from a warm process
         self.on_event = on_event or (lambda run_id, event: None)
         self.gpus = gpu_ids(self.grid.base.train.device)
         self.concurrency = concurrency or self.grid.concurrency or max(1, len(self.gpus))
