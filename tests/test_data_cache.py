@@ -329,3 +329,25 @@ def test_a_run_that_skips_lists_every_skipped_file_in_its_folder_description_and
     (failed,) = of_type(failing, "failed")
     # failures.py keeps the first 300 characters of a user error: the count, the hint, the first files
     assert failed.kind == "user" and "2 unreadable images" in failed.error and "cat/junk.png (" in failed.error
+
+
+def test_an_unwritable_cache_is_one_line_saying_what_to_do(tmp_path):
+    tree = tree_of(tmp_path)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache's parent folder should be")
+    with pytest.raises(DataError, match="can't write the dataset cache in .* data.cache = false") as err:
+        open_dataset(f"imagefolder:{tree}", image_size=8, cache=DatasetCacheDir(blocker / "cache"))
+    assert "\n" not in str(err.value)
+
+
+def test_a_recipe_read_from_two_data_roots_keeps_two_entries(tmp_path):
+    from engine.data.load import recipe_plan
+    from engine.data.recipes import DatasetRecipe
+
+    from .data_fixtures import write_cifar10
+
+    recipe = DatasetRecipe("tiny10", "cifar10", (0, 1), 8, 4, "test recipe")
+    for root in ("a", "b"):
+        write_cifar10(tmp_path / root, train_per_class=6, test_per_class=3)
+    plans = [recipe_plan(recipe, tmp_path / root, False) for root in ("a", "b")]
+    assert plans[0].key != plans[1].key and plans[0].key.startswith("tiny10-")

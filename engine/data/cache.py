@@ -30,6 +30,7 @@ from engine.store import CacheEntryDir, DatasetCacheDir, atomic_write_json, read
 
 from ..preprocess import Storage
 from .arrays import PARTS, SourceArrays
+from .errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +239,16 @@ def get(cache: DatasetCacheDir, plan: Plan, waiting: Waiting | None = None, poll
     arrays = _try_open(entry, plan.fingerprint, notes={"cache": "hit"})
     if arrays is not None:
         return arrays
+    try:
+        cache.path.mkdir(parents=True, exist_ok=True)
+        probe = cache.path / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(cache.path) from exc
+        raise DataError(f"can't write the dataset cache in {cache.path} ({exc.strerror or exc}); set data.cache_dir "
+                        f"to a writable folder, or data.cache = false to decode in memory for each run") from None
     lock = cache.lock(plan.key)
     waited = False
     while not lock.acquire():

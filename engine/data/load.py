@@ -83,10 +83,12 @@ def recipe_plan(recipe: DatasetRecipe, data_root: str | Path, download: bool) ->
     """A recipe's rows: keyed by its name, fingerprinted by the recipe and the files it is drawn from."""
     root = Path(data_root)
     if embedded.matches(recipe):
-        files, version = [embedded.path_for(recipe.name)], "embedded"
+        files, version, key = [embedded.path_for(recipe.name)], "embedded", _safe(recipe.name)
     else:
         _ensure_source(recipe, root, download)
         files, version = SOURCES[recipe.source].files(root, recipe.name)
+        # one key per source folder: grids reading the same recipe from two data roots don't replace each other
+        key = f"{_safe(recipe.name)}-{_hash(str(root.resolve()))[:8]}"
     fields = json.dumps(asdict(recipe), sort_keys=True)
     fp = _hash(cache_mod.FORMAT, fields, version, _stamps(files))
 
@@ -99,7 +101,7 @@ def recipe_plan(recipe: DatasetRecipe, data_root: str | Path, download: bool) ->
                 part[arrays.parts[name]] = k
         return cache_mod.Described(arrays.labels, arrays.index, part, arrays.classes, arrays.source, arrays.storage)
 
-    return cache_mod.Plan(_safe(recipe.name), fp, build)
+    return cache_mod.Plan(key, fp, build)
 
 
 def folder_plan(name: str, tree: folder.Tree, size: int, progress: Progress | None = None,

@@ -127,7 +127,7 @@ class Feed:
 
     def head(self, k: int) -> torch.Tensor:
         """The first ``k`` rows (probes: forward_units, activation cache size)."""
-        return next(self.batches(torch.arange(min(k, len(self))), k))[1]
+        return next(self.batches(torch.arange(min(k, len(self))), k))[1].clone()  # a streamed batch's buffer is reused
 
     def batches(self, order: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(index, uint8 images on the device) for ``order`` cut in batches, in order."""
