@@ -241,8 +241,9 @@ class Trainer:
                     part = run_prefix(self.model, self.units, k, self._prep(xb)).float()
                 if out is None:  # one buffer for the split: no list of pieces and concatenated copy
                     out = torch.empty((total, *part.shape[1:]), dtype=part.dtype, device=part.device)
-                out[idx[0]: idx[0] + len(idx)] = part
-                self._progress("features", int(idx[-1]) + 1, total, None, None)
+                start = int(idx[0])
+                out[start: start + len(idx)] = part
+                self._progress("features", start + len(idx), total, None, None)
                 self._check_cancel()
             self.cache[split] = out if out is not None else probe.new_empty((0, *probe.shape[1:])).float()
         self.net = SplitModel(self.model, self.units[k:])

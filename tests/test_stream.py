@@ -156,3 +156,25 @@ def test_phase_times_count_from_the_process_start():
     t.add("train", 1.0)
     assert t.as_dict()["train"] == 3.0 and list(t.as_dict()) == [p for p in PHASES if p in t.as_dict()]
     assert t.total() >= t.seconds["startup"]
+
+
+def test_the_tui_shows_decode_progress_and_the_total_time():
+    from pathlib import Path
+
+    from tests.tui_fixtures import NOW
+    from tui.columns import COLUMNS, Context
+    from tui.store_watcher import RunState
+    from tui.theme import Palette
+
+    ctx = Context(now=NOW, palette=Palette())
+
+    def state(**kw) -> RunState:
+        return RunState(key="g/r", path=Path("/x/g/r"), summary=RunSummary(run_id="r", grid="g", **kw))
+
+    decoding = state(status="running", phase="decode", step=1200, steps=20000, started_at=NOW - 30)
+    assert COLUMNS["note"].render(decoding, ctx).plain == "decode 1200/20000"
+    assert COLUMNS["elapsed"].render(decoding, ctx).plain == "30s"
+    done = state(status="done", started_at=NOW - 500, finished_at=NOW - 300, total_seconds=143.0, train_seconds=10.0)
+    assert COLUMNS["elapsed"].render(done, ctx).plain == "2m23s"  # the worker's total, not train_seconds
+    older = state(status="done", started_at=NOW - 500, finished_at=NOW - 300, train_seconds=10.0)
+    assert COLUMNS["elapsed"].render(older, ctx).plain == "3m20s"  # no total recorded: started to finished
