@@ -1,149 +1,157 @@
-"""Training throughput: the engine's pipeline vs a plain DataLoader + per-image transforms.
+"""End to end: the engine (``finetune-tui run``, its real workers) vs the plain PyTorch pipeline, same run.
 
-Both train the same model on the same images for the same number of epochs in
-this one process, and the script prints img/s for each and their ratio, with
-device and versions. Two cases:
+For each strategy the same training happens twice in this one benchmark run,
+one after the other on the same machine: EfficientNet-Lite0 (the offline
+ImageNet weights) on the footwear split (9,000 train / 1,000 val / 2,500
+test) at 64 px, batch 64, Adam, the strategy's trainable layers and learning
+rate. Once through ``finetune-tui run`` (a grid of that one run, in a fresh run
+store: the dataset cache starts empty), once through
+``bench/plain_pipeline.py`` (a Dataset with per-image PIL transforms and a
+DataLoader). Each is a subprocess timed from launch to exit, with its CPU time
+(user and system, every descendant) and page faults from ``os.wait4``. The
+figures are printed with the machine's load average before and after, the
+device and the versions, and written as JSON with ``--json``.
 
-- ``full``: every layer trains, so only the input pipeline differs (uint8 on
-  the device, batched resize/normalise) from torchvision's PIL transforms.
-- ``frozen``: head only; the engine computes backbone features once
-  (engine.feature_cache) while the plain pipeline runs the backbone every epoch.
+    python bench/train_throughput.py                          # frozen 5, partial 3, full 1 epoch(s)
+    python bench/train_throughput.py --cases frozen:5 --train-limit 2000   # a quicker look
+    python bench/train_throughput.py --before /tmp/before     # also the engine of another checkout
 
-    python bench/train_throughput.py [--model efficientnet_lite0] [--size 64] [--n 1024] [--epochs 3]
+``--before DIR`` runs the same grid with the engine of the checkout in DIR too
+(e.g. ``git worktree add /tmp/before c2340fd``: the code before the dataset
+cache and the CPU choices), as a third column.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import numpy as np  # noqa: E402
-import timm  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
-from torchvision import transforms  # noqa: E402
-
-from engine.config import TrainConfig  # noqa: E402
-from engine.data import load_dataset  # noqa: E402
-from engine.feature_cache import SplitModel, forward_units, run_prefix, split_point  # noqa: E402
-from engine.models import build_classifier, norm_config  # noqa: E402
-from engine.strategies import apply_plan, layer_groups, plan  # noqa: E402
-from engine.transforms import preprocess  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 
-class PILDataset(Dataset):
-    """The usual way: one PIL image at a time through torchvision transforms."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, size: int, mean, std):
-        self.x, self.y = x, y
-        self.tf = transforms.Compose([
-            transforms.Resize((size, size)), transforms.ToTensor(), transforms.Normalize(mean, std)])
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, i):
-        img = Image.fromarray(self.x[i].squeeze(0)).convert("RGB")
-        return self.tf(img), int(self.y[i])
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def make(model_name, strategy, n_classes, device):
-    torch.manual_seed(0)
-    m = build_classifier(model_name, "seed", n_classes).to(device)
-    groups = layer_groups(m.backbone)
-    opt = torch.optim.Adam(apply_plan(m, groups, plan(TrainConfig(strategy=strategy), len(groups))))
-    return m, opt
-
-
-def train_plain(args, x, y, device, strategy):
-    m, opt = make(args.model, strategy, int(y.max()) + 1, device)
-    norm = norm_config(m.backbone)
-    loader = DataLoader(PILDataset(x.numpy(), y.numpy(), args.size, norm["mean"], norm["std"]),
-                        batch_size=args.batch, shuffle=True, num_workers=args.workers)
-    m.train()
-    sync(device)
+def timed(argv: list[str], env: dict, cwd: Path = ROOT) -> dict:
+    """Run ``argv`` to the end: wall seconds, CPU seconds of it and its descendants, faults, peak RSS, stdout."""
     t0 = time.perf_counter()
-    for _ in range(args.epochs):
-        for xb, yb in loader:
-            xb, yb = xb.to(device, non_blocking=True), yb.to(device)
-            loss = torch.nn.functional.cross_entropy(m(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    sync(device)
-    return args.epochs * len(y) / (time.perf_counter() - t0)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, text=True)
+    out_chunks = []
+    # read stdout while it runs (a full pipe would block the child); stderr is small
+    for line in proc.stdout:
+        out_chunks.append(line)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err[-3000:]}")
+    return {"wall_seconds": wall, "user_seconds": usage.ru_utime, "system_seconds": usage.ru_stime,
+            "minor_faults": usage.ru_minflt, "max_rss_mb": usage.ru_maxrss / 1024, "stdout": "".join(out_chunks)}
 
 
-def train_engine(args, x, y, device, strategy):
-    m, opt = make(args.model, strategy, int(y.max()) + 1, device)
-    norm = norm_config(m.backbone)
-    xd, yd = x.to(device), y.to(device)
-    sync(device)
-    t0 = time.perf_counter()
-    net = m
-    data = None
-    if strategy == "frozen":  # what the trainer does: the frozen chain once, then the head
-        m.eval()
-        units = forward_units(m.backbone, preprocess(xd[:2], args.size, norm["mean"], norm["std"]))
-        k = split_point(units)
-        data = torch.cat([run_prefix(m, units, k, preprocess(xd[i:i + 256], args.size, norm["mean"], norm["std"]))
-                          for i in range(0, len(xd), 256)])
-        net = SplitModel(m, units[k:])
-    m.train()
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(args.epochs):
-        for idx in torch.randperm(len(yd), generator=gen).split(args.batch):
-            idx = idx.to(device)
-            xb = data[idx] if data is not None else preprocess(xd[idx], args.size, norm["mean"], norm["std"])
-            loss = torch.nn.functional.cross_entropy(net(xb), yd[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    sync(device)
-    return args.epochs * len(y) / (time.perf_counter() - t0)
+def _cpu(run: dict) -> float:
+    return run["user_seconds"] + run["system_seconds"]
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def engine_case(strategy: str, epochs: int, args, env: dict, store: Path, checkout: Path = ROOT) -> dict:
+    grid = store / f"{strategy}.toml"
+    grid.write_text(
+        f'name = "bench-{strategy}"\ndatasets = ["footwear"]\nbackbones = ["efficientnet_lite0"]\n'
+        f'strategies = ["{strategy}"]\n[data]\nimage_size = {args.image_size}\nbatch_size = {args.batch_size}\n'
+        f'train_limit = {args.train_limit}\n[model]\nweights = "pretrained"\n'
+        f'[train]\nepochs = {epochs}\npatience = {epochs + 1}\nthreads = {args.threads}\n')
+    run = timed([sys.executable, "-m", "finetune_tui.cli", "run", "--grid", str(grid), "--runs", str(store)],
+                {**env, "PYTHONPATH": str(checkout)}, cwd=checkout)
+    from engine.store import RunStore
+
+    (rec,) = RunStore(store).runs(f"bench-{strategy}")
+    results = rec.dir.results() or {}
+    run.update({"pipeline": "engine" if checkout == ROOT else f"engine@{checkout}", "accuracy": results.get("accuracy"),
+                "f1_macro": results.get("f1_macro"), "phases": results.get("phases", {}),
+                "worker_total_seconds": results.get("total_seconds")})
+    return run
+
+
+def plain_case(strategy: str, epochs: int, args, env: dict) -> dict:
+    run = timed([sys.executable, str(ROOT / "bench" / "plain_pipeline.py"), "--strategy", strategy, "--epochs",
+                 str(epochs), "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
+                 "--threads", str(args.threads), "--workers", str(args.workers), "--train-limit",
+                 str(args.train_limit)], env)
+    report = json.loads(run["stdout"].strip().splitlines()[-1])
+    run.update({"pipeline": "plain", "accuracy": report["accuracy"], "f1_macro": report["f1_macro"],
+                "phases": report["phases"]})
+    return run
+
+
+def provenance(args) -> dict:
+    import timm
+    import torch
+
+    return {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+            "model": "efficientnet_lite0 (offline ImageNet weights)", "dataset": "footwear",
+            "image_size": args.image_size, "batch_size": args.batch_size, "threads": args.threads,
+            "plain_loader_workers": args.workers, "train_limit": args.train_limit, "device": "cpu"}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="efficientnet_lite0")
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--n", type=int, default=1024, help="training images (footwear)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers for the plain pipeline")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--json", help="also write the figures here")
+    p.add_argument("--cases", default="frozen:5,partial:3,full:1", help="strategy:epochs, comma-separated")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2, help="torch threads, both pipelines")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the plain pipeline")
+    p.add_argument("--train-limit", type=int, default=0, help="fewer training images (0: all 9,000)")
+    p.add_argument("--before", type=Path, help="a checkout whose engine runs the same grids as a third column")
+    p.add_argument("--json", help="also write every figure here")
     args = p.parse_args()
-    device = torch.device(args.device)
-    splits = load_dataset("footwear")
-    x, y = splits.train.x[: args.n], splits.train.y[: args.n]
-    prov = {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "timm": timm.__version__,
-        "python": platform.python_version(), "model": args.model, "image_size": args.size, "batch": args.batch,
-        "images": args.n, "epochs": args.epochs, "plain_workers": args.workers,
-    }
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
+           "OMP_NUM_THREADS": str(args.threads)}
+    prov = provenance(args)
     print("provenance:", json.dumps(prov))
     rows = []
-    for strategy in ("full", "frozen"):
-        plain = train_plain(args, x, y, device, strategy)
-        engine = train_engine(args, x, y, device, strategy)
-        rows.append({"strategy": strategy, "plain_img_s": plain, "engine_img_s": engine, "ratio": engine / plain})
-        print(f"{strategy:7s} plain DataLoader+PIL {plain:8.1f} img/s | engine {engine:8.1f} img/s | "
-              f"ratio {engine / plain:5.2f}x")
+    for case in args.cases.split(","):
+        strategy, epochs = case.split(":")
+        before = load()
+        with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
+            engine = engine_case(strategy, int(epochs), args, env, Path(tmp))
+        plain = plain_case(strategy, int(epochs), args, env)
+        old = None
+        if args.before:
+            with tempfile.TemporaryDirectory(prefix="bench-before-") as tmp:
+                old = engine_case(strategy, int(epochs), args, env, Path(tmp), checkout=args.before.resolve())
+        after = load()
+        row = {"strategy": strategy, "epochs": int(epochs), "load_before": before, "load_after": after,
+               "engine": {k: v for k, v in engine.items() if k != "stdout"},
+               "plain": {k: v for k, v in plain.items() if k != "stdout"},
+               "ratio": plain["wall_seconds"] / engine["wall_seconds"],
+               "cpu_ratio": _cpu(plain) / _cpu(engine)}
+        if old is not None:
+            row["before"] = {k: v for k, v in old.items() if k != "stdout"}
+            row["before_ratio"] = plain["wall_seconds"] / old["wall_seconds"]
+        rows.append(row)
+        for name in ("engine", "plain", "before"):
+            if name not in row:
+                continue
+            r = row[name]
+            cpu = r["user_seconds"] + r["system_seconds"]
+            print(f"{strategy:8s} {epochs} ep {name:6s} {r['wall_seconds']:7.1f} s wall  cpu {cpu:7.1f} s "
+                  f"(system {r['system_seconds']:5.1f} s = {r['system_seconds'] / max(cpu, 1e-9):4.0%})  "
+                  f"faults {r['minor_faults'] / 1e6:5.2f} M  acc {r['accuracy']:.4f}  "
+                  f"phases {json.dumps({k: round(v, 1) for k, v in r['phases'].items()})}")
+        print(f"{strategy:8s} engine is {row['ratio']:.2f}x faster end to end, {row['cpu_ratio']:.2f}x less CPU"
+              + (f"; the --before engine was {row['before_ratio']:.2f}x" if old is not None else "")
+              + f" (load {before} -> {after})", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"provenance": prov, "rows": rows}, indent=1))
     return 0

@@ -27,6 +27,7 @@ from typing import Any, Callable
 import tomllib
 
 from engine import toml_writer
+from engine.data.names import dataset_id, name_problems
 from engine.errors import UserError
 from engine.heads import HEADS
 from engine.strategies import STRATEGIES
@@ -38,7 +39,7 @@ class ConfigError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "footwear"  # a recipe name, or "imagefolder:/path/to/tree"
+    dataset: str = "footwear"  # a recipe name, "imagefolder:/path/to/tree" or "imagefolder:NAME=/path/to/tree"
     data_root: str = "data"  # where source datasets (CIFAR, Fashion-MNIST) are looked for
     download: bool = False  # fetch missing sources through torchvision (needs internet)
     image_size: int = 64  # side fed to the backbone; the seed used 32, ImageNet nets like more
@@ -46,6 +47,11 @@ class DataConfig:
     batch_size: int = 64
     augment: bool = False  # random crop + flip + colour jitter, on the device, per batch
     train_limit: int = 0  # keep at most this many training images (class-balanced); 0 = all
+    cache: bool = True  # decode each dataset once into the dataset cache, shared by every run of every grid
+    cache_dir: str = ""  # where the dataset cache lives; "" = <run store>/.cache/datasets
+    on_bad_image: str = "fail"  # an unreadable image file: "fail" (list them all and stop) or "skip" (train without)
+    stream: str = "auto"  # "auto": splits over device_budget_mb are read from the cache batch by batch; "always", "never"
+    device_budget_mb: int = 0  # memory for splits held on the device; 0 = from free memory (engine.data.budget)
 
 
 @dataclass(frozen=True)
@@ -75,8 +81,8 @@ class TrainConfig:
     gradual_lr_decay: float = 0.5  # gradual: LR multiplier applied at each new stage
     min_lr: float = 1e-5  # discriminative: LR of the stem (the head gets ``lr``)
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    amp: bool = True  # bf16/fp16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True  # on CUDA
+    amp: bool = True  # autocast on CUDA: bf16 where the GPU has it natively, else fp16 with loss scaling; CPU: fp32
+    channels_last: bool = True  # NHWC memory format (measured faster on CUDA and on CPU: engine/speed.py)
     threads: int = 0  # CPU threads for this run; 0 = share the machine's cores across workers
     cache_features: bool = True  # compute the frozen part of the backbone once
 
@@ -197,6 +203,8 @@ GRID_OWNED = {"data.dataset": "datasets", "model.backbone": "backbones", "train.
 COMMAND_LINE = ("command line", "--set")  # sources a user typed (their hints name flags, not file keys)
 
 CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
+    "data.on_bad_image": lambda: ("fail", "skip"),
+    "data.stream": lambda: ("auto", "always", "never"),
     "model.head": lambda: tuple(HEADS),
     "model.on_missing_weights": lambda: ("fail", "random"),
     "train.optimizer": lambda: ("adam", "adamw", "sgd"),
@@ -209,6 +217,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.batch_size": (lambda v: v >= 1, "at least 1"),
     "data.val_fraction": (lambda v: 0.0 < v < 0.9, "above 0, below 0.9"),
     "data.train_limit": (lambda v: v >= 0, "0 (all) or more"),
+    "data.device_budget_mb": (lambda v: v >= 0, "0 (from free memory) or more"),
     "train.epochs": (lambda v: v >= 1, "at least 1"),
     "train.patience": (lambda v: v >= 1, "at least 1"),
     "train.plateau_factor": (lambda v: 0.0 < v < 1.0, "above 0, below 1"),
@@ -219,6 +228,18 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.gradual_stage_epochs": (lambda v: v >= 1, "at least 1"),
     "train.label_smoothing": (lambda v: 0.0 <= v < 1.0, "0 or more, below 1"),
     "concurrency": (lambda v: v >= 0, "0 (automatic) or more"),
+}
+
+
+def _distinct_datasets(value: tuple[str, ...], source: str) -> None:
+    problem = name_problems(value)
+    if problem:
+        raise ConfigError(f"{source} datasets: {problem}")
+
+
+# whole-value checks beyond a choice or a range: (value, source) -> raises ConfigError
+VALIDATORS: dict[str, Callable[[Any, str], None]] = {
+    "datasets": _distinct_datasets,
 }
 
 
@@ -288,6 +309,8 @@ def _check(key: str, value: Any, source: str) -> Any:
                 raise ConfigError(f"{source} {key}: {v!r} is not one of {', '.join(allowed)}")
     if key in RANGES and not RANGES[key][0](value):
         raise ConfigError(f"{source} {key}: {value!r} is out of range ({RANGES[key][1]})")
+    if key in VALIDATORS:
+        VALIDATORS[key](value, source)
     return value
 
 
@@ -425,9 +448,9 @@ class _Draft:
 
 
 def run_id(dataset: str, backbone: str, strategy: str) -> str:
-    """Folder-safe id of a run: ``<dataset>__<backbone>__<strategy>``."""
-    ds = re.sub(r"[^A-Za-z0-9_.-]+", "-", dataset.replace("imagefolder:", "if-")).strip("-")
-    return f"{ds}__{backbone}__{strategy}"
+    """Folder-safe id of a run: ``<dataset>__<backbone>__<strategy>``; an image folder's dataset part is its
+    name (``imagefolder:/data/tops`` -> ``tops``, ``imagefolder:NAME=PATH`` -> ``NAME``)."""
+    return f"{dataset_id(dataset)}__{backbone}__{strategy}"
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -22,6 +22,23 @@ def _pct(x: float | None) -> str:
     return "" if x is None else f"{x:.3f}"
 
 
+def duration(seconds: float | None) -> str:
+    """``"47s"``, ``"3m05s"``, ``"1h02m"``; "" when unknown."""
+    if seconds is None:
+        return ""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def run_seconds(s: RunSummary) -> float | None:
+    """A finished run's total wall time (its worker's, start to end); older runs only recorded training."""
+    return s.total_seconds if s.total_seconds else s.train_seconds
+
+
 class ProgressView:
     """Receives (run_id, event) from the orchestrator's reader threads."""
 
@@ -66,8 +83,14 @@ class ProgressView:
         if isinstance(event, ev.EarlyStop):
             return f"{stamp} early stop at epoch {event.epoch} (best {event.best_epoch})"
         if isinstance(event, ev.Finished):
+            total = event.total_seconds or event.train_seconds
+            phases = ", ".join(f"{k} {v:.0f}s" for k, v in event.phases.items() if v >= 0.5)
             return (f"{stamp} done: test acc {event.test.get('accuracy', 0):.4f} "
-                    f"F1 {event.test.get('f1_macro', 0):.4f} in {event.train_seconds:.0f}s")
+                    f"F1 {event.test.get('f1_macro', 0):.4f} in {total:.0f}s" + (f" ({phases})" if phases else ""))
+        if isinstance(event, ev.Progress) and event.phase in ("decode", "decode-wait") and event.steps \
+                and event.step >= event.steps:
+            what = "decoded" if event.phase == "decode" else "another run decoded"
+            return f"{stamp} {what} {event.steps} images into the dataset cache"
         if isinstance(event, ev.Failed):
             return f"{stamp} FAILED: {event.error}"
         if isinstance(event, ev.Cancelled):
@@ -100,7 +123,7 @@ def runs_table(records, title: str = "runs") -> Group:
     t.add_column("dataset", min_width=8)
     t.add_column("backbone", min_width=12, overflow="fold")
     t.add_column("strategy", min_width=8)
-    for col in ("status", "epoch", "val", "test", "F1"):
+    for col in ("status", "epoch", "val", "test", "F1", "time"):
         t.add_column(col, no_wrap=True, justify="left" if col == "status" else "right")
     notes = []
     for rec in records:
@@ -108,7 +131,8 @@ def runs_table(records, title: str = "runs") -> Group:
         cells = [] if one else [s.grid]
         t.add_row(*cells, s.dataset or rec.run_id, s.backbone, s.strategy,
                   Text(s.status, style=STATUS_STYLE.get(s.status, "magenta")), f"{s.epoch}/{s.epochs}",
-                  _pct(s.best_val_acc), _pct(s.test_accuracy), _pct(s.test_f1_macro))
+                  _pct(s.best_val_acc), _pct(s.test_accuracy), _pct(s.test_f1_macro),
+                  duration(run_seconds(s)) if s.status == "done" else "")
         note = rec.problem or s.error
         if note:  # Text, not markup: errors may hold brackets
             kind = f"{s.status} ({s.error_kind.replace('_', ' ')}): " if s.error_kind and not rec.problem else ""

@@ -70,7 +70,9 @@ class Progress(Event):
     type: str = "progress"
     epoch: int = 0
     epochs: int = 0
-    phase: str = "train"  # "features" (caching frozen outputs), "train", "val", "test"
+    # "decode" (images into the dataset cache; "decode-wait": another run decodes them), "features"
+    # (caching frozen outputs), "train", "val", "test"
+    phase: str = "train"
     step: int = 0
     steps: int = 0
     loss: float | None = None
@@ -125,8 +127,10 @@ class Finished(Event):
     type: str = "finished"
     best_epoch: int = 0
     epochs_run: int = 0
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # the epochs' wall time (every epoch of the run, resumed or not)
     test: dict = field(default_factory=dict)  # accuracy, precision/recall/f1 macro+weighted
+    total_seconds: float = 0.0  # this worker process's wall time, start to finish (0: written before it existed)
+    phases: dict = field(default_factory=dict)  # seconds per phase of this process (engine.timing.PHASES)
 
 
 @dataclass(frozen=True)

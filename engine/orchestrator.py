@@ -28,8 +28,9 @@ from engine import events as ev
 from engine.config import ConfigError, GridConfig, check_grid_name
 from engine.errors import DiskFull, StoreError, UserError, is_disk_full
 from engine.failures import MemoryWatch
-from engine.launcher import Launcher, RunHandle, SubprocessLauncher, project_env
+from engine.launcher import Launcher, RunHandle, project_env
 from engine.store import FileLock, GridDir, RunDir, RunStore, RunWriter, is_dead_worker_error, load_run
+from engine.warm_launcher import default_launcher
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +47,16 @@ class GridBusy(UserError):
 # --- preparing a grid -------------------------------------------------------
 
 
-def validate(grid: GridConfig, missing_data: Callable[[UserError], None] | None = None) -> None:
-    """Fail before anything starts: unknown names, a missing weights file, missing data sources.
+def validate(grid: GridConfig, root: str | Path | None = None,
+             missing_data: Callable[[UserError], None] | None = None) -> None:
+    """Fail before anything starts: unknown names, a missing weights file, missing data sources, unreadable
+    images (all named at once).
 
     With ``missing_data`` (``--show-config``), a data source that isn't there is handed to it instead of
     raised, and nothing is downloaded; an unknown dataset name is still an error.
     """
     from engine.backbones import resolve_backbone
-    from engine.data import check_dataset
-    from engine.data.errors import DataError, UnknownDatasetError
+    from engine.data.check import check_grid_data
     from engine.strategies import get_strategy
 
     check_grid_name(grid.name)
@@ -65,21 +67,12 @@ def validate(grid: GridConfig, missing_data: Callable[[UserError], None] | None 
     w = grid.base.model.weights
     if w not in ("pretrained", "random") and not Path(w).expanduser().is_file():
         raise ConfigError(f"weights file {w} not found; pass an existing .safetensors/.pth, 'pretrained' or 'random'")
-    for d in grid.datasets:
-        if missing_data is None:
-            check_dataset(d, grid.base.data.data_root, download=grid.base.data.download)
-            continue
-        try:
-            check_dataset(d, grid.base.data.data_root, download=False)
-        except UnknownDatasetError:
-            raise
-        except DataError as exc:
-            missing_data(exc)
+    check_grid_data(grid, root, missing_data=missing_data)
 
 
 def prepare(grid: GridConfig, root: str | Path) -> Path:
     """Create (or re-open) the grid folder and a folder per run with its resolved config."""
-    validate(grid)
+    validate(grid, root)
     gdir = RunStore(root).grid(grid.name)
     if gdir.exists():
         if gdir.config() != grid:
@@ -103,7 +96,8 @@ def prepare(grid: GridConfig, root: str | Path) -> Path:
 
 def _absolute_paths(run):
     """A run's folder must not depend on where a later reader (export, report) is started."""
-    data = replace(run.data, data_root=str(Path(run.data.data_root).expanduser().resolve()))
+    data = replace(run.data, data_root=str(Path(run.data.data_root).expanduser().resolve()),
+                   cache_dir=str(Path(run.data.cache_dir).expanduser().resolve()) if run.data.cache_dir else "")
     model = run.model
     if model.weights not in ("pretrained", "random"):
         model = replace(model, weights=str(Path(model.weights).expanduser().resolve()))
@@ -150,7 +144,7 @@ class Orchestrator:
         self.grid_dir = GridDir(gdir)
         self.gdir = self.grid_dir.path
         self.grid = self.grid_dir.config()
-        self.launcher = launcher or SubprocessLauncher()
+        self.launcher = launcher or default_launcher()  # engine.warm_launcher: forked from a warm process
         self.on_event = on_event or (lambda run_id, event: None)
         self.gpus = gpu_ids(self.grid.base.train.device)
         self.concurrency = concurrency or self.grid.concurrency or max(1, len(self.gpus))
@@ -379,7 +373,7 @@ def start_detached(grid: GridConfig, root: str | Path) -> Path:
 
 def resume_detached(root: str | Path, grid_name: str) -> Path:
     gdir = RunStore(root).find_grid(grid_name)
-    validate(gdir.config())
+    validate(gdir.config(), root)
     return _spawn(gdir)
 
 

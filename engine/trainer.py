@@ -13,8 +13,6 @@ import platform
 import random
 import socket
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +25,19 @@ from engine import events as ev
 from engine import resume as resume_point
 from engine.checkpoint import save_checkpoint
 from engine.config import ConfigError, RunConfig
-from engine.data import DatasetSplits, load_dataset
+from engine.data.load import OpenDataset, open_dataset
+from engine.data.stream import Feed, feeds
 from engine.errors import UserError
 from engine.feature_cache import SplitModel, forward_units, run_prefix, split_point
 from engine.metrics import test_results
 from engine.model_meta import ModelMeta
 from engine.models import Classifier, build_classifier, norm_config
+from engine.precision import Amp, for_device
 from engine.resume import LoopState, capture_rng, restore_rng
-from engine.store import RunDir, RunWriter
+from engine.speed import channels_last, eval_batch
+from engine.store import RunDir, RunWriter, dataset_cache_for
 from engine.strategies import apply_plan, layer_groups, n_stages, plan, set_train_mode, stage_for_epoch
+from engine.timing import PhaseTimes
 from engine.transforms import prepare_batch
 from engine.weights import load_backbone_weights
 
@@ -96,23 +98,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@dataclass
-class Tensors:
-    """A split as device tensors: uint8 images (or cached activations) and labels."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-
 class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: RunDir | Path, writer: RunWriter, device: str | None = None):
         self.cfg, self.writer = cfg, writer
         self.dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         self.device = resolve_device(device or cfg.train.device)
         self.cuda = self.device.type == "cuda"
-        self.amp_dtype = None
-        if self.cuda and cfg.train.amp:
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.times = PhaseTimes()  # from the process start: what "done in Ns" reports
+        self.precision = for_device(self.device, cfg.train.amp)
+        self.amp = Amp(self.precision, self.device)
+        self.amp_dtype = self.precision.dtype
+        self.channels_last = channels_last(self.device.type, cfg.train.channels_last)
+        self.eval_batch = eval_batch(self.device.type, cfg.data.batch_size)
         self._last_cancel_check = 0.0
 
     # --- set-up -------------------------------------------------------------
@@ -120,24 +117,43 @@ class Trainer:
     def setup(self) -> None:
         cfg = self.cfg
         seed_everything(cfg.train.seed)
-        self.splits: DatasetSplits = load_dataset(
-            cfg.data.dataset, cfg.data.data_root, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed,
-            download=cfg.data.download, image_size=cfg.data.image_size, train_limit=cfg.data.train_limit,
-        )
-        self.data = {
-            name: Tensors(s.x.to(self.device), s.y.to(self.device))
-            for name, s in (("train", self.splits.train), ("val", self.splits.val), ("test", self.splits.test))
-        }
+        with self.times.phase("data"):
+            self._open_data()
         weight = None
         if cfg.train.class_weighting:
             counts = torch.bincount(self.data["train"].y, minlength=len(self.splits.classes)).float()
             weight = (counts.sum() / (len(counts) * counts.clamp(min=1))).to(self.device)
         self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.train.label_smoothing)
         self._rng_at_build = torch.get_rng_state()  # the random init draws from here
-        self._build_model()
+        with self.times.phase("model"):
+            self._build_model()
         self._rng_fresh = capture_rng(self.cuda)  # where a fresh run's training starts from
         self.optimizer = self.scheduler = None
         self._refused = ""
+
+    def _open_data(self) -> None:
+        """The dataset from the cache (decoded there once, by whichever run came first) and its splits on the
+        device: held whole while they fit the device budget, streamed batch by batch otherwise."""
+        dc = self.cfg.data
+        cache = dataset_cache_for(self.dir, dc.cache_dir) if dc.cache else None
+        self.splits: OpenDataset = open_dataset(
+            dc.dataset, dc.data_root, val_fraction=dc.val_fraction, seed=self.cfg.train.seed, download=dc.download,
+            image_size=dc.image_size, train_limit=dc.train_limit, on_bad_image=dc.on_bad_image, cache=cache,
+            progress=lambda done, total: self._data_progress("decode", done, total),
+            waiting=lambda done, total: self._data_progress("decode-wait", done, total),
+        )
+        if self.splits.skipped:
+            self.dir.write_skipped(self.splits.skipped)
+        self.data: dict[str, Feed]
+        self.data, self.feed_plan = feeds(self.splits.arrays, self.splits.selection.splits(), self.device,
+                                          dc.device_budget_mb, dc.stream)
+        log.info("data: %s (cache %s); %s", self.splits.source, self.splits.arrays.notes.get("cache", "?"),
+                 self.feed_plan.describe())
+
+    def _data_progress(self, phase: str, done: int, total: int) -> None:
+        self.writer.progress(ev.Progress(epoch=0, epochs=self.cfg.train.epochs, phase=phase, step=min(done, total),
+                                         steps=total), force=bool(total) and done >= total)
+        self._check_cancel()
 
     def _build_model(self) -> None:
         cfg = self.cfg
@@ -147,12 +163,12 @@ class Trainer:
         )
         self.norm = norm_config(self.model.backbone)
         self.model.to(self.device)
-        if self.cuda and cfg.train.channels_last:
+        if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.groups = layer_groups(self.model.backbone)
         self.units = None
         if cfg.train.cache_features and not cfg.data.augment:
-            sample = self._prep(self.data["train"].x[:2])
+            sample = self._prep(self.data["train"].head(2))
             self.units = forward_units(self.model.backbone, sample)
             if self.units is None:
                 log.info("%s: forward_features is not a plain chain; no activation cache", cfg.model.backbone)
@@ -166,14 +182,12 @@ class Trainer:
 
     def _prep(self, xb: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         x = prepare_batch(xb, self.cfg.data.image_size, self.norm["mean"], self.norm["std"], gen)
-        if self.cuda and self.cfg.train.channels_last:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
     def _autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast("cuda", dtype=self.amp_dtype)
+        return self.amp.autocast()
 
     # --- stages: trainable set, optimizer, activation cache ------------------
 
@@ -199,6 +213,10 @@ class Trainer:
 
     def _build_cache(self) -> None:
         """Cache the frozen prefix's output for train and val, if it is worth it and fits."""
+        with self.times.phase("features"):
+            self._fill_cache()
+
+    def _fill_cache(self) -> None:
         self.cache: dict[str, torch.Tensor] | None = None
         self.net: nn.Module = self.model
         if self.units is None:
@@ -206,38 +224,50 @@ class Trainer:
         k = split_point(self.units)
         if k == 0:
             return
-        n = len(self.data["train"].x) + len(self.data["val"].x)
-        probe = run_prefix(self.model.eval(), self.units, k, self._prep(self.data["train"].x[:1]))
+        n = len(self.data["train"]) + len(self.data["val"])
+        probe = run_prefix(self.model.eval(), self.units, k, self._prep(self.data["train"].head(1)))
         need = probe.numel() * probe.element_size() * n
         limit = CACHE_LIMIT_BYTES["cuda" if self.cuda else "cpu"]
         if need > limit:
             log.info("activation cache would need %.1f GB (limit %.1f); running the full network", need / 1e9, limit / 1e9)
             return
         self.cache = {}
-        bs = max(self.cfg.data.batch_size, 256)
+        bs = self.eval_batch
         for split in ("train", "val"):
-            xs = self.data[split].x
-            outs = []
-            for i in range(0, len(xs), bs):
+            total = len(self.data[split])
+            out = None
+            for idx, xb in self.data[split].batches(torch.arange(total), bs):
                 with self._autocast():
-                    outs.append(run_prefix(self.model, self.units, k, self._prep(xs[i : i + bs])).float())
-                self._progress("features", i + bs, len(xs), None, None)
+                    part = run_prefix(self.model, self.units, k, self._prep(xb)).float()
+                if out is None:  # one buffer for the split: no list of pieces and concatenated copy
+                    out = torch.empty((total, *part.shape[1:]), dtype=part.dtype, device=part.device)
+                start = int(idx[0])
+                out[start: start + len(idx)] = part
+                self._progress("features", start + len(idx), total, None, None)
                 self._check_cancel()
-            self.cache[split] = torch.cat(outs)
+            self.cache[split] = out if out is not None else probe.new_empty((0, *probe.shape[1:])).float()
         self.net = SplitModel(self.model, self.units[k:])
         log.info("cached %d of %d backbone units (%.1f MB)", k, len(self.units), need / 1e6)
 
     # --- loops ----------------------------------------------------------------
 
-    def _batches(self, n: int, bs: int, gen: torch.Generator | None):
+    def _batches(self, split: str, bs: int, gen: torch.Generator | None, images: bool = True):
+        """(index, uint8 images on the device) per batch, shuffled by ``gen`` (in order without it); images
+        None where the activation cache stands in for them (``images=False``)."""
+        n = len(self.data[split])
         order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
-        for i in range(0, n, bs):
-            yield order[i : i + bs]
+        if not images:
+            yield from ((idx, None) for idx in order.split(bs))
+            return
+        yield from self.data[split].batches(order, bs)
 
-    def _inputs(self, split: str, idx: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
-        if self.cache is not None and split in self.cache:
+    def _cached(self, split: str) -> bool:
+        return self.cache is not None and split in self.cache
+
+    def _inputs(self, split: str, idx: torch.Tensor, xb: torch.Tensor | None, gen: torch.Generator | None) -> torch.Tensor:
+        if xb is None:
             return self.cache[split][idx.to(self.cache[split].device)]
-        return self._prep(self.data[split].x[idx.to(self.device)], gen)
+        return self._prep(xb, gen)
 
     def train_epoch(self, epoch: int, gen: torch.Generator, aug_gen: torch.Generator | None) -> tuple[float, float, float]:
         set_train_mode(self.model)  # the cached-tail net shares these modules
@@ -247,15 +277,14 @@ class Trainer:
         steps = math.ceil(n / bs)
         total_loss = correct = seen = 0
         t0 = time.perf_counter()
-        for step, idx in enumerate(self._batches(n, bs, gen), 1):
-            x = self._inputs("train", idx, aug_gen)
+        for step, (idx, xb) in enumerate(self._batches("train", bs, gen, images=not self._cached("train")), 1):
+            x = self._inputs("train", idx, xb, aug_gen)
             y = y_all[idx.to(self.device)]
             with self._autocast():
                 logits = net(x)
                 loss = self.loss_fn(logits.float(), y)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.amp.backward_step(loss, self.optimizer)  # a GradScaler for fp16 (engine.precision)
             loss_value = loss.item()
             if not math.isfinite(loss_value):  # events and metrics can't hold it, and nothing good follows
                 raise Diverged(diverged_message("loss", loss_value, epoch))
@@ -270,17 +299,17 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, split: str, epoch: int = 0) -> tuple[float, float, torch.Tensor]:
         """Loss, accuracy and softmax probabilities over a split (eval mode, no augmentation)."""
-        use_cache = self.cache is not None and split in self.cache
+        use_cache = self._cached(split)
         net = self.net if use_cache else self.model
         self.model.eval()
         net.eval()
         y_all = self.data[split].y
         n = len(y_all)
-        bs = max(self.cfg.data.batch_size, 256)
+        bs = self.eval_batch
         steps = math.ceil(n / bs)
         probs, total_loss = [], 0.0
-        for step, idx in enumerate(self._batches(n, bs, None), 1):
-            x = self._inputs(split, idx, None) if use_cache else self._prep(self.data[split].x[idx.to(self.device)])
+        for step, (idx, xb) in enumerate(self._batches(split, bs, None, images=not use_cache), 1):
+            x = self._inputs(split, idx, xb, None)
             with self._autocast():
                 logits = net(x).float()
             total_loss += F.cross_entropy(logits, y_all[idx.to(self.device)], reduction="sum").item()
@@ -322,7 +351,7 @@ class Trainer:
         return ModelMeta(
             backbone=self.cfg.model.backbone, head=self.cfg.model.head, classes=tuple(self.splits.classes),
             image_size=self.cfg.data.image_size, mean=tuple(self.norm["mean"]), std=tuple(self.norm["std"]),
-            in_chans_source=int(self.splits.train.x.shape[1]), storage=self.splits.storage,
+            in_chans_source=self.splits.channels, storage=self.splits.storage,
             run_id=self.cfg.run_id, dataset=self.cfg.data.dataset, epoch=epoch, val_loss=val_loss,
         )  # interpolation, antialias rule, channels: engine.preprocess's (what prepare_batch does)
 
@@ -391,9 +420,11 @@ class Trainer:
         self.writer.emit(ev.Started(
             run_id=cfg.run_id, pid=os.getpid(), host=socket.gethostname(), device=device_label(self.device),
             device_name=device_name(self.device), versions=versions(), config=cfg.to_dict(), weights=self.weights,
-            data={"classes": list(self.splits.classes), "train": len(self.splits.train.y), "val": len(self.splits.val.y),
-                  "test": len(self.splits.test.y), "image_size": cfg.data.image_size, "source": self.splits.source,
-                  "channels_source": int(self.splits.train.x.shape[1])},
+            data={"classes": list(self.splits.classes), "train": len(self.data["train"]), "val": len(self.data["val"]),
+                  "test": len(self.data["test"]), "image_size": cfg.data.image_size, "source": self.splits.source,
+                  "channels_source": self.splits.channels, "skipped": len(self.splits.skipped),
+                  "cache": self.splits.arrays.notes.get("cache", ""), "feed": self.feed_plan.describe(),
+                  "precision": self.precision.name},
             params={"total": sum(p.numel() for p in self.model.parameters())},
             groups=[g for g, _ in self.groups] + ["head"], initial_norms=init_norms,
             resumed_from_epoch=state.epoch,
@@ -405,9 +436,14 @@ class Trainer:
             for event in resume_point.replay_events(point):  # saved, but killed before it was announced
                 self.writer.emit(event)
         t_start = time.perf_counter()
+        features_before = self.times.seconds.get("features", 0.0)
         if not state.early_stopped and state.epoch < tc.epochs:
             self.train(state, point)
-        self.finish(state, state.early_stopped, time.perf_counter() - t_start)
+        self.times.add("train", time.perf_counter() - t_start
+                       - (self.times.seconds.get("features", 0.0) - features_before))
+        with self.times.phase("test"):
+            test = self.finish(state, state.early_stopped, time.perf_counter() - t_start)
+        self.emit_finished(state, test)
 
     def train(self, state: LoopState, point: dict | None) -> None:
         """Epochs ``state.epoch + 1`` on, each ending in a checkpoint (``commit``) and then its events."""
@@ -467,7 +503,9 @@ class Trainer:
             if state.early_stopped:
                 break
 
-    def finish(self, state: LoopState, early: bool, seconds: float) -> None:
+    def finish(self, state: LoopState, early: bool, seconds: float) -> dict:
+        """The best weights on the test split: test_probs.npz written, results returned (emit_finished writes
+        them)."""
         from engine.checkpoint import load_state
 
         best = self.dir.best
@@ -475,21 +513,39 @@ class Trainer:
         self.cache, self.net = None, self.model
         _, _, probs = self.evaluate("test")
         probs_np = probs.float().cpu().numpy()
-        labels = self.splits.test.y.numpy()
-        results = test_results(probs_np, labels, list(self.splits.classes), self.splits.test.index.numpy())
+        labels, index = self.splits.test.y, self.splits.test.index
+        results = test_results(probs_np, labels, list(self.splits.classes), index)
         train_seconds = sum(r["seconds"] for r in state.rows) if state.rows else seconds
         results.update({
             "run_id": self.cfg.run_id, "dataset": self.cfg.data.dataset, "backbone": self.cfg.model.backbone,
             "strategy": self.cfg.train.strategy, "best_epoch": state.best_epoch, "epochs_run": state.epoch,
             "early_stopped": early, "train_seconds": train_seconds, "weights": self.weights,
             "device": device_label(self.device), "image_size": self.cfg.data.image_size,
+            "skipped_images": [path for path, _ in self.splits.skipped],
         })
-        self.dir.write_probs(probs_np, labels, self.splits.test.index.numpy())
+        self.dir.write_probs(probs_np, labels, index)
+        return results
+
+    def emit_finished(self, state: LoopState, results: dict) -> None:
+        """results.json with the run's times, then the finished event (``total_seconds``: since the process
+        started, what the console's "done ... in Ns" says)."""
+        for feed in self.data.values():
+            feed.close()
+        total = self.times.total()
+        results.update({"total_seconds": total, "phases": self.times.as_dict(), "peak_rss_mb": peak_rss_mb()})
         self.dir.write_results(results)
         keys = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted",
                 "f1_weighted")
-        self.writer.emit(ev.Finished(best_epoch=state.best_epoch, epochs_run=state.epoch, train_seconds=train_seconds,
-                                     test={k: results[k] for k in keys}))
+        self.writer.emit(ev.Finished(best_epoch=state.best_epoch, epochs_run=state.epoch,
+                                     train_seconds=results["train_seconds"], test={k: results[k] for k in keys},
+                                     total_seconds=round(total, 3), phases=self.times.as_dict()))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (Linux reports ru_maxrss in KB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def versions() -> dict:

@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", help="device inside this process, overriding the config's (the launcher "
                                          "pins a GPU with CUDA_VISIBLE_DEVICES and passes cuda:0)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    from engine.speed import keep_freed_memory
+
+    keep_freed_memory()  # before torch allocates anything: glibc keeps freed activations for the next step
     rd = RunDir(Path(args.run_dir))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     lock = rd.lock()

@@ -110,8 +110,10 @@ def cmd_run(args) -> int:
 
     grid = resolve_grid(args)
     if args.show_config:  # every check `run` makes; data that isn't there yet is a warning only
-        orch.validate(grid, missing_data=lambda exc: print(f"finetune-tui: warning: {str(exc).splitlines()[0]}",
-                                                           file=sys.stderr))
+        def warn(exc):
+            print(f"finetune-tui: warning: {str(exc).splitlines()[0]}", file=sys.stderr)
+
+        orch.validate(grid, args.runs, missing_data=warn)
         print(grid.to_toml(), end="")
         return 0
     if args.detach or args.tui:

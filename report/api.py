@@ -133,6 +133,9 @@ def build_report(grid_dir: str | Path, *, data_root: str | Path = "data", out_di
             report.gap(f"run {run.run_id}: {run.status}" + (f" ({run.error})" if run.error else ""))
         elif run.problems:
             report.gap(f"run {run.run_id}: " + "; ".join(run.problems))
+        if run.results and run.results.get("skipped_images"):  # data.on_bad_image = "skip": what it left out
+            report.gap(f"run {run.run_id}: trained without {len(run.results['skipped_images'])} unreadable image(s): "
+                       + ", ".join(map(str, run.results["skipped_images"])))
         if run.export and run.export.get("status") not in (None, "ok"):
             report.gap(f"export of {run.run_id}: {run.export.get('status')}"
                        + (f" ({run.export.get('error')})" if run.export.get("error") else ""))

@@ -17,8 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from engine.data import DATASETS, DataError  # noqa: E402
-from engine.data import embedded, idx  # noqa: E402
+from engine.data import DATASETS, DataError, embedded, idx  # noqa: E402
 from engine.data.recipes import draw_recipe  # noqa: E402
 
 log = logging.getLogger("build_footwear")

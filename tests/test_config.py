@@ -74,7 +74,8 @@ def test_seed_preset_is_the_reference_grid():
 
 
 def test_run_id_is_folder_safe():
-    assert run_id("imagefolder:/data/my pets", "resnet50", "full") == "if--data-my-pets__resnet50__full"
+    # readable folder run ids (issue 9): the folder's own name, made folder-safe
+    assert run_id("imagefolder:/data/my pets", "resnet50", "full") == "my-pets__resnet50__full"
 
 
 def test_per_name_overrides_apply_to_matching_runs_only(tmp_path):

@@ -493,10 +493,13 @@ def test_imagefolder_corrupt_image_named(tmp_path):
     write_image_class(tree / "dog", 1, 3)
     bad = tree / "dog" / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is no jpeg")
-    check_dataset(f"imagefolder:{tree}")  # the pre-flight lists files, decodes none
+    with pytest.raises(DataError) as err:  # the pre-flight scan finds it (issue 15: before the grid starts)
+        check_dataset(f"imagefolder:{tree}")
+    msg = str(err.value)
+    assert str(tree) in msg and "dog/broken.jpg (" in msg and "\n" not in msg and "on_bad_image" in msg
     with pytest.raises(DataError) as err:
         load_dataset(f"imagefolder:{tree}", image_size=8)
-    assert str(bad) in str(err.value) and "\n" not in str(err.value)
+    assert "dog/broken.jpg (" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_imagefolder_empty_or_missing(tmp_path):

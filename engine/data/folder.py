@@ -1,41 +1,43 @@
-"""A user's folder-per-class tree ("imagefolder:/path").
+"""A user's folder-per-class tree ("imagefolder:[NAME=]/path").
 
 Two layouts: ``train/`` plus ``test/`` and/or ``val/``, each with one folder
 per class; or class folders at the top, in which case a seeded, stratified
-20% test split is carved out. Images are decoded with Pillow and stored at
-load time by ``engine.preprocess.store`` (EXIF orientation, RGB, bicubic centre
-crop to one square storage size), so the whole set is a single uint8 tensor
-like every other dataset; that storage step is recorded in the checkpoint,
-and ``predict`` repeats it on image files. Class names are the sorted folder names, as torchvision does.
+20% test split is carved out (``engine.data.select``). Images are decoded with
+Pillow and stored by ``engine.preprocess.store`` (EXIF orientation, RGB,
+bicubic centre crop to one square storage size), once per source and storage
+size, into the dataset cache (``engine.data.decode``); that storage step is
+recorded in the checkpoint, and ``predict`` repeats it on image files. Class
+names are the sorted folder names, as torchvision does.
+
+The scan here reads no image: it lists the files with their sizes and
+modification times, which is also what the tree's fingerprint is made of.
 """
 
 from __future__ import annotations
 
-import logging
+import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from ..preprocess import Storage, store
+from ..preprocess import Storage
 from .errors import DataError
-from .raw import ArraySplit, RawDataset
+from .names import PREFIX, folder_spec
 
-log = logging.getLogger(__name__)
-
-PREFIX = "imagefolder:"
 DEFAULT_SIZE = 64
 TEST_FRACTION = 0.2
 SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 _LAYOUT_HINT = "expected class folders (DIR/<class>/*.png) or DIR/train/<class>/... with DIR/test/<class>/..."
+
+__all__ = ["DEFAULT_SIZE", "PREFIX", "SUFFIXES", "TEST_FRACTION", "Listing", "Tree", "fingerprint", "parse", "scan",
+           "storage"]
 
 
 @dataclass(frozen=True)
 class Listing:
     files: tuple[Path, ...]
     labels: tuple[int, ...]
+    stamps: tuple[tuple[int, int], ...] = ()  # (size in bytes, mtime in ns) of each file, for the fingerprint
 
 
 @dataclass(frozen=True)
@@ -53,22 +55,57 @@ class Tree:
             return "flat"
         return f"train/{self.test_dir}" + ("/val" if self.val is not None else "")
 
+    def parts(self) -> dict[str, Listing]:
+        """The listings in the order their rows are stored: train, then test and val when the tree has them."""
+        out = {"train": self.train}
+        if self.test is not None:
+            out["test"] = self.test
+        if self.val is not None:
+            out["val"] = self.val
+        return out
+
+    @property
+    def n_images(self) -> int:
+        return sum(len(p.files) for p in self.parts().values())
+
 
 def parse(name: str) -> Path:
-    return Path(name[len(PREFIX):]).expanduser()
+    """The folder of ``imagefolder:[NAME=]PATH``."""
+    return Path(folder_spec(name).path).expanduser()
 
 
 def _visible_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _images(folder: Path) -> list[Path]:
-    found = []
-    for path in folder.rglob("*"):
-        rel = path.relative_to(folder).parts
-        if path.suffix.lower() in SUFFIXES and not any(p.startswith(".") for p in rel) and path.is_file():
-            found.append(path)
-    return sorted(found)
+def _walk(folder: Path, found: list[tuple[Path, int, int]], seen: set[tuple[int, int]]) -> None:
+    """Every visible image file under ``folder`` (symlinks followed, once each; hidden names skipped) with its
+    size and mtime."""
+    try:
+        st = folder.stat()
+        if (st.st_dev, st.st_ino) in seen:  # a link back up the tree
+            return
+        seen.add((st.st_dev, st.st_ino))
+        entries = list(os.scandir(folder))
+    except OSError as exc:
+        raise DataError(f"can't list {folder} ({exc.strerror or exc})") from None
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            if entry.is_dir():
+                _walk(Path(entry.path), found, seen)
+            elif os.path.splitext(entry.name)[1].lower() in SUFFIXES and entry.is_file():
+                st = entry.stat()
+                found.append((Path(entry.path), st.st_size, st.st_mtime_ns))
+        except OSError:  # a broken link or a file gone meanwhile: not an image we can list
+            continue
+
+
+def _images(folder: Path) -> list[tuple[Path, int, int]]:
+    found: list[tuple[Path, int, int]] = []
+    _walk(folder, found, set())
+    return sorted(found)  # Path order, as torchvision's ImageFolder (and earlier versions) sort
 
 
 def _list(folder: Path, classes: tuple[str, ...], dataset: str, require_all: bool) -> Listing:
@@ -79,6 +116,7 @@ def _list(folder: Path, classes: tuple[str, ...], dataset: str, require_all: boo
                         f"that {folder.parent / 'train'} lacks; every class needs training images")
     files: list[Path] = []
     labels: list[int] = []
+    stamps: list[tuple[int, int]] = []
     for label, cls in enumerate(classes):
         if cls not in present:
             if require_all:
@@ -88,13 +126,16 @@ def _list(folder: Path, classes: tuple[str, ...], dataset: str, require_all: boo
         if not images:
             raise DataError(f"dataset {dataset!r}: class folder {present[cls]} holds no images "
                             f"(looked for {', '.join(sorted(SUFFIXES))}); add images or remove the folder")
-        files += images
+        files += [p for p, _, _ in images]
+        stamps += [(size, mtime) for _, size, mtime in images]
         labels += [label] * len(images)
-    return Listing(tuple(files), tuple(labels))
+    return Listing(tuple(files), tuple(labels), tuple(stamps))
 
 
 def scan(root: Path, dataset: str) -> Tree:
-    """Find the layout, the classes and every image path; decodes nothing (cheap pre-flight)."""
+    """Find the layout, the classes and every image path with its size and mtime; decodes nothing."""
+    if root.is_file():
+        raise DataError(f"dataset {dataset!r}: {root} is a file, not a folder; {_LAYOUT_HINT}")
     if not root.is_dir():
         raise DataError(f"dataset {dataset!r}: folder {root} doesn't exist; {_LAYOUT_HINT}")
     top = {p.name: p for p in _visible_dirs(root)}
@@ -123,60 +164,17 @@ def storage(size: int) -> Storage:
     return Storage(size=size)
 
 
-def _read(path: Path, stored: Storage, dataset: str) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return store(im, stored)  # EXIF orientation, RGB, bicubic centre crop: engine.preprocess
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
-        raise DataError(f"dataset {dataset!r}: can't read image {path} ({reason}); fix or remove it") from None
-
-
-def _decode(listing: Listing, size: int, dataset: str) -> ArraySplit:
-    stored = storage(size)
-    x = np.empty((len(listing.files), 3, size, size), dtype=np.uint8)
-    # Pillow decodes with the GIL released; threads give a real speed-up on big folders.
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for i, img in enumerate(pool.map(lambda p: _read(p, stored, dataset), listing.files)):
-            x[i] = img
-    return ArraySplit.whole(x, np.asarray(listing.labels, dtype=np.int64))
+def fingerprint(tree: Tree, extra: str = "") -> str:
+    """A hash of what decoding the tree depends on: its layout, classes, and every file's path (relative to
+    the tree), size and mtime; ``extra`` adds the rest (storage step, format version)."""
+    h = hashlib.sha256()
+    h.update(f"{tree.layout}\0{'/'.join(tree.classes)}\0{extra}\0".encode())
+    for part, listing in tree.parts().items():
+        h.update(f"[{part}]".encode())
+        for path, label, (size, mtime) in zip(listing.files, listing.labels, listing.stamps):
+            h.update(f"{path.relative_to(tree.root)}\0{label}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
 
 
-def load(name: str, image_size: int | None, seed: int) -> tuple[RawDataset, ArraySplit | None]:
-    """The tree as (train/test dataset, its own val split or None). ``index`` is the position in the
-    sorted listing of the split's folder (flat layout: of the whole tree)."""
-    root = parse(name)
-    size = image_size or DEFAULT_SIZE
-    tree = scan(root, name)
-    train = _decode(tree.train, size, name)
-    if tree.test is None:
-        from sklearn.model_selection import train_test_split
-
-        counts = np.bincount(train.y, minlength=len(tree.classes))
-        if counts.min() < 2:
-            small = tree.classes[int(counts.argmin())]
-            raise DataError(f"dataset {name!r}: class {small!r} has {counts.min()} image(s); a flat folder needs "
-                            f"at least 2 per class to carve a test split (or use train/ and test/ folders)")
-        try:
-            keep, held = train_test_split(np.arange(len(train.y)), test_size=TEST_FRACTION, stratify=train.y,
-                                          random_state=seed)
-        except ValueError as exc:
-            raise DataError(f"dataset {name!r}: can't carve a stratified test split ({exc})") from None
-        train, test = train.take(np.sort(keep)), train.take(np.sort(held))
-        split_note = f"test {TEST_FRACTION:.0%} stratified seed {seed}"
-    else:
-        test = _decode(tree.test, size, name)
-        split_note = f"test from {tree.test_dir}/"
-    val = _decode(tree.val, size, name) if tree.val is not None else None
-    n = len(tree.train.files) + len(tree.test.files if tree.test else ()) + len(tree.val.files if tree.val else ())
-    log.info("read image folder %s (%s): %d images, %d classes", root, tree.layout, n, len(tree.classes))
-    return (RawDataset(train, test, tree.classes,
-                       f"ImageFolder {root} ({tree.layout} layout, {n} images as {size}x{size} RGB; {split_note})",
-                       storage(size)),
-            val)
-
-
-def check(name: str) -> None:
-    scan(parse(name), name)
+def check(name: str) -> Tree:
+    return scan(parse(name), name)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..preprocess import Storage
 from .errors import DataError
-from .raw import ArraySplit, RawDataset
+from .raw import ArraySplit
 from .recipes import draw_balanced
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ class DatasetSplits:
     test: Split
     source: str  # one line: where it came from and how it was drawn
     storage: Storage | None = None  # how image files became x (image folders); None: arrays as given
+    skipped: tuple[tuple[str, str], ...] = ()  # (path, reason) of unreadable images left out (on_bad_image "skip")
 
     @property
     def n_classes(self) -> int:
@@ -50,16 +51,18 @@ class DatasetSplits:
         return int(self.train.x.shape[1])
 
 
-def carve_val(train: ArraySplit, fraction: float, seed: int, dataset: str) -> tuple[ArraySplit, ArraySplit]:
-    """Split ``fraction`` of train off as validation, stratified by class and seeded."""
+def carve_val_positions(y: np.ndarray, fraction: float, seed: int, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (train kept, val) splitting ``fraction`` of a training set with labels ``y`` off as
+    validation, stratified by class and seeded."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {fraction}")
+    n = len(y)
     if fraction == 0.0:
-        return train, train.take(np.zeros(0, dtype=np.int64))
+        return np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64)
     from sklearn.model_selection import train_test_split
 
-    labels, counts = np.unique(train.y, return_counts=True)
-    n, k = len(train.y), len(labels)
+    labels, counts = np.unique(y, return_counts=True)
+    k = len(labels)
     smallest = int(counts.min()) if k else 0
     # Stratifying needs at least one val image per class; tiny user folders get exactly that.
     n_val = max(math.ceil(fraction * n), k)
@@ -70,37 +73,35 @@ def carve_val(train: ArraySplit, fraction: float, seed: int, dataset: str) -> tu
         )
     test_size = fraction if n_val > k else n_val  # a float keeps sklearn's own rounding
     try:
-        keep, val = train_test_split(np.arange(n), test_size=test_size, stratify=train.y, random_state=seed)
+        keep, val = train_test_split(np.arange(n), test_size=test_size, stratify=y, random_state=seed)
     except ValueError as exc:
         raise DataError(f"dataset {dataset!r}: can't carve a stratified validation split ({exc})") from None
-    return train.take(np.sort(keep)), train.take(np.sort(val))
+    return np.sort(keep), np.sort(val)
+
+
+def carve_val(train: ArraySplit, fraction: float, seed: int, dataset: str) -> tuple[ArraySplit, ArraySplit]:
+    """Split ``fraction`` of train off as validation, stratified by class and seeded."""
+    keep, val = carve_val_positions(train.y, fraction, seed, dataset)
+    return train.take(keep), train.take(val)
+
+
+def limit_positions(y: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Positions of at most ``limit`` training images, spread evenly over classes, seeded."""
+    if limit <= 0 or limit >= len(y):
+        return np.arange(len(y), dtype=np.int64)
+    labels = tuple(int(c) for c in np.unique(y))
+    return draw_balanced(y, labels, limit, np.random.default_rng(seed))
 
 
 def limit_train(train: ArraySplit, limit: int, seed: int) -> ArraySplit:
     """At most ``limit`` training images, spread evenly over classes, seeded."""
     if limit <= 0 or limit >= len(train.y):
         return train
-    labels = tuple(int(c) for c in np.unique(train.y))
-    return train.take(draw_balanced(train.y, labels, limit, np.random.default_rng(seed)))
+    return train.take(limit_positions(train.y, limit, seed))
 
 
-def _to_split(a: ArraySplit) -> Split:
+def to_split(x: np.ndarray, y: np.ndarray, index: np.ndarray) -> Split:
     import torch
 
-    return Split(torch.from_numpy(np.ascontiguousarray(a.x)), torch.from_numpy(a.y.astype(np.int64)),
-                 torch.from_numpy(a.index.astype(np.int64)))
-
-
-def finish(name: str, raw: RawDataset, *, val: ArraySplit | None, val_fraction: float, seed: int,
-           train_limit: int) -> DatasetSplits:
-    """Carve validation (unless the data brought its own), apply train_limit, make tensors."""
-    if val is None:
-        train, val = carve_val(raw.train, val_fraction, seed, name)
-        how = f"val {val_fraction:g} of train, stratified, seed {seed}"
-    else:
-        train, how = raw.train, "val from the data's own val split"
-    train = limit_train(train, train_limit, seed)
-    if train_limit > 0:
-        how += f"; train limited to {len(train.y)}"
-    return DatasetSplits(name, tuple(raw.classes), _to_split(train), _to_split(val), _to_split(raw.test),
-                         f"{raw.source}; {how}", raw.storage)
+    return Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64)),
+                 torch.from_numpy(index.astype(np.int64)))

@@ -5,6 +5,7 @@ Layout (``runs/`` by default)::
     <root>/<grid>/            GridDir: grid.json, grid.lock, cancel, orchestrator.log, exports.csv, report/
     <root>/<grid>/<run>/      RunDir: config.json, events.jsonl, summary.json, metrics.csv, checkpoints,
                               results.json, test_probs.npz, run.lock, cancel, worker.log, export/
+    <root>/.cache/datasets/   DatasetCacheDir: decoded datasets every run of every grid shares
 
 Readers (``RunStore``, ``RunDir``, ``GridDir``, ``load_run``) never import torch.
 Every file is replaced atomically (temp file + ``os.replace``) except the
@@ -23,9 +24,18 @@ from engine.store.atomic import (
     read_json,
     read_json_object,
 )
+from engine.store.dataset_cache import CacheEntryDir, DatasetCacheDir
 from engine.store.grid_dir import GridDir
 from engine.store.locks import FileLock, is_locked
-from engine.store.reader import DEFAULT_ROOT, RunRecord, RunStore, check_name, default_root, load_run
+from engine.store.reader import (
+    DEFAULT_ROOT,
+    RunRecord,
+    RunStore,
+    check_name,
+    dataset_cache_for,
+    default_root,
+    load_run,
+)
 from engine.store.run_dir import ExportDir, RunDir, TestProbs
 from engine.store.summary import (
     BEST_RULE,
@@ -42,9 +52,11 @@ from engine.store.summary import (
 from engine.store.writer import RunWriter
 
 __all__ = [
-    "BEST_RULE", "DEAD_WORKER", "DEFAULT_ROOT", "STATUSES", "DiskFull", "ExportDir", "FileLock", "GridDir",
+    "BEST_RULE", "DEAD_WORKER", "DEFAULT_ROOT", "STATUSES", "CacheEntryDir", "DatasetCacheDir", "DiskFull",
+    "ExportDir", "FileLock", "GridDir",
     "MissingFile", "RunDir", "RunRecord", "RunStore", "RunSummary", "RunWriter", "StoreError", "TestProbs",
     "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "best_epoch_of", "check_name",
+    "dataset_cache_for",
     "default_root", "fold", "fold_batch", "is_dead_worker_error", "is_locked", "load_run", "read_json", "read_json_object",
     "selection_key", "settle",
 ]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from engine.errors import StoreError
 from engine.store.atomic import MissingFile
+from engine.store.dataset_cache import DatasetCacheDir
 from engine.store.grid_dir import GridDir
 from engine.store.run_dir import RunDir
 from engine.store.summary import RunSummary, fold_batch, settle
@@ -78,10 +79,17 @@ def _size(path: Path) -> int:
 
 
 class RunStore:
-    """A run store: a folder of grid folders."""
+    """A run store: a folder of grid folders, and the dataset cache its runs share."""
+
+    DATASET_CACHE = (".cache", "datasets")  # a grid name can't start with "."
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_root()
+
+    @property
+    def dataset_cache(self) -> DatasetCacheDir:
+        """The default dataset cache: ``<root>/.cache/datasets`` (``data.cache_dir`` chooses another)."""
+        return DatasetCacheDir(self.root.joinpath(*self.DATASET_CACHE))
 
     def grids(self) -> list[str]:
         try:
@@ -133,6 +141,14 @@ class RunStore:
         return [load_run(rd, g) for g in grids for rd in self.grid(g).run_dirs()]
 
 
+def dataset_cache_for(run_dir: str | Path | RunDir, cache_dir: str = "") -> DatasetCacheDir:
+    """The dataset cache a run uses: ``cache_dir`` when set, else its store's (the run folder's grandparent)."""
+    if cache_dir:
+        return DatasetCacheDir(Path(cache_dir).expanduser())
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    return RunStore(rd.path.parent.parent).dataset_cache
+
+
 def check_name(name: str, what: str, limit: int = 64) -> str:
     """A grid or run name must be a single folder name inside the store."""
     if os.sep in name or (os.altsep and os.altsep in name) or name in (".", "..") or not name:
@@ -146,4 +162,5 @@ def check_name(name: str, what: str, limit: int = 64) -> str:
     return name
 
 
-__all__ = ["DEFAULT_ROOT", "MissingFile", "RunRecord", "RunStore", "check_name", "default_root", "load_run"]
+__all__ = ["DEFAULT_ROOT", "MissingFile", "RunRecord", "RunStore", "check_name", "dataset_cache_for", "default_root",
+           "load_run"]

@@ -9,6 +9,7 @@
     test_probs.npz    probs, labels, preds, index over the test split
     run.lock          flock held while a worker lives  cancel         present = stop this run
     worker.log        the worker's stderr              traceback.txt  the traceback of a crash
+    skipped_images.txt  unreadable images left out (data.on_bad_image = "skip"): one "path<TAB>reason" a line
     export/           ONNX files and their summary (ExportDir); .export.lock, .export.new/ (a re-export
                       being written), .export.failed/ (a failed re-export that left the good one in place)
 
@@ -110,6 +111,7 @@ class RunDir:
     BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last_state.pt"  # LAST: older versions' only
     RESULTS, PROBS = "results.json", "test_probs.npz"
     LOCK, CANCEL, WORKER_LOG, TRACEBACK = "run.lock", "cancel", "worker.log", "traceback.txt"
+    SKIPPED = "skipped_images.txt"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -144,6 +146,7 @@ class RunDir:
     cancel_file = property(lambda self: self.path / self.CANCEL)
     worker_log = property(lambda self: self.path / self.WORKER_LOG)
     traceback_file = property(lambda self: self.path / self.TRACEBACK)
+    skipped_file = property(lambda self: self.path / self.SKIPPED)
     export = property(lambda self: ExportDir(self.path / "export"))
 
     def is_run(self) -> bool:
@@ -285,6 +288,20 @@ class RunDir:
 
     def write_traceback(self, text: str) -> None:
         atomic_write_text(self.traceback_file, text)
+
+    def write_skipped(self, skipped: "list[tuple[str, str]] | tuple") -> None:
+        """The unreadable images a run trained without: ``path<TAB>reason``, one a line."""
+        atomic_write_text(self.skipped_file, "".join(f"{path}\t{reason}\n" for path, reason in skipped))
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """skipped_images.txt as (path, reason) pairs; empty when the run skipped nothing."""
+        try:
+            text = self.skipped_file.read_text(encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StoreError(f"{self.skipped_file} can't be read ({exc})") from None
+        return [tuple(line.split("\t", 1)) if "\t" in line else (line, "") for line in text.splitlines() if line]
 
 
 def _cancel_reason(path: Path) -> str | None:

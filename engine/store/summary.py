@@ -77,6 +77,8 @@ class RunSummary:
     newer_version: int = 0  # their schema version
     events_offset: int | None = None  # bytes of events.jsonl folded into this summary (None: not recorded)
     events_missing: bool = False  # events.jsonl holds less than this summary was folded from
+    total_seconds: float | None = None  # the finishing worker's wall time, start to end (None: not recorded)
+    phases: dict = field(default_factory=dict)  # its seconds per phase: startup, data, model, features, train, test
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,6 +182,7 @@ def fold(summary: RunSummary, event: ev.Event) -> RunSummary:
         summary.error_kind = ""
     elif isinstance(event, ev.Progress):
         summary.status = "running"
+        summary.started_at = summary.started_at or event.ts  # decoding data comes before the started event
         summary.phase = event.phase
         summary.step, summary.steps = event.step, event.steps
         summary.epochs = event.epochs or summary.epochs
@@ -209,6 +212,8 @@ def fold(summary: RunSummary, event: ev.Event) -> RunSummary:
         summary.test_accuracy = _number(event.test.get("accuracy"))
         summary.test_f1_macro = _number(event.test.get("f1_macro"))
         summary.train_seconds = event.train_seconds
+        summary.total_seconds = event.total_seconds or None
+        summary.phases = dict(event.phases)
         summary.finished_at = event.ts
         summary.phase = ""
     elif isinstance(event, ev.Failed):
