@@ -62,7 +62,7 @@ class Progress(Event):
     type: str = "progress"
     epoch: int = 0
     epochs: int = 0
-    phase: str = "train"  # "features" (caching frozen outputs), "train", "val", "test"
+    phase: str = "train"  # "features" (caching frozen outputs), "lr_find", "train", "val", "test"
     step: int = 0
     steps: int = 0
     loss: float | None = None
@@ -141,6 +141,18 @@ class Cancelled(Event):
 
 
 @dataclass(frozen=True)
+class LrFound(Event):
+    """An LR range test chose a stage's learning rate (the curve is in lr_find.json)."""
+
+    type: str = "lr_find"
+    stage: int = 0
+    lr: float = 0.0  # the chosen (head) LR; the stage's other groups keep their ratio to it
+    min_loss_lr: float = 0.0
+    steps: int = 0  # batches the test took
+    method: str = "valley"
+
+
+@dataclass(frozen=True)
 class Log(Event):
     """A human-readable line worth showing in the run's log tail."""
 
@@ -151,7 +163,7 @@ class Log(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls  # type: ignore[misc]
-    for cls in (Started, Progress, Epoch, Checkpoint, EarlyStop, Finished, Failed, Cancelled, Log)
+    for cls in (Started, Progress, Epoch, Checkpoint, EarlyStop, Finished, Failed, Cancelled, LrFound, Log)
 }
 
 

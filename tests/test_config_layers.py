@@ -88,8 +88,9 @@ def test_precedence_survives_grid_json():
     again = GridConfig.from_dict(stored["config"], "grid.json")
     assert again == grid
     assert set(epochs_by_run(again).values()) == {5}
-    # grid.json keeps today's keys
-    assert set(stored["config"]) == {"name", "datasets", "backbones", "strategies", "concurrency", "base", "overrides"}
+    # grid.json keeps today's keys, and the axes and search of issue 10
+    assert set(stored["config"]) == {"name", "datasets", "backbones", "strategies", "concurrency", "base", "overrides",
+                                     "axes", "search"}
 
 
 def _show_config(capsys, *argv):

@@ -96,7 +96,7 @@ def stop_after_write(monkeypatch, owner, name: str, epoch: int, epoch_of) -> Non
 
 KILL_POINTS = {
     # (what was written last, how to tell its epoch from the call's arguments)
-    "after the resume point": (engine.resume, "save", lambda run_dir, model, opt, sched, state, events, rng: state.epoch),
+    "after the resume point": (engine.resume, "save", lambda run_dir, model, opt, sched, state, *rest: state.epoch),
     "after best.safetensors": (engine.trainer, "save_checkpoint", lambda model, path, meta: meta.epoch),
     "after metrics.csv": (RunDir, "write_metrics", lambda self, rows: len(rows)),
 }
