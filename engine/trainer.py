@@ -27,6 +27,7 @@ from engine import events as ev
 from engine import lr_find
 from engine import resume as resume_point
 from engine.augment import AugmentPolicy, soft_cross_entropy, tta_logits
+from engine.bn import retire_dead_channels
 from engine.checkpoint import save_checkpoint
 from engine.config import ConfigError, RunConfig
 from engine.data import DatasetSplits, load_dataset
@@ -162,6 +163,10 @@ class Trainer:
             self.model.backbone, cfg.model.backbone, cfg.model.weights, cfg.model.on_missing_weights
         )
         self.norm = norm_config(self.model.backbone)
+        self.retired = retire_dead_channels(self.model.backbone) if self.weights.get("pretrained") else 0
+        if self.retired:
+            log.info("retired %d dead BatchNorm channels of the pretrained backbone (running variance 0)",
+                     self.retired)
         self.model.to(self.device)
         if self.cuda and cfg.train.channels_last:
             self.model.to(memory_format=torch.channels_last)

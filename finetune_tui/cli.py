@@ -71,6 +71,8 @@ def add_run_parser(sub) -> None:
     p.add_argument("--concurrency", type=int, help="runs at once (default: one per GPU, 1 on CPU)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any setting, e.g. --set train.patience=3 --set data.val_fraction=0.2")
+    p.add_argument("--axis", action="append", default=[], metavar="KEY=V1,V2",
+                   help="vary a setting across runs, e.g. --axis train.lr=1e-3,3e-4 (like [axes] in a grid file)")
     p.add_argument("--detach", action="store_true", help="start in the background and return; survives logout")
     p.add_argument("--tui", action="store_true", help="start detached and open the TUI on the grid")
     p.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
@@ -98,6 +100,8 @@ def resolve_grid(args):
     layers = [(read_grid_file(args.grid), str(args.grid))] if args.grid else []
     start = None if args.grid else get_preset(args.preset or DEFAULT_PRESET)
     layers.append((parse_set(args.set), "--set"))  # --set first, so explicit flags win over it
+    if getattr(args, "axis", None):
+        layers.append(({"axes": {k: v.split(",") for k, v in parse_set(args.axis).items()}}, "--axis"))
     flags = {key: getattr(args, attr) for attr, key in FLAG_KEYS.items() if getattr(args, attr) is not None}
     layers.append((flags, "command line"))
     return GridConfig.from_layers(*layers, start=start)

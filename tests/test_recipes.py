@@ -248,3 +248,41 @@ def test_lr_find_chooses_the_lr_stores_its_curve_and_trains_at_it(tmp_path):
     fixed = make_run(tmp_path, "fixed", strategy="frozen", epochs=2, lr=curve["suggestion"], schedule="constant")
     assert worker_main([str(fixed)]) == 0
     np.testing.assert_allclose(metrics_of(rdir)["val_loss"], metrics_of(fixed)["val_loss"], rtol=0, atol=1e-6)
+
+
+def test_full_on_grey_data_leaves_no_live_zero_variance_channel_and_onnx_parity_holds(tmp_path):
+    """Pretrained nets carry dead channels (Lite0: 130 with running variance 0); fine-tuning must not wake them."""
+    from engine.bn import live_zero_var_channels
+    from engine.models import build_classifier
+    from export.api import export_run
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    backbone = build_classifier("test_efficientnet", "linear", 3).backbone
+    state = backbone.state_dict()
+    # kill channels the way ImageNet training left Lite0's: variance 0, conv weights about 1e-7
+    for conv, bn in (("conv_stem", "bn1"), ("blocks.3.0.conv_pw", "blocks.3.0.bn1")):
+        state[f"{conv}.weight"][:3] = 1e-7 * torch.randn_like(state[f"{conv}.weight"][:3])
+        state[f"{bn}.running_var"][:3] = 0.0
+    weights = tmp_path / "pretrained.pth"
+    torch.save(state, weights)
+    assert live_zero_var_channels(state) == 6
+    runs = {}
+    for bn in ("train", "frozen"):
+        rdir = runs[bn] = make_run(tmp_path, f"bn-{bn}", strategy="full", epochs=2, lr=3e-3, bn=bn)
+        from tests.trainer_fixtures import set_config
+
+        set_config(rdir, "model", weights=str(weights))
+        assert worker_main([str(rdir)]) == 0  # digits: grey images fed as RGB
+        best = load_file(rdir / "best.safetensors")
+        assert live_zero_var_channels(best) == 0, bn
+        # the retired channels are constants: no scale, no weights feeding them
+        assert torch.equal(best["backbone.bn1.weight"][:3], torch.zeros(3))
+        assert torch.equal(best["backbone.conv_stem.weight"][:3], torch.zeros_like(best["backbone.conv_stem.weight"][:3]))
+    # frozen keeps every statistic as it was loaded (the retired channels' at 1)
+    frozen = load_file(runs["frozen"] / "best.safetensors")
+    assert int((frozen["backbone.bn1.running_var"] <= 1e-8).sum()) == 0
+    assert torch.equal(frozen["backbone.bn2.running_var"], state["bn2.running_var"])
+    summary = export_run(runs["train"], benchmark=False)
+    assert summary["status"] == "ok", summary["error"]
+    assert summary["parity_max_abs_diff"] < 1e-4 and summary["top1_agreement"] == 1.0

@@ -1,0 +1,114 @@
+"""Hyper-parameter axes and the [search] section (issue 10): the runs they make, their ids, their checks."""
+
+import json
+
+import pytest
+import tomllib
+
+from engine.config import ConfigError, GridConfig, RunConfig, load_grid_file, run_id
+from finetune_tui.cli import build_parser, resolve_grid
+
+AXES_TOML = """
+name = "ax"
+datasets = ["digits"]
+backbones = ["test_efficientnet"]
+strategies = ["frozen", "full"]
+[train]
+epochs = 4
+[overrides.full]
+"train.lr" = 1e-5
+"train.epochs" = 2
+[axes]
+"train.lr" = [1e-3, 3e-4]
+"data.image_size" = [32, 48]
+"""
+
+
+@pytest.fixture
+def axes_file(tmp_path):
+    f = tmp_path / "ax.toml"
+    f.write_text(AXES_TOML)
+    return f
+
+
+def test_axes_multiply_the_runs_and_name_them(axes_file):
+    grid = load_grid_file(axes_file)
+    runs = grid.runs()
+    assert len(runs) == 2 * 2 * 2
+    ids = [r.run_id for r in runs]
+    assert ids[:4] == ["digits__test_efficientnet__frozen__lr=0.001__image_size=32",
+                       "digits__test_efficientnet__frozen__lr=0.001__image_size=48",
+                       "digits__test_efficientnet__frozen__lr=0.0003__image_size=32",
+                       "digits__test_efficientnet__frozen__lr=0.0003__image_size=48"]
+    assert len(set(ids)) == len(ids)
+    by_id = {r.run_id: r for r in runs}
+    full = by_id["digits__test_efficientnet__full__lr=0.0003__image_size=48"]
+    # the axis value beats the override of the same key; the override's other keys still apply
+    assert full.train.lr == 3e-4 and full.data.image_size == 48 and full.train.epochs == 2
+    assert full.axis_values == {"train.lr": 3e-4, "data.image_size": 48}
+    # config.json carries the axes; read back it is the same run with the same id
+    again = RunConfig.from_dict(json.loads(json.dumps(full.to_dict())))
+    assert again == full and again.run_id == full.run_id and full.to_dict()["axes"] == {"train.lr": 3e-4,
+                                                                                          "data.image_size": 48}
+    # grid.json and --show-config's TOML read back to the same grid
+    assert GridConfig.from_dict(json.loads(json.dumps(grid.to_dict()))) == grid
+    assert GridConfig.from_dict(tomllib.loads(grid.to_toml())) == grid
+
+
+def test_run_ids_of_axis_values_are_folder_safe_and_spell_out_clashing_names():
+    assert run_id("footwear", "m", "full", (("train.schedule", "cosine"), ("train.ema", True))) == \
+        "footwear__m__full__schedule=cosine__ema=true"
+    assert run_id("footwear", "m", "full", (("data.weird", "a b/c"),)) == "footwear__m__full__weird=a-b-c"
+    # the same field name in two sections: the section stays in the id
+    ids = run_id("d", "m", "s", (("data.seed", 1), ("train.seed", 2)))
+    assert ids == "d__m__s__data.seed=1__train.seed=2"
+    assert run_id("d", "m", "s", (("train.lr", 1e-3),), trial=7) == "d__m__s__t007"
+
+
+def test_command_line_axis_and_settings(axes_file):
+    def grid_of(*argv):
+        return resolve_grid(build_parser().parse_args(["run", *argv]))
+
+    grid = grid_of("--grid", str(axes_file), "--axis", "train.label_smoothing=0,0.1")
+    assert set(grid.axes) == {"train.lr", "data.image_size", "train.label_smoothing"}
+    assert len(grid.runs()) == 16
+    # a setting given on the command line beats the file's axis of the same key
+    grid = grid_of("--grid", str(axes_file), "--lr", "1e-2")
+    assert set(grid.axes) == {"data.image_size"} and {r.train.lr for r in grid.runs()} == {1e-2}
+    assert grid_of("--preset", "demo", "--axis", "data.image_size=64,96").axes == {"data.image_size": (64, 96)}
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('[axes]\n"train.lr" = 3\n', '[axes] train.lr: expected a list of values'),
+    ('[axes]\n"train.lr" = ["fast"]\n', "[axes] train.lr: 'fast' is out of range"),
+    ('[axes]\n"train.epochz" = [1, 2]\n', "[axes] train.epochz: unknown key; did you mean train.epochs?"),
+    ('[axes]\n"train.strategy" = ["full"]\n', "[axes] train.strategy: set by the grid"),
+    ('[axes]\n"data.image_size" = [64, 64]\n', "[axes] data.image_size: lists a value twice"),
+    ('[axes]\n"data.image_size" = [4, 64]\n', "data.image_size: 4 is out of range"),
+    ('[search]\ntrials = 3\n', "[search]: trials = 3 but no [search.space]"),
+    ('[search]\ntrial = 3\n', "[search] trial: unknown key; did you mean trials?"),
+    ('[search]\npruner = "hyperband"\n', "[search] pruner: 'hyperband' is not one of median, none"),
+    ('[search.space]\n"train.lr" = {low = 1e-2, high = 1e-4}\n', "needs low < high"),
+    ('[search.space]\n"train.schedule" = {low = 1, high = 2}\n', "train.schedule: expected a string"),
+    ('[search.space]\n"train.bn" = ["train", "sometimes"]\n', "train.bn: 'sometimes' is not one of train, frozen"),
+])
+def test_bad_axes_and_search_name_the_key_and_file(tmp_path, text, needle):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_grid_file(f)
+    assert needle in str(info.value) and str(f) in str(info.value)
+
+
+def test_search_section_reads_and_round_trips(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text('datasets = ["digits"]\nbackbones = ["test_efficientnet"]\nstrategies = ["full"]\n'
+                 '[search]\ntrials = 4\nstartup_trials = 2\n[search.space]\n'
+                 '"train.lr" = {low = 1e-4, high = 1e-2, log = true}\n"data.image_size" = [32, 48]\n'
+                 '"train.epochs" = {low = 1, high = 3}\n')
+    grid = load_grid_file(f)
+    assert grid.search.enabled and grid.search.trials == 4 and grid.search.pruner == "median"
+    assert grid.search.space == {"train.lr": {"low": 1e-4, "high": 1e-2, "log": True}, "data.image_size": [32, 48],
+                                 "train.epochs": {"low": 1, "high": 3, "log": False}}
+    assert GridConfig.from_dict(json.loads(json.dumps(grid.to_dict()))) == grid
+    assert GridConfig.from_dict(tomllib.loads(grid.to_toml())) == grid
