@@ -112,3 +112,42 @@ def test_search_section_reads_and_round_trips(tmp_path):
                                  "train.epochs": {"low": 1, "high": 3, "log": False}}
     assert GridConfig.from_dict(json.loads(json.dumps(grid.to_dict()))) == grid
     assert GridConfig.from_dict(tomllib.loads(grid.to_toml())) == grid
+
+
+def test_a_search_runs_its_trials_as_runs_and_prunes_through_the_cancel_path(tmp_path):
+    from engine.config import DataConfig, ModelConfig, TrainConfig
+    from engine.orchestrator import Orchestrator, prepare
+    from engine.store import GridDir, RunStore
+
+    base = RunConfig(data=DataConfig(dataset="digits", image_size=32, batch_size=64, train_limit=600),
+                     model=ModelConfig(backbone="test_efficientnet", head="linear", weights="random"),
+                     train=TrainConfig(epochs=4, threads=1, patience=10))
+    # lr 1e-7 can't learn in 4 epochs: once two trials have set the median, such a trial is pruned. The random
+    # sampler with seed 6 draws 3e-3, 3e-3, then 1e-7 (checked against Optuna's RandomSampler)
+    grid = GridConfig.from_layers(({"search": {"trials": 3, "startup_trials": 2, "seed": 6, "sampler": "random",
+                                               "space": {"train.lr": [3e-3, 1e-7]}}}, "test"),
+                                  start=GridConfig(name="s", datasets=("digits",), backbones=("test_efficientnet",),
+                                                   strategies=("full",), base=base))
+    gdir = prepare(grid, tmp_path)
+    assert GridDir(gdir).run_ids() == []  # trials are made as the search goes
+    counts = Orchestrator(gdir).run()
+    runs = {r.run_id: r for r in RunStore(tmp_path).runs("s")}
+    assert sorted(runs) == [f"digits__test_efficientnet__full__t{i:03d}" for i in range(3)]
+    assert GridDir(gdir).run_ids() == sorted(runs)
+    configs = {rid: json.loads((gdir / rid / "config.json").read_text()) for rid in runs}
+    assert all(c["axes"]["train.lr"] == c["train"]["lr"] for c in configs.values())
+    pruned = [rid for rid, r in runs.items() if r.summary.status == "cancelled"]
+    assert pruned == ["digits__test_efficientnet__full__t002"]
+    assert runs[pruned[0]].summary.error.startswith("pruned by the search after epoch")
+    assert all(configs[rid]["train"]["lr"] == 1e-7 for rid in pruned)
+    assert all(len(runs[rid].summary.val_acc_history) < 4 for rid in pruned)
+    assert counts == {"done": 2, "cancelled": 1}
+    summary = json.loads((gdir / "search.json").read_text())
+    study = summary["studies"]["digits/test_efficientnet/full"]
+    states = {t["run_id"]: t["state"] for t in study["trials"]}
+    assert states == {rid: "pruned" if rid in pruned else "complete" for rid in runs}
+    best = study["best_run"]
+    assert configs[best]["train"]["lr"] == 3e-3 and study["best_value"] == runs[best].summary.best_val_acc
+    # run again: every trial is settled, nothing restarts, no trial is added
+    assert Orchestrator(gdir).run() == counts
+    assert sorted(p.name for p in gdir.iterdir() if p.is_dir()) == sorted(runs)
