@@ -45,13 +45,15 @@ def load_run(run_dir: str | Path | RunDir, grid: str = "") -> RunRecord:
         cfg = rd.config_dict()
         summary = RunSummary(run_id=rd.run_id, grid=grid, dataset=cfg["data"]["dataset"],
                              backbone=cfg["model"]["backbone"], strategy=cfg["train"]["strategy"],
-                             epochs=cfg["train"]["epochs"])
+                             epochs=cfg["train"]["epochs"], axes=dict(cfg.get("axes") or {}))
     except (StoreError, KeyError, TypeError) as exc:
         reason = str(exc) if isinstance(exc, StoreError) else f"{rd.config_file} lacks {exc}"
         return RunRecord(rd.path, RunSummary(run_id=rd.run_id, grid=grid, status="unreadable", error=reason), reason)
     try:
         stored = RunSummary.from_dict(rd.stored_summary())
-        summary = stored if stored.run_id else summary
+        if stored.run_id:
+            stored.axes = stored.axes or summary.axes  # summaries written before axes existed
+            summary = stored
     except (StoreError, TypeError):
         # no summary yet (or torn by an old writer): rebuild it from the events
         for event in rd.events()[0]:

@@ -34,6 +34,7 @@ class RunSummary:
     dataset: str = ""
     backbone: str = ""
     strategy: str = ""
+    axes: dict = field(default_factory=dict)  # the values this run takes on its grid's axes (or search trial)
     status: str = "queued"
     epoch: int = 0
     epochs: int = 0
@@ -79,12 +80,26 @@ class RunSummary:
         return summary
 
     @property
+    def axes_text(self) -> str:
+        """The axis values as a short label: ``lr=0.0003 image_size=96`` (each key's last part)."""
+        return " ".join(f"{k.rpartition('.')[2]}={axis_value_text(v)}" for k, v in self.axes.items())
+
+    @property
     def eta_seconds(self) -> float | None:
         """Remaining time at the mean epoch time so far (upper bound: early stop may come first)."""
         if self.status != "running" or not self.epoch_seconds or not self.epochs:
             return None
         mean = sum(self.epoch_seconds) / len(self.epoch_seconds)
         return max(0.0, (self.epochs - self.epoch) * mean)
+
+
+def axis_value_text(value) -> str:
+    """How an axis value reads in tables: 0.0003, 96, true, cosine."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 def _at(values: list, epoch: int):
@@ -115,6 +130,7 @@ def fold(summary: RunSummary, event: ev.Event) -> RunSummary:
         summary.started_at = summary.started_at or event.ts
         summary.weights = event.weights.get("description", "")
         summary.epochs = event.config.get("train", {}).get("epochs", summary.epochs)
+        summary.axes = dict(event.config.get("axes") or summary.axes)
         summary.error = ""
         summary.error_kind = ""
     elif isinstance(event, ev.Progress):
