@@ -83,7 +83,9 @@ class TrainConfig:
     head_lr: float = 1e-3  # the head-only warm-up's LR
     head_patience: int = 1  # warm-up epochs without a better val loss that end it
     layer_decay: float = 0.8  # two_stage: LR multiplier per layer group from the head down to the stem
-    bn: str = "train"  # BatchNorm of trainable layers: train (batch statistics) or frozen (pretrained statistics)
+    # BatchNorm of trainable layers: frozen (the pretrained statistics; measured better for fine-tuning, issue 10)
+    # or train (batch statistics, updated as Keras does: the seed's)
+    bn: str = "frozen"
     ema: bool = False  # evaluate and keep an exponential moving average of the weights (timm's ModelEmaV3)
     ema_decay: float = 0.998  # per step, warmed up (timm's use_warmup)
     clip_grad: float = 0.0  # clip the gradient's global L2 norm to this; 0 = off

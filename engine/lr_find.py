@@ -95,3 +95,35 @@ def valley(lrs: list[float], losses: list[float]) -> float:
             start = end - longest[end]
     third = (end - start) / 3
     return lrs[max(0, start + int(third) + int(third / 2))]
+
+
+def run_range_test(run, stage: int | None = None, steps: int | None = None) -> LrCurve:
+    """``finetune-tui lr-find``: the range test of one run config on its freshly built model, in a throwaway
+    run folder (nothing is written to the run store). ``stage`` defaults to the strategy's first stage after
+    any head warm-up."""
+    import tempfile
+    from dataclasses import replace
+
+    from engine.store import RunDir, RunWriter
+    from engine.strategies import is_warmup
+    from engine.trainer import Trainer
+
+    train = replace(run.train, lr="find", **({"lr_find_steps": steps} if steps else {}))
+    run = replace(run, train=train)
+    if stage is None:
+        stage = 1 if is_warmup(train, 0) else 0
+    with tempfile.TemporaryDirectory(prefix="finetune-tui-lr-find-") as tmp:
+        rd = RunDir(tmp)
+        rd.write_config(run)
+        writer = RunWriter(rd, echo=False)
+        try:
+            trainer = Trainer(run, rd, writer)
+            trainer.setup()
+            trainer.prepare_generators()
+            trainer.stage = stage
+            trainer._build_optimizer(stage, 1)
+            trainer._build_cache()
+            trainer.find_lr(stage)
+            return LrCurve.from_dict(rd.lr_find())
+        finally:
+            writer.close()

@@ -522,12 +522,17 @@ class Trainer:
 
     # --- the run ------------------------------------------------------------
 
+    def prepare_generators(self) -> None:
+        """The loop's own RNGs: shuffling, and augmentation (the policy's hooks run on training batches only)."""
+        tc = self.cfg.train
+        self.gen = torch.Generator().manual_seed(tc.seed)
+        self.aug_gen = None
+        if self.cfg.data.augment or self.policy.changes_inputs:
+            self.aug_gen = torch.Generator(device=self.device).manual_seed(tc.seed)
+
     def run(self) -> None:
         cfg, tc = self.cfg, self.cfg.train
-        self.gen = torch.Generator().manual_seed(tc.seed)  # shuffling
-        self.aug_gen = torch.Generator(device=self.device).manual_seed(tc.seed) if cfg.data.augment else None
-        if self.policy.changes_inputs and self.aug_gen is None:  # the policy's hooks run on training batches only
-            self.aug_gen = torch.Generator(device=self.device).manual_seed(tc.seed)
+        self.prepare_generators()
         state, point = self.try_resume()
         init_norms = self.group_norms()
         self.writer.emit(ev.Started(
