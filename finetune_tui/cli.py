@@ -202,6 +202,9 @@ def add_runs_parser(sub) -> None:
     p.add_argument("--runs", default=argparse.SUPPRESS, metavar="DIR", help="run store (default: runs/)")
     p.add_argument("--grid", help="only this grid")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--group-by", metavar="KEY", default="",
+                   help="order runs by an axis (train.lr or lr), dataset, backbone or strategy and summarise each "
+                        "value (table format)")
     p.set_defaults(func=cmd_runs)
 
 
@@ -220,7 +223,7 @@ def cmd_runs(args) -> int:
         if not records:
             print(f"no runs in {args.runs}; start one with `finetune-tui run --preset demo`")
             return 0
-        Console().print(runs_table(records, title=f"runs in {args.runs}"))
+        Console().print(runs_table(records, title=f"runs in {args.runs}", group_by=args.group_by))
         return 0
     import pandas as pd
 
@@ -230,6 +233,8 @@ def cmd_runs(args) -> int:
         for listed in ("val_acc_history", "val_loss_history", "epoch_seconds"):
             d.pop(listed, None)
         d["problem"] = rec.problem
+        if args.format == "csv":  # one column per axis, so a spreadsheet can group by it
+            d.update({f"axis:{k}": v for k, v in d.pop("axes", {}).items()})
         rows.append(d)
     if args.format == "json":
         print(json.dumps(rows, indent=1))

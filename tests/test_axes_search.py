@@ -151,3 +151,57 @@ def test_a_search_runs_its_trials_as_runs_and_prunes_through_the_cancel_path(tmp
     # run again: every trial is settled, nothing restarts, no trial is added
     assert Orchestrator(gdir).run() == counts
     assert sorted(p.name for p in gdir.iterdir() if p.is_dir()) == sorted(runs)
+
+
+def _axes_store(root):
+    """A finished grid with a train.lr axis, written through the store's writer (no training)."""
+    from engine import events as ev
+    from engine.store import RunStore, RunWriter
+
+    grid = GridConfig.from_layers(({"name": "ax", "datasets": "digits", "backbones": "test_efficientnet",
+                                    "strategies": "frozen,full", "axes": {"train.lr": [1e-3, 3e-4]}}, "test"))
+    gdir = RunStore(root).grid("ax")
+    gdir.path.mkdir(parents=True)
+    gdir.write_info(grid, [r.run_id for r in grid.runs()])
+    accs = {}
+    for i, run in enumerate(grid.runs()):
+        rd = gdir.run(run.run_id)
+        rd.path.mkdir()
+        rd.write_config(run)
+        writer = RunWriter(rd, echo=False)
+        writer.emit(ev.Started(run_id=run.run_id, config=run.to_dict()))
+        writer.emit(ev.Epoch(epoch=1, epochs=1, val_loss=0.5, val_acc=0.80 + i / 50))
+        writer.emit(ev.Finished(best_epoch=1, epochs_run=1, test={"accuracy": 0.81 + i / 50, "f1_macro": 0.8}))
+        writer.close()
+        rd.write_results({"accuracy": 0.81 + i / 50, "f1_macro": 0.8, "train_seconds": 10.0 * (i + 1)})
+        accs[run.run_id] = 0.81 + i / 50
+    return grid, accs
+
+
+def test_runs_groups_by_an_axis(tmp_path, capsys):
+    from finetune_tui.cli import main
+
+    _axes_store(tmp_path)
+    assert main(["runs", "--runs", str(tmp_path), "--group-by", "lr"]) == 0
+    out = capsys.readouterr().out
+    table, groups = out.split("by lr")
+    # rows ordered by the axis value, then one summary row per value: runs 1 and 3 had lr 0.0003
+    assert table.index("0.0003") < table.index("0.001")
+    lines = {line.split()[0]: line.split() for line in groups.splitlines() if line.strip()[:1].isdigit()}
+    assert lines["0.0003"][1:] == ["2", "2", "0.840", "0.860", "0.850", "0.870"]
+    assert lines["0.001"][1:] == ["2", "2", "0.820", "0.840", "0.830", "0.850"]
+    assert main(["runs", "--runs", str(tmp_path), "--format", "csv"]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split(",")
+    assert "axis:train.lr" in header and "axes" not in header
+
+
+def test_report_groups_runs_by_axis_values(tmp_path):
+    from report import tables
+    from report.loading import load_grid
+
+    _axes_store(tmp_path)
+    grid = load_grid(tmp_path / "ax")
+    assert set(tables.run_table(grid)["axes"]) == {"lr=0.001", "lr=0.0003"}
+    df = tables.axes_table(grid.runs, "digits").set_index("value")
+    assert df.loc["0.0003", "runs"] == 2 and df.loc["0.0003", "mean_accuracy"] == pytest.approx(0.85)
+    assert df.loc["0.001", "best_accuracy"] == pytest.approx(0.85) and set(df["axis"]) == {"train.lr"}
