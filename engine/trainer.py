@@ -31,12 +31,12 @@ from engine.bn import retire_dead_channels
 from engine.checkpoint import save_checkpoint
 from engine.config import ConfigError, RunConfig
 from engine.data import DatasetSplits, load_dataset
+from engine.ema import WeightAverage
 from engine.errors import UserError
 from engine.feature_cache import SplitModel, forward_units, run_prefix, split_point
 from engine.metrics import test_results
 from engine.model_meta import ModelMeta
 from engine.models import Classifier, build_classifier, norm_config
-from engine.ema import WeightAverage
 from engine.resume import LoopState, capture_rng, restore_rng
 from engine.schedules import build_schedule
 from engine.store import RunDir, RunWriter

@@ -252,10 +252,11 @@ def test_lr_find_chooses_the_lr_stores_its_curve_and_trains_at_it(tmp_path):
 
 def test_full_on_grey_data_leaves_no_live_zero_variance_channel_and_onnx_parity_holds(tmp_path):
     """Pretrained nets carry dead channels (Lite0: 130 with running variance 0); fine-tuning must not wake them."""
+    from safetensors.torch import load_file
+
     from engine.bn import live_zero_var_channels
     from engine.models import build_classifier
     from export.api import export_run
-    from safetensors.torch import load_file
 
     torch.manual_seed(0)
     backbone = build_classifier("test_efficientnet", "linear", 3).backbone

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from report.figures.common import new_figure, palette, pretty, save
 from report.loading import RunData
 
