@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import math
 import re
+import types
 import typing
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
@@ -52,6 +54,10 @@ class DataConfig:
     on_bad_image: str = "fail"  # an unreadable image file: "fail" (list them all and stop) or "skip" (train without)
     stream: str = "auto"  # "auto": splits over device_budget_mb are read from the cache batch by batch; "always", "never"
     device_budget_mb: int = 0  # memory for splits held on the device; 0 = from free memory (engine.data.budget)
+    # augmentation policies (engine/augment.py), per batch on the device, training only
+    auto_augment: str = "none"  # none, randaugment or trivialaugment (torchvision.transforms.v2)
+    augment_magnitude: int = 9  # RandAugment's magnitude (0-30)
+    random_erasing: float = 0.0  # probability of erasing a random box per image (timm's RandomErasing)
 
 
 @dataclass(frozen=True)
@@ -66,12 +72,33 @@ class ModelConfig:
 class TrainConfig:
     strategy: str = "frozen"  # a registered strategy (engine/strategies.py)
     epochs: int = 20
-    lr: float = 0.0  # 0 = the strategy's default (frozen 1e-3, partial 1e-4, full 1e-5, ...)
+    # 0 = the strategy's default (frozen 1e-3, partial 1e-4, full 1e-5, ...); "find" = an LR range test
+    # (engine/lr_find.py) at the start of the strategy's first stage chooses it
+    lr: float | str = 0.0
+    lr_find_steps: int = 100  # batches the range test takes (it stops sooner when the loss diverges)
     optimizer: str = "adam"  # adam or adamw or sgd
     weight_decay: float = 0.0
     patience: int = 5  # early stopping on val_loss; best weights are kept
+    schedule: str = "plateau"  # plateau (ReduceLROnPlateau, the seed's), cosine, onecycle or constant (per stage)
+    warmup_epochs: float = 0.0  # cosine/constant: linear LR warm-up at the start of each stage (fractions allowed)
+    cosine_floor: float = 0.01  # cosine/onecycle: the last LR as a fraction of the stage's LR
     plateau_factor: float = 0.5  # ReduceLROnPlateau
     plateau_patience: int = 3
+    head_epochs: int = -1  # head-only warm-up before the strategy's stages, at most this many epochs, ended
+    #                        sooner when its val loss stops improving; -1 = the strategy's (two_stage 5, others 0)
+    head_lr: float = 1e-3  # the head-only warm-up's LR
+    head_patience: int = 1  # warm-up epochs without a better val loss that end it
+    layer_decay: float = 0.8  # two_stage: LR multiplier per layer group from the head down to the stem
+    # BatchNorm of trainable layers: frozen (the pretrained statistics; measured better for fine-tuning, issue 10)
+    # or train (batch statistics, updated as Keras does: the seed's)
+    bn: str = "frozen"
+    ema: bool = False  # evaluate and keep an exponential moving average of the weights (timm's ModelEmaV3)
+    ema_decay: float = 0.998  # per step, warmed up (timm's use_warmup)
+    clip_grad: float = 0.0  # clip the gradient's global L2 norm to this; 0 = off
+    mixup: float = 0.0  # Mixup alpha (timm's Mixup); 0 = off
+    cutmix: float = 0.0  # CutMix alpha; 0 = off (with both on, each batch picks one)
+    mix_prob: float = 1.0  # share of batches that get Mixup/CutMix
+    tta: bool = False  # evaluate on each image and its mirror image, averaging the probabilities
     seed: int = 42
     class_weighting: bool = False  # weight the loss by inverse class frequency
     label_smoothing: float = 0.0
@@ -92,29 +119,67 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # the values this run takes on the grid's [axes] (or a search trial's), as ((dotted key, value), ...);
+    # they are already applied to the sections above and name the run (run_id)
+    axes: tuple = ()
+    trial: int = -1  # a search trial's number (run_id ends in __tNNN), -1 for grid runs
 
     @property
     def run_id(self) -> str:
-        return run_id(self.data.dataset, self.model.backbone, self.train.strategy)
+        return run_id(self.data.dataset, self.model.backbone, self.train.strategy, self.axes, self.trial)
+
+    @property
+    def axis_values(self) -> dict[str, Any]:
+        return dict(self.axes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
+        if self.axes:
+            out["axes"] = dict(self.axes)
+        if self.trial >= 0:
+            out["trial"] = self.trial
+        return out
 
     @classmethod
     def from_dict(cls, obj: dict, source: str = "config") -> "RunConfig":
         """A run's ``config.json``: ``{"data": {...}, "model": {...}, "train": {...}}``; missing keys are defaults."""
         if not isinstance(obj, dict):
             raise ConfigError(f"{source}: expected a table of data, model and train settings, got {obj!r}")
+        obj = dict(obj)
+        axes = obj.pop("axes", {})
+        trial = obj.pop("trial", -1)
+        if not isinstance(axes, dict):
+            raise ConfigError(f"{source} axes: expected a table of dotted keys and values, got {axes!r}")
+        if not isinstance(trial, int) or isinstance(trial, bool):
+            raise ConfigError(f"{source} trial: expected an integer, got {trial!r}")
         sections = {name: {} for name in SECTIONS}
         for key, value in _flatten(obj).items():
             section, name, value = parse_setting(key, value, source, scope="run")
             sections[section][name] = value
-        return RunConfig(**{s: cls_(**sections[s]) for s, cls_ in SECTIONS.items()})
+        checked = tuple((k, parse_setting(k, v, f"{source} axes", scope="run")[2]) for k, v in axes.items())
+        return RunConfig(**{s: cls_(**sections[s]) for s, cls_ in SECTIONS.items()}, axes=checked, trial=trial)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """``[search]``: an Optuna study per run of the grid; each trial is a run (engine/search.py)."""
+
+    trials: int = 0  # trials per study; 0 = no search
+    sampler: str = "tpe"  # tpe or random
+    pruner: str = "median"  # median (stop a trial whose val accuracy trails the median at that epoch) or none
+    startup_trials: int = 3  # trials before TPE models the space and the pruner may prune
+    seed: int = 42  # the sampler's seed
+    # dotted key -> [choices] or {low = ..., high = ..., log = false}; ranges for numeric keys only
+    space: dict = field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return self.trials > 0
 
 
 @dataclass(frozen=True)
 class GridConfig:
-    """A grid is the product of dataset, backbone and strategy names over a base config."""
+    """A grid is the product of dataset, backbone and strategy names and the [axes] values over a base config."""
 
     name: str = "grid"
     datasets: tuple[str, ...] = ("footwear",)
@@ -126,9 +191,15 @@ class GridConfig:
     # per-name settings: {"full": {"train.epochs": 3}} applies to every run whose
     # dataset, backbone or strategy is "full" (TOML: [overrides.full]), in that order
     overrides: dict = field(default_factory=dict)
+    # hyper-parameter axes: {"train.lr": (1e-3, 3e-4), "data.image_size": (64, 96)} multiplies the runs by
+    # every combination (TOML: [axes]); an axis value beats the base and the overrides, and names the run
+    axes: dict = field(default_factory=dict)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     def runs(self) -> list[RunConfig]:
+        """Every run: datasets x backbones x strategies (with their overrides) x the axes' combinations."""
         out = []
+        keys = list(self.axes)
         for d in self.datasets:
             for b in self.backbones:
                 for s in self.strategies:
@@ -141,12 +212,19 @@ class GridConfig:
                     for name in (d, b, s):
                         if name in self.overrides:
                             run = _with_settings(run, self.overrides[name])
-                    out.append(run)
+                    for combo in itertools.product(*(self.axes[k] for k in keys)):
+                        values = tuple(zip(keys, combo))
+                        out.append(replace(_with_settings(run, dict(values)), axes=values))
         return out
 
     def to_dict(self) -> dict[str, Any]:
         """What ``grid.json`` stores (``from_dict`` reads it back)."""
-        return dataclasses.asdict(self)
+        out = {k: getattr(self, k) for k in GRID_KEYS}
+        out["base"] = {s: dataclasses.asdict(getattr(self.base, s)) for s in SECTIONS}
+        out["overrides"] = {k: dict(v) for k, v in self.overrides.items()}
+        out["axes"] = {k: list(v) for k, v in self.axes.items()}
+        out["search"] = dataclasses.asdict(self.search)
+        return out
 
     @classmethod
     def from_dict(cls, obj: dict, source: str = "grid", stored: bool = False) -> "GridConfig":
@@ -183,6 +261,10 @@ class GridConfig:
             doc[section] = {k: v for k, v in values.items() if f"{section}.{k}" not in GRID_OWNED}
         if self.overrides:
             doc["overrides"] = {name: dict(table) for name, table in self.overrides.items()}
+        if self.axes:
+            doc["axes"] = {k: list(v) for k, v in self.axes.items()}
+        if self.search.enabled or self.search.space:
+            doc["search"] = dataclasses.asdict(self.search)
         note = (f"grid {self.name!r}, resolved (command line > file > defaults).\n"
                 "Run it with `finetune-tui run --grid THIS_FILE`; every key is in engine/config.py.")
         return toml_writer.dumps(doc, comment=note)
@@ -208,6 +290,9 @@ CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
     "model.head": lambda: tuple(HEADS),
     "model.on_missing_weights": lambda: ("fail", "random"),
     "train.optimizer": lambda: ("adam", "adamw", "sgd"),
+    "train.schedule": lambda: ("plateau", "cosine", "onecycle", "constant"),
+    "train.bn": lambda: ("train", "frozen"),
+    "data.auto_augment": lambda: ("none", "randaugment", "trivialaugment"),
     "train.strategy": lambda: tuple(STRATEGIES),
     "strategies": lambda: tuple(STRATEGIES),
 }
@@ -222,7 +307,22 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.patience": (lambda v: v >= 1, "at least 1"),
     "train.plateau_factor": (lambda v: 0.0 < v < 1.0, "above 0, below 1"),
     "train.partial_fraction": (lambda v: 0.0 < v <= 1.0, "above 0, at most 1"),
-    "train.lr": (lambda v: 0.0 <= v < math.inf, "0 (the strategy's) or more"),
+    "train.lr": (lambda v: v == "find" if isinstance(v, str) else 0.0 <= v < math.inf,
+                 "0 (the strategy's), a positive number, or \"find\" (an LR range test)"),
+    "train.head_lr": (lambda v: 0.0 < v < math.inf, "above 0"),
+    "train.lr_find_steps": (lambda v: v >= 10, "at least 10"),
+    "train.head_epochs": (lambda v: v >= -1, "-1 (the strategy's), 0 (none) or more"),
+    "train.head_patience": (lambda v: v >= 1, "at least 1"),
+    "train.layer_decay": (lambda v: 0.0 < v <= 1.0, "above 0, at most 1"),
+    "train.warmup_epochs": (lambda v: 0.0 <= v < math.inf, "0 or more"),
+    "train.cosine_floor": (lambda v: 0.0 <= v <= 1.0, "0 to 1"),
+    "train.ema_decay": (lambda v: 0.0 < v < 1.0, "above 0, below 1"),
+    "train.clip_grad": (lambda v: 0.0 <= v < math.inf, "0 (off) or more"),
+    "train.mixup": (lambda v: 0.0 <= v < math.inf, "0 (off) or more"),
+    "train.cutmix": (lambda v: 0.0 <= v < math.inf, "0 (off) or more"),
+    "train.mix_prob": (lambda v: 0.0 <= v <= 1.0, "0 to 1"),
+    "data.augment_magnitude": (lambda v: 0 <= v <= 30, "0 to 30"),
+    "data.random_erasing": (lambda v: 0.0 <= v <= 1.0, "0 to 1"),
     "train.min_lr": (lambda v: 0.0 < v < math.inf, "above 0"),
     "train.gradual_stages": (lambda v: v >= 1, "at least 1"),
     "train.gradual_stage_epochs": (lambda v: v >= 1, "at least 1"),
@@ -316,7 +416,13 @@ def _check(key: str, value: Any, source: str) -> Any:
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:
     origin = typing.get_origin(typ)
-    if typ is bool:
+    if origin in (typing.Union, types.UnionType):  # train.lr: a number, else a word ("find")
+        for member in typing.get_args(typ):
+            try:
+                return _coerce(value, member, where)
+            except ConfigError:
+                continue
+    elif typ is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
@@ -349,6 +455,8 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
 def _type_name(typ: Any) -> str:
     if typing.get_origin(typ) is tuple:
         return "a list of names"
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(t) for t in typing.get_args(typ))
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(typ, str(typ))
 
 
@@ -381,6 +489,8 @@ class _Draft:
     overrides: dict[str, dict[str, Any]]
     listed: set = field(default_factory=set)  # every dataset, backbone and strategy name any layer listed
     where: dict = field(default_factory=dict)  # override name -> the source that introduced it
+    axes: dict[str, tuple] = field(default_factory=dict)
+    search: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, grid: GridConfig) -> "_Draft":
@@ -388,7 +498,8 @@ class _Draft:
         listed = {*grid.datasets, *grid.backbones, *grid.strategies, *grid.overrides}
         return cls(top={k: getattr(grid, k) for k in GRID_KEYS},
                    run={s: dataclasses.asdict(getattr(grid.base, s)) for s in SECTIONS},
-                   overrides={k: dict(v) for k, v in grid.overrides.items()}, listed=listed)
+                   overrides={k: dict(v) for k, v in grid.overrides.items()}, listed=listed,
+                   axes=dict(grid.axes), search=dataclasses.asdict(grid.search))
 
     def apply(self, obj: dict, source: str) -> None:
         if not isinstance(obj, dict):
@@ -396,6 +507,8 @@ class _Draft:
         obj = dict(obj)
         stored_base = obj.pop("base", None)  # grid.json nests the sections in "base"
         overrides = obj.pop("overrides", None)
+        axes = obj.pop("axes", None)
+        search = obj.pop("search", None)
         before = self.overrides
         earlier = {k: dict(v) for k, v in before.items()}
         if stored_base is not None:
@@ -410,6 +523,10 @@ class _Draft:
         self.overrides = {k: v for k, v in earlier.items() if v or not before[k]}
         if overrides is not None:
             self._add_overrides(overrides, source)
+        if axes is not None:
+            self._add_axes(axes, source)
+        if search is not None:
+            self.search = parse_search(search, source, self.search)
 
     def _set(self, key: str, parsed: tuple[str | None, str, Any], earlier: dict[str, dict[str, Any]]) -> None:
         section, name, value = parsed
@@ -421,6 +538,7 @@ class _Draft:
         self.run[section][name] = value
         for table in earlier.values():
             table.pop(key, None)
+        self.axes.pop(key, None)  # a setting given later beats an earlier layer's axis of the same key
 
     def _add_overrides(self, overrides: Any, source: str) -> None:
         if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
@@ -431,6 +549,20 @@ class _Draft:
             target = self.overrides.setdefault(name, {})
             for key, value in _flatten(table).items():
                 target[key] = parse_setting(key, value, where, scope="override")[2]
+
+    def _add_axes(self, axes: Any, source: str) -> None:
+        if not isinstance(axes, dict):
+            raise ConfigError(f"{source} axes: expected a table like [axes] \"train.lr\" = [1e-3, 3e-4]")
+        for key, values in _flatten(axes).items():
+            where = f"{source} [axes]"
+            if isinstance(values, str):
+                values = [v for v in values.split(",") if v.strip()]
+            if not isinstance(values, (list, tuple)) or not values:
+                raise ConfigError(f"{where} {key}: expected a list of values, e.g. [64, 96]")
+            checked = tuple(parse_setting(key, v, where, scope="override")[2] for v in values)
+            if len(set(map(repr, checked))) != len(checked):
+                raise ConfigError(f"{where} {key}: lists a value twice")
+            self.axes[key] = checked
 
     def freeze(self, strict: bool = True) -> GridConfig:
         names = {n for key in NAME_LISTS for n in self.top[key]}
@@ -444,13 +576,89 @@ class _Draft:
                                       f"dataset, backbone or strategy of the grid{hint}")
         overrides = {k: v for k, v in self.overrides.items() if k in names}  # the rest apply to no run
         base = RunConfig(**{s: cls(**self.run[s]) for s, cls in SECTIONS.items()})
-        return GridConfig(**self.top, base=base, overrides=overrides)
+        return GridConfig(**self.top, base=base, overrides=overrides, axes=self.axes,
+                          search=SearchConfig(**self.search))
 
 
-def run_id(dataset: str, backbone: str, strategy: str) -> str:
-    """Folder-safe id of a run: ``<dataset>__<backbone>__<strategy>``; an image folder's dataset part is its
-    name (``imagefolder:/data/tops`` -> ``tops``, ``imagefolder:NAME=PATH`` -> ``NAME``)."""
-    return f"{dataset_id(dataset)}__{backbone}__{strategy}"
+SEARCH_CHOICES = {"sampler": ("tpe", "random"), "pruner": ("median", "none")}
+
+
+def parse_search(table: Any, source: str, start: dict | None = None) -> dict[str, Any]:
+    """A ``[search]`` table over ``start`` -> checked SearchConfig fields; ``space`` entries are checked
+    against their keys' types (a range needs an int or float key)."""
+    where = f"{source} [search]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table with trials, space, ...")
+    out = dict(start or dataclasses.asdict(SearchConfig()))
+    hints = _hints(SearchConfig)
+    for key, value in table.items():
+        if key not in hints:
+            close = difflib.get_close_matches(key, list(hints), n=1)
+            raise ConfigError(f"{where} {key}: unknown key" + (f"; did you mean {close[0]}?" if close else ""))
+        if key == "space":
+            out["space"] = _parse_space(value, where)
+            continue
+        value = _coerce(value, hints[key], f"{where} {key}")
+        if key in SEARCH_CHOICES and value not in SEARCH_CHOICES[key]:
+            raise ConfigError(f"{where} {key}: {value!r} is not one of {', '.join(SEARCH_CHOICES[key])}")
+        if key in ("trials", "startup_trials") and value < 0:
+            raise ConfigError(f"{where} {key}: {value!r} is out of range (0 or more)")
+        out[key] = value
+    if out["trials"] and not out["space"]:
+        raise ConfigError(f"{where}: trials = {out['trials']} but no [search.space] to search")
+    return out
+
+
+def _parse_space(space: Any, where: str) -> dict[str, Any]:
+    if not isinstance(space, dict):
+        raise ConfigError(f"{where} space: expected a table of dotted keys, e.g. \"train.lr\" = {{low = 1e-4, high = 1e-2, log = true}}")
+    out: dict[str, Any] = {}
+    for key, spec in space.items():
+        at = f"{where} space {key}"
+        if isinstance(spec, (list, tuple)):
+            if not spec:
+                raise ConfigError(f"{at}: an empty list of choices")
+            out[key] = [parse_setting(key, v, at, scope="override")[2] for v in spec]
+            continue
+        if not isinstance(spec, dict) or not {"low", "high"} <= set(spec) or set(spec) - {"low", "high", "log"}:
+            raise ConfigError(f"{at}: expected [choices] or {{low = ..., high = ..., log = false}}")
+        low = parse_setting(key, spec["low"], at, scope="override")[2]
+        high = parse_setting(key, spec["high"], at, scope="override")[2]
+        if type(low) not in (int, float):
+            raise ConfigError(f"{at}: a range needs a numeric key; give a list of choices instead")
+        log = _coerce(spec.get("log", False), bool, f"{at} log")
+        if not low < high or (log and low <= 0):
+            raise ConfigError(f"{at}: needs low < high (and low > 0 with log = true)")
+        out[key] = {"low": low, "high": high, "log": log}
+    return out
+
+
+def run_id(dataset: str, backbone: str, strategy: str, axes: tuple = (), trial: int = -1) -> str:
+    """Folder-safe id of a run: ``<dataset>__<backbone>__<strategy>``, then ``__<key>=<value>`` per axis
+    (the key's last part: ``__lr=0.0003__image_size=96``) and ``__t<NNN>`` for a search trial. An image
+    folder's dataset part is its name (``imagefolder:/data/tops`` -> ``tops``, ``imagefolder:NAME=PATH`` ->
+    ``NAME``)."""
+    out = f"{dataset_id(dataset)}__{backbone}__{strategy}"
+    if trial >= 0:
+        return f"{out}__t{trial:03d}"
+    names = [k.rpartition(".")[2] for k, _ in axes]
+    for (key, value), name in zip(axes, names):
+        label = name if names.count(name) == 1 else key  # data.x and train.x both varied: spell them out
+        out += f"__{label}={_safe(axis_label(value))}"
+    return out
+
+
+def axis_label(value: Any) -> str:
+    """How an axis value reads in a run id and a table: 0.0003, 96, true, cosine."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text).strip("-")
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from engine import events as ev
 from engine.store import RunSummary, fold
+from engine.store.summary import axis_value_text
 
 STATUS_STYLE = {"queued": "dim", "running": "cyan", "done": "green", "failed": "red", "cancelled": "yellow"}
 
@@ -112,10 +113,18 @@ class ProgressView:
         return t
 
 
-def runs_table(records, title: str = "runs") -> Group:
-    """`finetune-tui runs`: every run with status and metrics, then one line per failure or problem."""
+def runs_table(records, title: str = "runs", group_by: str = "") -> Group:
+    """`finetune-tui runs`: every run with status and metrics, then one line per failure or problem.
+
+    Runs with axis values get a column per axis; ``group_by`` (an axis key or its last part, or dataset,
+    backbone, strategy) orders the runs by it and adds a table of each value's runs: how many finished, the
+    mean and best of their best-epoch val accuracy and test accuracy.
+    """
+    if group_by:
+        records = sorted(records, key=lambda rec: _group_value(rec.summary, group_by))
     grids = {rec.summary.grid for rec in records}
     one = len(grids) == 1
+    axes = list(dict.fromkeys(k for rec in records for k in rec.summary.axes))
     t = Table(title=f"{title}, grid {grids.pop()}" if one else title, box=box.SIMPLE_HEAD, pad_edge=False,
               padding=(0, 1))
     if not one:
@@ -123,6 +132,8 @@ def runs_table(records, title: str = "runs") -> Group:
     t.add_column("dataset", min_width=8)
     t.add_column("backbone", min_width=12, overflow="fold")
     t.add_column("strategy", min_width=8)
+    for key in axes:
+        t.add_column(key.rpartition(".")[2], no_wrap=True, justify="right")
     for col in ("status", "epoch", "val", "test", "F1", "time"):
         t.add_column(col, no_wrap=True, justify="left" if col == "status" else "right")
     notes = []
@@ -130,6 +141,7 @@ def runs_table(records, title: str = "runs") -> Group:
         s = rec.summary
         cells = [] if one else [s.grid]
         t.add_row(*cells, s.dataset or rec.run_id, s.backbone, s.strategy,
+                  *[axis_value_text(s.axes[k]) if k in s.axes else "" for k in axes],
                   Text(s.status, style=STATUS_STYLE.get(s.status, "magenta")), f"{s.epoch}/{s.epochs}",
                   _pct(s.best_val_acc), _pct(s.test_accuracy), _pct(s.test_f1_macro),
                   duration(run_seconds(s)) if s.status == "done" else "")
@@ -139,7 +151,39 @@ def runs_table(records, title: str = "runs") -> Group:
             notes.append(Text.assemble((f"{s.grid}/{rec.run_id}: ", "bold"), (kind + note, "red")))
         for line in [] if rec.problem else s.notes:  # skipped or lost events, a refused checkpoint
             notes.append(Text.assemble((f"{s.grid}/{rec.run_id}: ", "bold"), (line, "yellow")))
+    if group_by:
+        return Group(t, *notes, group_table(records, group_by))
     return Group(t, *notes)
+
+
+def _group_value(summary: RunSummary, key: str) -> tuple:
+    if key in ("dataset", "backbone", "strategy", "grid"):
+        return (0, getattr(summary, key))
+    for k, v in summary.axes.items():
+        if key in (k, k.rpartition(".")[2]):
+            return (0, v) if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, str(v))
+    return (2, "")
+
+
+def group_table(records, key: str) -> Table:
+    """One row per value of ``key``: runs, done, mean and best best-epoch val accuracy and test accuracy."""
+    groups: dict[tuple, list[RunSummary]] = {}
+    for rec in records:
+        groups.setdefault(_group_value(rec.summary, key), []).append(rec.summary)
+    t = Table(title=f"by {key}", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    for col in (key, "runs", "done", "val mean", "val best", "test mean", "test best"):
+        t.add_column(col, justify="left" if col == key else "right", no_wrap=True)
+
+    def stats(values):
+        values = [v for v in values if v is not None]
+        return (_pct(sum(values) / len(values)), _pct(max(values))) if values else ("", "")
+
+    for (rank, value), members in groups.items():
+        label = "(none)" if rank == 2 else axis_value_text(value)
+        done = [m for m in members if m.status == "done"]
+        t.add_row(label, str(len(members)), str(len(done)), *stats([m.best_val_acc for m in members]),
+                  *stats([m.test_accuracy for m in done]))
+    return t
 
 
 def is_terminal() -> bool:

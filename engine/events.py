@@ -71,7 +71,7 @@ class Progress(Event):
     epoch: int = 0
     epochs: int = 0
     # "decode" (images into the dataset cache; "decode-wait": another run decodes them), "features"
-    # (caching frozen outputs), "train", "val", "test"
+    # (caching frozen outputs), "lr_find", "train", "val", "test"
     phase: str = "train"
     step: int = 0
     steps: int = 0
@@ -153,6 +153,18 @@ class Cancelled(Event):
 
 
 @dataclass(frozen=True)
+class LrFound(Event):
+    """An LR range test chose a stage's learning rate (the curve is in lr_find.json)."""
+
+    type: str = "lr_find"
+    stage: int = 0
+    lr: float = 0.0  # the chosen (head) LR; the stage's other groups keep their ratio to it
+    min_loss_lr: float = 0.0
+    steps: int = 0  # batches the test took
+    method: str = "valley"
+
+
+@dataclass(frozen=True)
 class Log(Event):
     """A human-readable line worth showing in the run's log tail."""
 
@@ -163,7 +175,7 @@ class Log(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls  # type: ignore[misc]
-    for cls in (Started, Progress, Epoch, Checkpoint, EarlyStop, Finished, Failed, Cancelled, Log)
+    for cls in (Started, Progress, Epoch, Checkpoint, EarlyStop, Finished, Failed, Cancelled, LrFound, Log)
 }
 
 

@@ -60,6 +60,9 @@ def validate(grid: GridConfig, root: str | Path | None = None,
     from engine.strategies import get_strategy
 
     check_grid_name(grid.name)
+    from engine.search import check_search
+
+    check_search(grid)
     for s in grid.strategies:
         get_strategy(s)
     for b in grid.backbones:
@@ -80,7 +83,7 @@ def prepare(grid: GridConfig, root: str | Path) -> Path:
                 f"grid {grid.name!r} already exists in {root} with another config; "
                 f"pass --name NEW for a new grid, or the same settings to resume it"
             )
-    runs = grid.runs()
+    runs = [] if grid.search.enabled else grid.runs()  # a search's trials are made as it goes (engine.search)
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise ConfigError("grid has duplicate runs (a name listed twice?)")
@@ -155,6 +158,11 @@ class Orchestrator:
         self.unrecorded: dict[RunDir, ev.Event] = {}  # events a failed write left to record
         self.interrupted = False  # Ctrl-C / SIGTERM: the runs still going are being stopped
         self._retried = 0.0
+        self.search = None
+        if self.grid.search.enabled:
+            from engine.search import SearchDriver
+
+            self.search = SearchDriver(self.grid_dir, self.grid)
 
     def pending(self) -> list[RunDir]:
         """Runs to (re)start: everything not done, in grid order."""
@@ -162,6 +170,8 @@ class Orchestrator:
         for rd in self.grid_dir.run_dirs():
             rec = load_run(rd)
             if rec.problem or rec.summary.status == "done":
+                continue
+            if self.search is not None and self.search.is_settled(rd):  # a pruned trial is over
                 continue
             out.append(rd)
         return out
@@ -189,7 +199,8 @@ class Orchestrator:
         queue = self.pending()
         active: list[Slot] = []
         try:
-            while queue or active:
+            while queue or active or (self.search is not None and self.search.wants_more()
+                                      and not self.grid_dir.cancel_reason() and self.disk_full is None):
                 if self.disk_full is not None and queue:
                     # nothing new starts on a full disk; the queued runs say why where that still fits
                     for rd in queue:
@@ -204,6 +215,11 @@ class Orchestrator:
                         if not s.cancel_sent:
                             self._ask_to_stop(s, grid_cancel)
                             s.cancel_sent = time.monotonic()
+                if self.search is not None and not queue and len(active) < self.concurrency \
+                        and self.disk_full is None and not self.interrupted:
+                    trial = self.search.next_run()  # a search makes its next trial when a slot is free
+                    if trial is not None:
+                        queue.append(trial)
                 while queue and len(active) < self.concurrency:
                     rd = queue.pop(0)
                     reason = rd.cancel_reason()
@@ -223,6 +239,8 @@ class Orchestrator:
                         s.cancel_sent = time.monotonic()  # a cancel sent to the run itself (TUI, CLI)
                     if self._finished(s):
                         active.remove(s)
+                        if self.search is not None:
+                            self.search.settle(s.run)
                     elif s.cancel_sent and time.monotonic() - s.cancel_sent > KILL_AFTER and s.handle is not None:
                         log.warning("%s: ignored its cancel request for %.0f s; killing it", s.run.run_id, KILL_AFTER)
                         s.handle.kill()
@@ -254,6 +272,8 @@ class Orchestrator:
     def _line(self, run_id: str, line: str) -> None:
         event = ev.parse_event(line)
         if event is not None:
+            if self.search is not None:
+                self.search.observe(run_id, event)  # may ask the run to stop (a pruned trial)
             self.on_event(run_id, event)
 
     def _finished(self, s: Slot) -> bool:

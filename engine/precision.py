@@ -64,13 +64,26 @@ class Amp:
             return nullcontext()
         return torch.autocast(self.device_type, dtype=self.precision.dtype)
 
-    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, clip_grad: float = 0.0) -> None:
         """``loss.backward(); optimizer.step()``, through the scaler when there is one (it skips a step
-        whose gradients overflowed and lowers the scale)."""
+        whose gradients overflowed and lowers the scale). ``clip_grad`` > 0 clips the gradients' global norm
+        first, on unscaled gradients (timm's dispatch_clip_grad)."""
+        params = [p for g in optimizer.param_groups for p in g["params"]] if clip_grad > 0 else []
         if self.scaler is None:
             loss.backward()
+            if params:
+                _clip(params, clip_grad)
             optimizer.step()
             return
         self.scaler.scale(loss).backward()
+        if params:
+            self.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            _clip(params, clip_grad)
         self.scaler.step(optimizer)
         self.scaler.update()
+
+
+def _clip(params: list, value: float) -> None:
+    from timm.utils import dispatch_clip_grad
+
+    dispatch_clip_grad(params, value)

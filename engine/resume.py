@@ -2,7 +2,9 @@
 
 A run resumes from ``last_state.pt`` alone. It holds the model weights, the
 optimizer and scheduler state, the loop counters, every metrics row so far,
-the epoch's events and every RNG state the loop draws from, and it is
+the epoch's events, every RNG state the loop draws from (Mixup's and
+RandAugment's included: numpy's and torch's), and the recipe's extra state
+(the EMA weights, the LR a range test chose), and it is
 replaced in one atomic step. A kill or a full disk at any moment leaves the
 previous epoch's point or the new one, never a mix of two epochs. The other
 files of an epoch derive from it and are written after it: ``best.safetensors``
@@ -125,8 +127,12 @@ def _check_rng(rng) -> None:
 
 
 def save(run_dir: RunDir, model: torch.nn.Module, optimizer, scheduler, state: LoopState,
-         events: list[ev.Event], rng: dict) -> None:
-    """Atomically replace last_state.pt with the point after ``state.epoch`` (raises DiskFull when space runs out)."""
+         events: list[ev.Event], rng: dict, extra: dict | None = None) -> None:
+    """Atomically replace last_state.pt with the point after ``state.epoch`` (raises DiskFull when space runs out).
+
+    ``extra`` holds the recipe's own state: the weight average (``ema``), the LR a range test chose
+    (``found_lr``); tensors and plain data only.
+    """
     point = {
         "format": FORMAT,
         "model": {k: v.detach().to("cpu") for k, v in model.state_dict().items()},
@@ -136,6 +142,7 @@ def save(run_dir: RunDir, model: torch.nn.Module, optimizer, scheduler, state: L
         "rows": list(state.rows),
         "events": [e.to_dict() for e in events],  # the epoch's announcements, replayed if a kill cut them off
         "rng": rng,
+        "extra": dict(extra or {}),
     }
 
     def write(tmp: str) -> None:
@@ -170,6 +177,8 @@ def load(run_dir: RunDir, expected: Mapping[str, torch.Tensor]) -> dict | None:
     missing = [k for k in ("model", "optimizer", "scheduler", "loop", "rows", "events", "rng") if k not in point]
     if missing:
         raise Refused(f"{path.name} lacks {', '.join(missing)}")
+    if not isinstance(point.get("extra", {}), dict):
+        raise Refused(f"{path.name}'s extra state is not a table")
     state = loop_state(point)
     _check_weights(point["model"], expected)
     _check_rng(point["rng"])

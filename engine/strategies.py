@@ -9,6 +9,13 @@ Each strategy is a registered builder of its stage plan
 (``@register_strategy("partial", default_lr=1e-4, help=...)``); ``plan``,
 ``n_stages`` and ``stage_for_epoch`` look the entry up. Importing this module
 does not import torch (the config and the orchestrator validate names with it).
+
+Any strategy can start with a head-only warm-up (``train.head_epochs``; the
+default of ``two_stage``): stage 0 trains the head at ``train.head_lr`` until
+its validation loss stops improving (``head_patience``) or ``head_epochs``
+have passed, then the strategy's own stages follow, numbered from 1. The switch
+is decided from the metrics rows alone, so a resumed run switches where an
+uninterrupted one did.
 """
 
 from __future__ import annotations
@@ -49,29 +56,76 @@ class StrategyInfo:
     build: PlanBuilder
     stages: Callable[["TrainConfig"], int] = _one_stage  # how many stages the schedule has
     stage_epochs: Callable[["TrainConfig"], int] | None = None  # epochs per stage (multi-stage only)
+    head_epochs: int = 0  # the head-only warm-up when train.head_epochs is -1 (the strategy's)
 
     def base_lr(self, cfg: "TrainConfig") -> float:
+        if isinstance(cfg.lr, str):  # "find": the trainer runs the range test and passes the result in cfg.lr
+            raise ValueError(f"train.lr = {cfg.lr!r} must be resolved before a plan is built")
         return cfg.lr or self.default_lr
 
+    def warmup_epochs(self, cfg: "TrainConfig") -> int:
+        return self.head_epochs if cfg.head_epochs < 0 else cfg.head_epochs
+
+    def n_stages(self, cfg: "TrainConfig") -> int:
+        return self.stages(cfg) + (1 if self.warmup_epochs(cfg) else 0)
+
     def plan(self, cfg: "TrainConfig", n_groups: int, stage: int = 0) -> StagePlan:
+        if self.warmup_epochs(cfg):
+            if stage == 0:
+                return StagePlan(0, 0, cfg.head_lr, (0.0,) * n_groups)
+            own = self.build(cfg, n_groups, stage - 1, self.base_lr(cfg))
+            return StagePlan(stage, own.n_trainable, own.head_lr, own.group_lrs)
         return self.build(cfg, n_groups, stage, self.base_lr(cfg))
 
-    def stage_for_epoch(self, cfg: "TrainConfig", epoch: int) -> int:
-        """1-based epoch -> stage; a new stage every ``stage_epochs`` epochs, the last one runs on."""
+    def own_stage(self, cfg: "TrainConfig", epoch: int) -> int:
+        """1-based epoch of the strategy's own schedule -> its stage; a new one every ``stage_epochs``."""
         last = self.stages(cfg) - 1
         if last == 0 or self.stage_epochs is None:
             return 0
         return min((epoch - 1) // self.stage_epochs(cfg), last)
 
+    def stage_for_epoch(self, cfg: "TrainConfig", epoch: int, rows: list | tuple = ()) -> int:
+        """1-based epoch -> stage, given the metrics rows of the epochs before it (they end a warm-up)."""
+        warm = self.warmup_epochs(cfg)
+        if not warm:
+            return self.own_stage(cfg, epoch)
+        rows = list(rows)[: epoch - 1]
+        head = [r for r in rows if r.get("stage") == 0]
+        if len(head) == len(rows) and not warmup_over(head, warm, cfg.head_patience):
+            return 0
+        return 1 + self.own_stage(cfg, epoch - len(head))
+
+    def stage_span(self, cfg: "TrainConfig", stage: int, first_epoch: int) -> int:
+        """Epochs the stage entered at ``first_epoch`` may run (what a cosine or one-cycle schedule spans)."""
+        left = cfg.epochs - first_epoch + 1
+        warm = self.warmup_epochs(cfg)
+        if warm and stage == 0:
+            return min(warm, left)
+        own = stage - (1 if warm else 0)
+        if self.stage_epochs is not None and own < self.stages(cfg) - 1:
+            return min(self.stage_epochs(cfg), left)
+        return max(1, left)
+
+
+def warmup_over(head_rows: list[dict], max_epochs: int, patience: int) -> bool:
+    """The head-only warm-up ends after ``max_epochs``, or once ``patience`` epochs brought no lower val loss."""
+    if len(head_rows) >= max_epochs:
+        return True
+    losses = [r["val_loss"] for r in head_rows]
+    if len(losses) <= patience:
+        return False
+    return min(losses[-patience:]) >= min(losses[:-patience])
+
 
 STRATEGIES: Registry[StrategyInfo] = Registry("strategy")
 
 
-def register_strategy(name: str, *, default_lr: float, help: str, stages=_one_stage, stage_epochs=None):
+def register_strategy(name: str, *, default_lr: float, help: str, stages=_one_stage, stage_epochs=None,
+                      head_epochs: int = 0):
     """Decorator over a ``(cfg, n_groups, stage, lr) -> StagePlan`` builder."""
 
     def deco(fn: PlanBuilder) -> PlanBuilder:
-        STRATEGIES.add(name, StrategyInfo(name, default_lr, help, fn, stages, stage_epochs))
+        STRATEGIES.add(name, StrategyInfo(name, default_lr, help, fn, stages, stage_epochs, head_epochs))
         return fn
 
     return deco
@@ -86,11 +140,20 @@ def base_lr(cfg: "TrainConfig") -> float:
 
 
 def n_stages(cfg: "TrainConfig") -> int:
-    return get_strategy(cfg.strategy).stages(cfg)
+    return get_strategy(cfg.strategy).n_stages(cfg)
 
 
-def stage_for_epoch(cfg: "TrainConfig", epoch: int) -> int:
-    return get_strategy(cfg.strategy).stage_for_epoch(cfg, epoch)
+def stage_for_epoch(cfg: "TrainConfig", epoch: int, rows: list | tuple = ()) -> int:
+    return get_strategy(cfg.strategy).stage_for_epoch(cfg, epoch, rows)
+
+
+def stage_span(cfg: "TrainConfig", stage: int, first_epoch: int) -> int:
+    return get_strategy(cfg.strategy).stage_span(cfg, stage, first_epoch)
+
+
+def is_warmup(cfg: "TrainConfig", stage: int) -> bool:
+    """The stage is the head-only warm-up (its LR is head_lr, not the strategy's)."""
+    return stage == 0 and get_strategy(cfg.strategy).warmup_epochs(cfg) > 0
 
 
 def plan(cfg: "TrainConfig", n_groups: int, stage: int = 0) -> StagePlan:
@@ -128,6 +191,14 @@ def discriminative(cfg: "TrainConfig", n_groups: int, stage: int, lr: float) -> 
     # lr at the head, min_lr at the stem, geometric in between (layer-wise LR decay)
     decay = (cfg.min_lr / lr) ** (1.0 / max(1, n_groups)) if cfg.min_lr < lr else 1.0
     return StagePlan(stage, n_groups, lr, tuple(lr * decay ** (n_groups - i) for i in range(n_groups)))
+
+
+@register_strategy("two_stage", default_lr=3e-4, head_epochs=5,
+                   help="head alone until its val loss stops improving, then everything with layer-wise LR "
+                        "(layer_decay per group from the head down)")
+def two_stage(cfg: "TrainConfig", n_groups: int, stage: int, lr: float) -> StagePlan:
+    # after the warm-up (stage 0, added by head_epochs): the head at lr, group i at lr * decay^(n - i)
+    return StagePlan(stage, n_groups, lr, tuple(lr * cfg.layer_decay ** (n_groups - i) for i in range(n_groups)))
 
 
 def layer_groups(backbone: "nn.Module") -> list[tuple[str, list[str]]]:
@@ -184,12 +255,16 @@ def apply_plan(model: "nn.Module", groups: list[tuple[str, list[str]]], p: Stage
     return opt_groups
 
 
-def set_train_mode(model: "nn.Module") -> None:
-    """train() everywhere, but BatchNorm of frozen layers stays in eval (running stats fixed, as Keras does)."""
+def set_train_mode(model: "nn.Module", bn: str = "train") -> None:
+    """train() everywhere, but BatchNorm of frozen layers stays in eval (running stats fixed, as Keras does).
+
+    ``bn="frozen"`` keeps every backbone BatchNorm in eval: its pretrained statistics normalise the new data
+    and stay as they are (their scale and shift still train where the layer does).
+    """
     from torch import nn
 
     model.train()
     for m in model.backbone.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            if not any(p.requires_grad for p in m.parameters(recurse=False)):
+            if bn == "frozen" or not any(p.requires_grad for p in m.parameters(recurse=False)):
                 m.eval()

@@ -13,6 +13,8 @@ import platform
 import random
 import socket
 import time
+from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +24,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine import events as ev
+from engine import lr_find
 from engine import resume as resume_point
+from engine.augment import AugmentPolicy, soft_cross_entropy, tta_logits
+from engine.bn import retire_dead_channels
 from engine.checkpoint import save_checkpoint
 from engine.config import ConfigError, RunConfig
 from engine.data.load import OpenDataset, open_dataset
 from engine.data.stream import Feed, feeds
+from engine.ema import WeightAverage
 from engine.errors import UserError
 from engine.feature_cache import SplitModel, forward_units, run_prefix, split_point
 from engine.metrics import test_results
@@ -34,9 +40,19 @@ from engine.model_meta import ModelMeta
 from engine.models import Classifier, build_classifier, norm_config
 from engine.precision import Amp, for_device
 from engine.resume import LoopState, capture_rng, restore_rng
+from engine.schedules import build_schedule
 from engine.speed import channels_last, eval_batch
 from engine.store import RunDir, RunWriter, dataset_cache_for
-from engine.strategies import apply_plan, layer_groups, n_stages, plan, set_train_mode, stage_for_epoch
+from engine.strategies import (
+    apply_plan,
+    is_warmup,
+    layer_groups,
+    n_stages,
+    plan,
+    set_train_mode,
+    stage_for_epoch,
+    stage_span,
+)
 from engine.timing import PhaseTimes
 from engine.transforms import prepare_batch
 from engine.weights import load_backbone_weights
@@ -124,6 +140,9 @@ class Trainer:
             counts = torch.bincount(self.data["train"].y, minlength=len(self.splits.classes)).float()
             weight = (counts.sum() / (len(counts) * counts.clamp(min=1))).to(self.device)
         self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.train.label_smoothing)
+        self.class_weight = weight
+        self.policy = AugmentPolicy(cfg.data, cfg.train, len(self.splits.classes), self.device)
+        self.found_lr: float | None = None  # train.lr = "find": the range test's choice (in the resume point)
         self._rng_at_build = torch.get_rng_state()  # the random init draws from here
         with self.times.phase("model"):
             self._build_model()
@@ -162,12 +181,17 @@ class Trainer:
             self.model.backbone, cfg.model.backbone, cfg.model.weights, cfg.model.on_missing_weights
         )
         self.norm = norm_config(self.model.backbone)
+        self.retired = retire_dead_channels(self.model.backbone) if self.weights.get("pretrained") else 0
+        if self.retired:
+            log.info("retired %d dead BatchNorm channels of the pretrained backbone (running variance 0)",
+                     self.retired)
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.groups = layer_groups(self.model.backbone)
+        self.ema = WeightAverage(self.model, cfg.train.ema_decay) if cfg.train.ema else None
         self.units = None
-        if cfg.train.cache_features and not cfg.data.augment:
+        if cfg.train.cache_features and not self.policy.changes_inputs:
             sample = self._prep(self.data["train"].head(2))
             self.units = forward_units(self.model.backbone, sample)
             if self.units is None:
@@ -181,7 +205,8 @@ class Trainer:
         self.optimizer = self.scheduler = None
 
     def _prep(self, xb: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-        x = prepare_batch(xb, self.cfg.data.image_size, self.norm["mean"], self.norm["std"], gen)
+        policy = self.policy if gen is not None else None  # a generator is given for training batches only
+        x = prepare_batch(xb, self.cfg.data.image_size, self.norm["mean"], self.norm["std"], gen, policy)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -191,25 +216,93 @@ class Trainer:
 
     # --- stages: trainable set, optimizer, activation cache ------------------
 
-    def enter_stage(self, stage: int, build_cache: bool = True) -> None:
-        """The stage's trainable set and a new optimizer and scheduler; then its activation cache."""
+    def plan_config(self):
+        """The train config plans are built from: ``lr`` is the range test's choice when it was ``"find"``."""
         tc = self.cfg.train
-        self.stage = stage
-        self.plan = plan(tc, len(self.groups), stage)
-        param_groups = apply_plan(self.model, self.groups, self.plan)
+        if isinstance(tc.lr, str):
+            return replace(tc, lr=self.found_lr if self.found_lr is not None else 1.0)
+        return tc
+
+    def _optimizer(self, param_groups: list[dict]) -> torch.optim.Optimizer:
+        tc = self.cfg.train
         opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[tc.optimizer]
         kwargs = {"weight_decay": tc.weight_decay}
         if tc.optimizer == "sgd":
             kwargs["momentum"] = 0.9
-        self.optimizer = opt_cls(param_groups, **kwargs)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="min", factor=tc.plateau_factor, patience=tc.plateau_patience
-        )
-        self.trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        return opt_cls(param_groups, **kwargs)
+
+    def enter_stage(self, stage: int, build_cache: bool = True, first_epoch: int = 1) -> None:
+        """The stage's trainable set and a new optimizer and LR schedule; then its activation cache.
+
+        With ``train.lr = "find"``, the first stage that trains at the strategy's LR runs the range test first
+        (on the stage's own trainable set and inputs), unless the resume point already holds its result.
+        """
+        tc = self.cfg.train
+        self.stage = stage
+        self._build_optimizer(stage, first_epoch)  # sets the trainable set, which the cache depends on
         if build_cache:
             self._build_cache()
         else:
             self.cache, self.net = None, self.model
+        if isinstance(tc.lr, str) and self.found_lr is None and not is_warmup(tc, stage):
+            self.found_lr = self.find_lr(stage)
+            self._build_optimizer(stage, first_epoch)
+
+    def _build_optimizer(self, stage: int, first_epoch: int) -> None:
+        tc = self.cfg.train
+        self.plan = plan(self.plan_config(), len(self.groups), stage)
+        self.optimizer = self._optimizer(apply_plan(self.model, self.groups, self.plan))
+        steps = math.ceil(len(self.data["train"].y) / self.cfg.data.batch_size)
+        self.scheduler = build_schedule(self.optimizer, tc, stage_span(tc, stage, first_epoch), steps)
+        self.trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def find_lr(self, stage: int) -> float:
+        """The LR range test on ``stage``'s trainable set and inputs; writes lr_find.json, emits ``lr_find``.
+
+        The weights, BatchNorm statistics, EMA and every RNG are put back afterwards, so training goes on
+        exactly as if the test had not run (a resumed run, which skips it, trains the same).
+        """
+        tc = self.cfg.train
+        weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        ema = self.ema.state_dict() if self.ema is not None else None
+        rng = capture_rng(self.cuda, self._generators())
+        unit = plan(replace(tc, lr=1.0), len(self.groups), stage)  # LRs relative to the strategy's LR
+        self.optimizer = self._optimizer(apply_plan(self.model, self.groups, unit))
+        ratios = [g["lr"] for g in self.optimizer.param_groups]
+        self.scheduler = _Fixed()
+        set_train_mode(self.model, tc.bn)
+        y_all = self.data["train"].y
+        bs = self.cfg.data.batch_size
+
+        def batches():
+            while True:
+                yield from self._batches("train", bs, self.gen, images=not self._cached("train"))
+
+        order = batches()
+        done = [0]
+
+        def step(lr: float) -> float:
+            for group, ratio in zip(self.optimizer.param_groups, ratios):
+                group["lr"] = lr * ratio
+            idx, xb = next(order)
+            _, loss = self.train_step(self._inputs("train", idx, xb, self.aug_gen), y_all[idx.to(self.device)])
+            done[0] += 1
+            self._progress("lr_find", done[0], tc.lr_find_steps, loss.item(), None)
+            self._check_cancel()
+            return loss.item()
+
+        try:
+            curve = lr_find.range_test(step, steps=tc.lr_find_steps, stage=stage)
+        finally:
+            self.model.load_state_dict(weights)
+            if ema is not None:
+                self.ema.load_state_dict(ema)
+            restore_rng(rng, self.cuda, self._generators())
+        self.dir.write_lr_find(curve.to_dict())
+        self.writer.emit(ev.LrFound(stage=stage, lr=curve.suggestion, min_loss_lr=curve.min_loss_lr,
+                                    steps=len(curve.lrs), method=curve.method))
+        log.info("LR range test (stage %d): %.3g (lowest loss at %.3g)", stage, curve.suggestion, curve.min_loss_lr)
+        return curve.suggestion
 
     def _build_cache(self) -> None:
         """Cache the frozen prefix's output for train and val, if it is worth it and fits."""
@@ -269,9 +362,27 @@ class Trainer:
             return self.cache[split][idx.to(self.cache[split].device)]
         return self._prep(xb, gen)
 
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on a batch (Mixup/CutMix, loss, clipping, step, EMA, schedule): (logits, loss)."""
+        tc = self.cfg.train
+        target = None
+        if self.policy.soft_targets:
+            x, target = self.policy.mix(x, y)
+        with self._autocast():
+            logits = self.net(x)
+            if target is None:
+                loss = self.loss_fn(logits.float(), y)
+            else:
+                loss = soft_cross_entropy(logits.float(), target, self.class_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.amp.backward_step(loss, self.optimizer, tc.clip_grad)  # a GradScaler for fp16 (engine.precision)
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.scheduler.after_step()
+        return logits, loss
+
     def train_epoch(self, epoch: int, gen: torch.Generator, aug_gen: torch.Generator | None) -> tuple[float, float, float]:
-        set_train_mode(self.model)  # the cached-tail net shares these modules
-        net = self.net
+        set_train_mode(self.model, self.cfg.train.bn)  # the cached-tail net shares these modules
         y_all = self.data["train"].y
         n, bs = len(y_all), self.cfg.data.batch_size
         steps = math.ceil(n / bs)
@@ -280,11 +391,7 @@ class Trainer:
         for step, (idx, xb) in enumerate(self._batches("train", bs, gen, images=not self._cached("train")), 1):
             x = self._inputs("train", idx, xb, aug_gen)
             y = y_all[idx.to(self.device)]
-            with self._autocast():
-                logits = net(x)
-                loss = self.loss_fn(logits.float(), y)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.amp.backward_step(loss, self.optimizer)  # a GradScaler for fp16 (engine.precision)
+            logits, loss = self.train_step(x, y)
             loss_value = loss.item()
             if not math.isfinite(loss_value):  # events and metrics can't hold it, and nothing good follows
                 raise Diverged(diverged_message("loss", loss_value, epoch))
@@ -297,8 +404,11 @@ class Trainer:
         return total_loss / seen, correct / seen, seen / max(time.perf_counter() - t0, 1e-9)
 
     @torch.no_grad()
-    def evaluate(self, split: str, epoch: int = 0) -> tuple[float, float, torch.Tensor]:
-        """Loss, accuracy and softmax probabilities over a split (eval mode, no augmentation)."""
+    def evaluate(self, split: str, epoch: int = 0, tta: bool = False) -> tuple[float, float, torch.Tensor]:
+        """Loss, accuracy and softmax probabilities over a split (eval mode, no augmentation).
+
+        ``tta``: each image and its mirror image, probabilities averaged (images only, not cached activations).
+        """
         use_cache = self._cached(split)
         net = self.net if use_cache else self.model
         self.model.eval()
@@ -311,7 +421,7 @@ class Trainer:
         for step, (idx, xb) in enumerate(self._batches(split, bs, None, images=not use_cache), 1):
             x = self._inputs(split, idx, xb, None)
             with self._autocast():
-                logits = net(x).float()
+                logits = tta_logits(net, x) if tta and not use_cache else net(x).float()
             total_loss += F.cross_entropy(logits, y_all[idx.to(self.device)], reduction="sum").item()
             probs.append(torch.softmax(logits, 1))
             self._progress(split, step, steps, None, None, epoch)
@@ -365,11 +475,36 @@ class Trainer:
         point, or the new one with best.safetensors and metrics.csv behind, which it rewrites.
         """
         rng = capture_rng(self.cuda, self._generators())
-        resume_point.save(self.dir, self.model, self.optimizer, self.scheduler, state, events, rng)
+        resume_point.save(self.dir, self.model, self.optimizer, self.scheduler, state, events, rng, self._extra())
         if improved:
-            save_checkpoint(self.model, self.dir.best, self.ckpt_meta(state.epoch, state.best_val_loss))
+            self._save_best(state)
         self.dir.write_metrics(state.rows)
         self.dir.last.unlink(missing_ok=True)  # older versions' resume weights; the point holds them now
+
+    def _extra(self) -> dict:
+        """The recipe's state in the resume point: EMA weights, the range test's LR."""
+        extra: dict = {}
+        if self.ema is not None:
+            extra["ema"] = self.ema.state_dict()
+        if self.found_lr is not None:
+            extra["found_lr"] = float(self.found_lr)
+        return extra
+
+    def _restore_extra(self, extra: dict) -> None:
+        if self.ema is not None:
+            if "ema" not in extra:
+                raise ValueError("the point holds no EMA weights but this run averages them (train.ema)")
+            self.ema.load_state_dict(extra["ema"])
+        if isinstance(self.cfg.train.lr, str) and "found_lr" in extra:
+            self.found_lr = float(extra["found_lr"])
+
+    def eval_weights(self):
+        """A block in which the model holds the weights that are evaluated and kept: the EMA's when enabled."""
+        return self.ema.swapped_in(self.model) if self.ema is not None else nullcontext(self.model)
+
+    def _save_best(self, state: LoopState) -> None:
+        with self.eval_weights():
+            save_checkpoint(self.model, self.dir.best, self.ckpt_meta(state.epoch, state.best_val_loss))
 
     def try_resume(self) -> tuple[LoopState, dict | None]:
         """Continue from a verified last_state.pt, or start fresh (``self._refused`` says why one was refused).
@@ -388,7 +523,9 @@ class Trainer:
             return self._start_over(str(exc), rebuild=False)
         try:
             self.model.load_state_dict(point["model"])
-            self.enter_stage(state.stage, build_cache=False)
+            self._restore_extra(point.get("extra", {}))
+            first = next((r["epoch"] for r in state.rows if r.get("stage") == state.stage), state.epoch)
+            self.enter_stage(state.stage, build_cache=False, first_epoch=first)
             self.optimizer.load_state_dict(point["optimizer"])
             self.scheduler.load_state_dict(point["scheduler"])
         except Exception as exc:  # noqa: BLE001 - any misfit means the point isn't this run's
@@ -396,7 +533,7 @@ class Trainer:
             return self._start_over(f"{RunDir.STATE} doesn't fit this run ({type(exc).__name__}: {first})",
                                     rebuild=True)
         if resume_point.best_is_behind(self.dir, state):
-            save_checkpoint(self.model, self.dir.best, self.ckpt_meta(state.epoch, state.best_val_loss))
+            self._save_best(state)
         if resume_point.metrics_are_behind(self.dir, state):
             self.dir.write_metrics(state.rows)
         log.info("resuming after epoch %d", state.epoch)
@@ -405,16 +542,24 @@ class Trainer:
     def _start_over(self, why: str, rebuild: bool) -> tuple[LoopState, None]:
         log.warning("checkpoint refused: %s; restarted from scratch", why)
         self._refused = why
+        self.found_lr = None
         if rebuild:
             self._rebuild_model()
         return LoopState(), None
 
     # --- the run ------------------------------------------------------------
 
+    def prepare_generators(self) -> None:
+        """The loop's own RNGs: shuffling, and augmentation (the policy's hooks run on training batches only)."""
+        tc = self.cfg.train
+        self.gen = torch.Generator().manual_seed(tc.seed)
+        self.aug_gen = None
+        if self.cfg.data.augment or self.policy.changes_inputs:
+            self.aug_gen = torch.Generator(device=self.device).manual_seed(tc.seed)
+
     def run(self) -> None:
         cfg, tc = self.cfg, self.cfg.train
-        self.gen = torch.Generator().manual_seed(tc.seed)  # shuffling
-        self.aug_gen = torch.Generator(device=self.device).manual_seed(tc.seed) if cfg.data.augment else None
+        self.prepare_generators()
         state, point = self.try_resume()
         init_norms = self.group_norms()
         self.writer.emit(ev.Started(
@@ -450,7 +595,7 @@ class Trainer:
         tc = self.cfg.train
         if point is None:
             self.enter_stage(stage_for_epoch(tc, 1))
-        elif stage_for_epoch(tc, state.epoch + 1) == self.stage:
+        elif stage_for_epoch(tc, state.epoch + 1, state.rows) == self.stage:
             self._build_cache()  # the stage's optimizer came with the point; otherwise the loop enters the next
         if point is not None:
             skipped = restore_rng(point["rng"], self.cuda, self._generators())
@@ -458,18 +603,19 @@ class Trainer:
                 self.writer.emit(ev.Log(level="warning", message=f"RNG state of {', '.join(skipped)} can't continue "
                                                                  "on this device; it restarts from its seed"))
         for epoch in range(state.epoch + 1, tc.epochs + 1):
-            new_stage = stage_for_epoch(tc, epoch)
+            new_stage = stage_for_epoch(tc, epoch, state.rows)
             if new_stage != self.stage:
                 state.bad_epochs = 0
-                self.enter_stage(new_stage)
+                self.enter_stage(new_stage, first_epoch=epoch)
                 self.writer.emit(ev.Log(message=f"stage {new_stage}: {self.plan.n_trainable}/{len(self.groups)} "
                                                 f"backbone groups train, head lr {self.plan.head_lr:g}"))
             t0 = time.perf_counter()
             train_loss, train_acc, rate = self.train_epoch(epoch, self.gen, self.aug_gen)
-            val_loss, val_acc, _ = self.evaluate("val", epoch)
+            with self.eval_weights():
+                val_loss, val_acc, _ = self.evaluate("val", epoch)
             if not math.isfinite(val_loss):
                 raise Diverged(diverged_message("validation loss", val_loss, epoch))
-            self.scheduler.step(val_loss)
+            self.scheduler.after_epoch(val_loss)
             improved = val_loss < state.best_val_loss
             if improved:
                 state.best_val_loss, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
@@ -511,7 +657,7 @@ class Trainer:
         best = self.dir.best
         self.model.load_state_dict(load_state(best, str(self.device)))
         self.cache, self.net = None, self.model
-        _, _, probs = self.evaluate("test")
+        _, _, probs = self.evaluate("test", tta=self.cfg.train.tta)
         probs_np = probs.float().cpu().numpy()
         labels, index = self.splits.test.y, self.splits.test.index
         results = test_results(probs_np, labels, list(self.splits.classes), index)
@@ -546,6 +692,13 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _Fixed:
+    """The range test sets the LRs itself: a schedule that does nothing."""
+
+    def after_step(self) -> None:
+        pass
 
 
 def versions() -> dict:

@@ -59,8 +59,14 @@ def augment(x: torch.Tensor, generator: torch.Generator, pad_frac: float = 0.125
 
 
 def prepare_batch(x: torch.Tensor, image_size: int, mean, std,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """``preprocess``, with augmentation between resize and normalisation when a generator is given."""
+                  generator: torch.Generator | None = None, policy=None) -> torch.Tensor:
+    """``preprocess``, with augmentation when training.
+
+    ``policy`` (an ``engine.augment.AugmentPolicy``) hooks in at the uint8 batch, after the resize and after
+    normalising; without one, a ``generator`` alone applies ``augment`` between resize and normalisation.
+    """
+    if policy is not None:
+        x = policy.on_uint8(x)
     x = x.to(torch.float32) / 255.0
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
@@ -68,8 +74,11 @@ def prepare_batch(x: torch.Tensor, image_size: int, mean, std,
     if (h, w) != (image_size, image_size):
         x = F.interpolate(x, size=(image_size, image_size), mode=INTERPOLATION, align_corners=False,
                           antialias=antialias(h, w, image_size))
-    if generator is not None:
+    if policy is not None:
+        x = policy.on_float(x, generator)
+    elif generator is not None:
         x = augment(x, generator)
     mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x - mean_t) / std_t
+    x = (x - mean_t) / std_t
+    return x if policy is None else policy.on_normalised(x)

@@ -14,6 +14,7 @@ EPILOG = """examples:
   finetune-tui run --preset seed --data-root ~/data --image-size 96 --detach
   finetune-tui run --grid my_grid.toml --tui    start detached and watch it in the TUI
   finetune-tui runs                             list runs with status and metrics
+  finetune-tui lr-find --preset recommended     LR range test: the learning rate to train at
 """
 
 
@@ -27,7 +28,6 @@ DEFAULT_PRESET = "demo"
 
 def add_run_parser(sub) -> None:
     # registries and config are torch-free: their names give the choices and help below
-    from engine.config import CHOICES
     from engine.heads import HEADS
     from engine.presets import PRESETS
     from engine.strategies import STRATEGIES
@@ -45,6 +45,22 @@ def add_run_parser(sub) -> None:
                            "Command line beats the grid file, its [overrides.NAME] included. `--show-config` prints\n"
                            "the resolved grid as a TOML file that --grid reads back; every key is in engine/config.py.",
                        ]))
+    add_grid_flags(p)
+    p.add_argument("--detach", action="store_true", help="start in the background and return; survives logout")
+    p.add_argument("--tui", action="store_true", help="start detached and open the TUI on the grid")
+    p.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
+    p.add_argument("--show-config", action="store_true",
+                   help="print the resolved grid as TOML (a file --grid reads back) and exit")
+    p.set_defaults(func=cmd_run)
+
+
+def add_grid_flags(p) -> None:
+    """The flags that choose and change a grid (``run`` and ``lr-find`` share them)."""
+    from engine.config import CHOICES
+    from engine.heads import HEADS
+    from engine.presets import PRESETS
+    from engine.strategies import STRATEGIES
+
     src = p.add_mutually_exclusive_group()
     src.add_argument("--preset", choices=list(PRESETS), help=f"a built-in grid (default: {DEFAULT_PRESET})")
     src.add_argument("--grid", metavar="FILE.toml", help="a TOML grid file")
@@ -71,12 +87,8 @@ def add_run_parser(sub) -> None:
     p.add_argument("--concurrency", type=int, help="runs at once (default: one per GPU, 1 on CPU)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any setting, e.g. --set train.patience=3 --set data.val_fraction=0.2")
-    p.add_argument("--detach", action="store_true", help="start in the background and return; survives logout")
-    p.add_argument("--tui", action="store_true", help="start detached and open the TUI on the grid")
-    p.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
-    p.add_argument("--show-config", action="store_true",
-                   help="print the resolved grid as TOML (a file --grid reads back) and exit")
-    p.set_defaults(func=cmd_run)
+    p.add_argument("--axis", action="append", default=[], metavar="KEY=V1,V2",
+                   help="vary a setting across runs, e.g. --axis train.lr=1e-3,3e-4 (like [axes] in a grid file)")
 
 
 # run flag (argparse dest) -> the config key it sets; parsed like any other setting
@@ -98,6 +110,8 @@ def resolve_grid(args):
     layers = [(read_grid_file(args.grid), str(args.grid))] if args.grid else []
     start = None if args.grid else get_preset(args.preset or DEFAULT_PRESET)
     layers.append((parse_set(args.set), "--set"))  # --set first, so explicit flags win over it
+    if getattr(args, "axis", None):
+        layers.append(({"axes": {k: v.split(",") for k, v in parse_set(args.axis).items()}}, "--axis"))
     flags = {key: getattr(args, attr) for attr, key in FLAG_KEYS.items() if getattr(args, attr) is not None}
     layers.append((flags, "command line"))
     return GridConfig.from_layers(*layers, start=start)
@@ -138,11 +152,63 @@ def cmd_run(args) -> int:
     return 0 if set(counts) <= {"done"} else 1
 
 
+def add_lr_find_parser(sub) -> None:
+    p = sub.add_parser("lr-find", help="LR range test of one run of a grid: loss against learning rate, and the "
+                                       "LR it suggests", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train one run of a grid for a few batches with an exponentially growing learning "
+                                   "rate (fastai's lr_find) and suggest the LR to train it at (the middle of the "
+                                   "longest fall of the smoothed loss). Nothing is written to the run store; "
+                                   "`--set train.lr=find` makes a run do the same before it trains.",
+                       epilog="example:\n  finetune-tui lr-find --preset recommended --out lr.png")
+    add_grid_flags(p)
+    p.add_argument("--run", metavar="RUN_ID", help="which run of the grid (needed when it has more than one)")
+    p.add_argument("--stage", type=int, help="stage to test (default: the strategy's first, after any head warm-up)")
+    p.add_argument("--steps", type=int, help="batches to take (default: train.lr_find_steps, 100)")
+    p.add_argument("--out", metavar="FILE.png", help="also draw the curve to this PNG")
+    p.set_defaults(func=cmd_lr_find)
+
+
+def cmd_lr_find(args) -> int:
+    from engine.lr_find import run_range_test
+
+    grid = resolve_grid(args)
+    runs = grid.runs()
+    if args.run:
+        chosen = [r for r in runs if r.run_id == args.run]
+        if not chosen:
+            from engine.errors import UserError
+
+            raise UserError(f"no run {args.run!r} in the grid; its runs: {', '.join(r.run_id for r in runs)}")
+    elif len(runs) == 1:
+        chosen = runs
+    else:
+        from engine.errors import UserError
+
+        raise UserError(f"the grid has {len(runs)} runs; pick one with --run (e.g. --run {runs[0].run_id})")
+    curve = run_range_test(chosen[0], stage=args.stage, steps=args.steps)
+    print(f"{chosen[0].run_id}, stage {curve.stage}: {len(curve.lrs)} steps"
+          f"{' (stopped: the loss diverged)' if curve.stopped_early else ''}")
+    step = max(1, len(curve.lrs) // 12)
+    for lr, loss in list(zip(curve.lrs, curve.losses))[::step]:
+        print(f"  lr {lr:9.2e}  loss {loss:.4f}")
+    print(f"suggested lr: {curve.suggestion:.3g} ({curve.method}); lowest loss at {curve.min_loss_lr:.3g}")
+    print(f"train at it with --lr {curve.suggestion:.2g}, or let each run find its own with --set train.lr=find")
+    if args.out:
+        from report.figures.lr_find import draw_curve
+
+        path = draw_curve(curve.to_dict(), f"{chosen[0].run_id} (stage {curve.stage})", Path(args.out))
+        print(f"curve: {path}")
+    return 0
+
+
 def add_runs_parser(sub) -> None:
     p = sub.add_parser("runs", help="list runs with status and metrics")
     p.add_argument("--runs", default=argparse.SUPPRESS, metavar="DIR", help="run store (default: runs/)")
     p.add_argument("--grid", help="only this grid")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--group-by", metavar="KEY", default="",
+                   help="order runs by an axis (train.lr or lr), dataset, backbone or strategy and summarise each "
+                        "value (table format)")
     p.set_defaults(func=cmd_runs)
 
 
@@ -161,7 +227,7 @@ def cmd_runs(args) -> int:
         if not records:
             print(f"no runs in {args.runs}; start one with `finetune-tui run --preset demo`")
             return 0
-        Console().print(runs_table(records, title=f"runs in {args.runs}"))
+        Console().print(runs_table(records, title=f"runs in {args.runs}", group_by=args.group_by))
         return 0
     import pandas as pd
 
@@ -173,6 +239,8 @@ def cmd_runs(args) -> int:
         d.pop("events_offset", None)
         d["problem"] = rec.problem
         d["notes"] = [] if rec.problem else rec.summary.notes
+        if args.format == "csv":  # one column per axis, so a spreadsheet can group by it
+            d.update({f"axis:{k}": v for k, v in d.pop("axes", {}).items()})
         rows.append(d)
     if args.format == "json":
         print(json.dumps(rows, indent=1))
@@ -225,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", default="runs", metavar="DIR", help="run store for the TUI (default: runs/)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_run_parser(sub)
+    add_lr_find_parser(sub)
     add_runs_parser(sub)
     add_control_parsers(sub)
     for module in ("export.cli", "report.cli"):  # sub-packages register their own commands

@@ -243,6 +243,8 @@ def _plan(report: Report, grid, datasets: list[str], backbones: list[str], image
             (f"strategy_comparison_{ds}.png", lambda ds=ds, runs=runs: _strategy(report, ds, runs)),
             (f"calibration_{ds}.png", lambda ds=ds, runs=runs: _calibration(report, ds, runs)),
             (f"latency_{ds}.png", lambda ds=ds: _latency(report, ds)),
+            (f"axes_{ds}.csv", lambda ds=ds, runs=runs: _axes(report, ds, runs)),
+            (f"lr_find_{ds}.png", lambda ds=ds, runs=runs: _lr_find(report, ds, runs)),
         ]
         for bb in [b for b in backbones if any(r.backbone == b for r in runs)]:
             steps += [
@@ -304,6 +306,29 @@ def _benchmark(report: Report, ds: str) -> None:
 
     _csv(report, tables.benchmark(report.table, ds), f"benchmark_{ds}.csv",
          "Every run on this dataset: test metrics, ECE, epochs, time, ONNX latency where exported.", ds)
+
+
+def _axes(report: Report, ds: str, runs) -> None:
+    from report import tables
+
+    if not any(r.summary is not None and r.summary.axes for r in runs):
+        return  # a grid without axes: nothing to group by, and no gap to name
+    df = tables.axes_table(runs, ds)
+    if df.empty:
+        report.gap(f"axes_{ds}.csv not made: no run on {ds} with axis values has finished")
+        return
+    _csv(report, df, f"axes_{ds}.csv", "Runs grouped by each axis value: mean test accuracy, F1, best-epoch val "
+                                       "accuracy and training time, and the best test accuracy.", ds)
+
+
+def _lr_find(report: Report, ds: str, runs) -> None:
+    from report.figures import lr_find
+
+    if not any(r.lr_find for r in runs):
+        return  # no run chose its LR by a range test
+    path = lr_find.draw(ds, runs, report.out / f"lr_find_{ds}.png")
+    report.add(path, "LR range test of each run that chose its learning rate by one: loss against LR, "
+                     "the chosen LR dashed.", ds)
 
 
 def _history(report: Report, ds: str, runs) -> None:

@@ -47,6 +47,7 @@ class RunData:
     preds: np.ndarray | None = None  # (N,) predicted labels
     source_index: np.ndarray | None = None  # (N,) position in the source dataset
     export: dict | None = None  # the export summary (docs/CONTRACTS.md)
+    lr_find: dict | None = None  # lr_find.json: the LR range test's curve, when the run chose its LR by one
     initial_norms: dict = field(default_factory=dict)  # group -> L2 norm before training
     groups: list = field(default_factory=list)  # layer groups, stem -> head
     device: str = ""
@@ -167,6 +168,7 @@ def load_run_data(run_dir: str | Path | RunDir, grid: str = "") -> RunData:
     elif run.results is not None and not rd.probs_file.exists():
         run.problems.append(f"{rd.probs_file} is missing (calibration needs it)")
     run.export = _read(run, rd.export.summary)
+    run.lr_find = _read(run, rd.lr_find)
     if run.done and run.status != "done":
         # results exist, so the run finished even if its summary says otherwise
         run.status = "done"

@@ -14,7 +14,7 @@ from report.reference import reference
 
 RESULT_COLUMNS = ["accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
                   "recall_weighted", "f1_weighted"]
-RUN_COLUMNS = (["dataset", "backbone", "strategy", "status"] + RESULT_COLUMNS
+RUN_COLUMNS = (["dataset", "backbone", "strategy", "axes", "status"] + RESULT_COLUMNS
                + ["ece", "mean_confidence", "val_acc", "val_loss", "best_epoch", "epochs_run", "max_epochs", "early_stopped",
                   "train_seconds", "seconds_per_epoch", "image_size", "export_status", "onnx_accuracy",
                   "onnx_provider", "onnx_p50_ms_batch1", "onnx_p90_ms_batch1", "onnx_img_per_s", "onnx_size_mb",
@@ -59,7 +59,8 @@ def _num(value) -> float:
 
 def run_row(run: RunData) -> dict:
     res = run.results or {}
-    row: dict = {"dataset": run.dataset, "backbone": run.backbone, "strategy": run.strategy, "status": run.status,
+    row: dict = {"dataset": run.dataset, "backbone": run.backbone, "strategy": run.strategy,
+                 "axes": run.summary.axes_text if run.summary is not None else "", "status": run.status,
                  "run_id": run.run_id, "error": run.error if run.status != "done" else ""}
     for col in RESULT_COLUMNS:
         row[col] = _num(res.get(col))
@@ -89,6 +90,32 @@ def run_table(grid: GridData) -> pd.DataFrame:
     """One row per run of the grid, finished or not (status and error say which)."""
     df = pd.DataFrame([run_row(r) for r in grid.runs], columns=RUN_COLUMNS)
     return df
+
+
+AXIS_METRICS = ("accuracy", "f1_macro", "val_acc", "train_seconds")
+
+
+def axes_table(runs: list, dataset: str) -> pd.DataFrame:
+    """axes_<dataset>.csv: for each axis and each of its values, the runs' test accuracy and F1, best-epoch val
+    accuracy and training time (mean, and the best of them), finished runs only; empty without axes."""
+    rows = []
+    for run in runs:
+        if run.summary is None or not run.summary.axes or not run.done:
+            continue
+        base = run_row(run)
+        for key, value in run.summary.axes.items():
+            from engine.store.summary import axis_value_text
+
+            rows.append({"axis": key, "value": axis_value_text(value), "strategy": run.strategy,
+                         "backbone": run.backbone, **{m: base[m] for m in AXIS_METRICS}})
+    if not rows:
+        return pd.DataFrame(columns=["axis", "value", "runs"])
+    df = pd.DataFrame(rows)
+    grouped = df.groupby(["axis", "value"], sort=False)
+    out = grouped[list(AXIS_METRICS)].mean().add_prefix("mean_")
+    out.insert(0, "runs", grouped.size())
+    out["best_accuracy"] = grouped["accuracy"].max()
+    return out.reset_index()
 
 
 def benchmark(table: pd.DataFrame, dataset: str) -> pd.DataFrame:

@@ -55,13 +55,13 @@ def ov_file(tmp_path):
 def test_command_line_epochs_beat_the_presets_per_name_overrides():
     # issue 14.1: the demo's [overrides.partial]/[overrides.full] used to win over --epochs
     grid = grid_of("--preset", "demo", "--epochs", "5")
-    assert set(epochs_by_run(grid).values()) == {5} and len(grid.runs()) == 6
+    assert set(epochs_by_run(grid).values()) == {5} and len(grid.runs()) == 4
     # the overrides' other keys still apply
     limits = {r.train.strategy: r.data.train_limit for r in grid.runs()}
-    assert limits == {"frozen": 0, "partial": 3000, "full": 1000}
+    assert limits == {"frozen": 0, "partial": 3000, "full": 1000, "two_stage": 2000}
     # without the flag the overrides hold
     plain = {r.train.strategy: r.train.epochs for r in grid_of("--preset", "demo").runs()}
-    assert plain == {"frozen": 15, "partial": 3, "full": 2}
+    assert plain == {"frozen": 10, "partial": 3, "full": 3, "two_stage": 4}
 
 
 def test_precedence_flags_over_set_over_file_overrides_over_file(ov_file):
@@ -88,8 +88,9 @@ def test_precedence_survives_grid_json():
     again = GridConfig.from_dict(stored["config"], "grid.json")
     assert again == grid
     assert set(epochs_by_run(again).values()) == {5}
-    # grid.json keeps today's keys
-    assert set(stored["config"]) == {"name", "datasets", "backbones", "strategies", "concurrency", "base", "overrides"}
+    # grid.json keeps today's keys, and the axes and search of issue 10
+    assert set(stored["config"]) == {"name", "datasets", "backbones", "strategies", "concurrency", "base", "overrides",
+                                     "axes", "search"}
 
 
 def _show_config(capsys, *argv):
@@ -121,8 +122,10 @@ def test_show_config_is_toml_that_reads_back_to_the_same_grid(capsys, tmp_path, 
 
 def test_show_config_of_demo_with_epochs(capsys):
     doc = tomllib.loads(_show_config(capsys, "--preset", "demo", "--epochs", "5"))
-    assert doc["train"]["epochs"] == 5 and doc["data"]["image_size"] == 96
-    assert doc["overrides"] == {"partial": {"data.train_limit": 3000}, "full": {"data.train_limit": 1000}}
+    assert doc["train"]["epochs"] == 5 and doc["data"]["image_size"] == 64
+    assert doc["overrides"] == {"partial": {"train.lr": 3e-4, "data.train_limit": 3000},
+                                "full": {"train.lr": 3e-4, "data.train_limit": 1000},
+                                "two_stage": {"train.head_epochs": 2, "data.train_limit": 2000}}
     # one source for the image size, and no keys the grid's lists set
     assert "image_size" not in doc["train"] and "image_size" not in doc["model"]
     assert "dataset" not in doc["data"] and "backbone" not in doc["model"] and "strategy" not in doc["train"]

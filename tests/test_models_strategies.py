@@ -82,7 +82,7 @@ def test_strategies_train_the_right_parameters_at_the_right_lr(strategy):
         assert trainable == [False] * (n - k) + [True] * k and head_lr == 1e-4
     elif strategy == "full":
         assert all(trainable) and all(g["lr"] == 1e-5 for g in opt_groups)
-    elif strategy == "gradual":  # stage 0 is head only
+    elif strategy in ("gradual", "two_stage"):  # stage 0 is head only (two_stage: its warm-up, at head_lr)
         assert not any(trainable) and head_lr == 1e-3
     else:  # discriminative: min_lr at the stem, rising geometrically to the head's lr
         lrs = [g["lr"] for g in opt_groups]

@@ -56,6 +56,15 @@ CASES = {
     "gradual boundary": (dict(strategy="gradual", epochs=5, gradual_stages=2, gradual_stage_epochs=2, lr=3e-3,
                               patience=2, plateau_patience=1), 3, [0, 2]),
     "frozen, cached features": (dict(strategy="frozen", epochs=3), 2, [0, 1]),
+    # issue 10's state: the head warm-up's switch, a per-step cosine, the EMA weights, Mixup/CutMix (numpy's RNG),
+    # TrivialAugment (torch's) and random erasing (Python's); stopped in the second stage
+    "two_stage, cosine, EMA, mixup, augment": (
+        dict(strategy="two_stage", epochs=4, head_epochs=2, lr=3e-3, schedule="cosine", warmup_epochs=0.5, ema=True,
+             ema_decay=0.9, mixup=0.4, cutmix=1.0, clip_grad=1.0, label_smoothing=0.1,
+             data={"auto_augment": "trivialaugment", "random_erasing": 0.5}), 4, [0, 3]),
+    # the range test runs once: a resumed run takes its LR from the point and trains the same
+    "lr find, one-cycle": (dict(strategy="partial", epochs=3, lr="find", lr_find_steps=12, schedule="onecycle"), 2,
+                           [0, 1]),
 }
 
 
@@ -66,6 +75,13 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch, case):
     assert worker_main([str(straight)]) == 0
     assert interrupted_then_resumed(monkeypatch, stopped, lambda m: stop_in_epoch(m, stop_epoch)) == resumed
     assert_same_training(straight, stopped)
+    if cfg.get("lr") == "find":
+        assert len(of_type(stopped, "lr_find")) == 1  # not run again on resume
+        assert resume_point(stopped)["extra"]["found_lr"] == resume_point(straight)["extra"]["found_lr"]
+    if cfg.get("ema"):
+        for a, b in zip(resume_point(straight)["extra"]["ema"]["weights"].values(),
+                        resume_point(stopped)["extra"]["ema"]["weights"].values()):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     if cfg["strategy"] == "gradual":
         assert metrics_of(stopped)["stage"].tolist() == [0, 0, 1, 1, 2]
         # each stage is announced as it is entered, a resumed run's too
@@ -96,7 +112,7 @@ def stop_after_write(monkeypatch, owner, name: str, epoch: int, epoch_of) -> Non
 
 KILL_POINTS = {
     # (what was written last, how to tell its epoch from the call's arguments)
-    "after the resume point": (engine.resume, "save", lambda run_dir, model, opt, sched, state, events, rng: state.epoch),
+    "after the resume point": (engine.resume, "save", lambda run_dir, model, opt, sched, state, *rest: state.epoch),
     "after best.safetensors": (engine.trainer, "save_checkpoint", lambda model, path, meta: meta.epoch),
     "after metrics.csv": (RunDir, "write_metrics", lambda self, rows: len(rows)),
 }

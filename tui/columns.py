@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from rich.text import Text
 
+from engine.store.summary import axis_value_text
 from tui import format as fmt
 from tui.store_watcher import RunState
 from tui.theme import Palette
@@ -47,6 +48,7 @@ class ColumnInfo:
     help: str = ""
     descending: bool = False  # sorting by it puts the largest first (accuracies, throughput)
     grids: bool = False  # shown only while runs of more than one grid are on screen
+    axes: bool = False  # shown only while some run on screen has axis values
 
 
 def _num_cell(value: float | None, text: str, style: Any = "") -> Cell:
@@ -128,6 +130,8 @@ COLUMNS: dict[str, ColumnInfo] = {
         ColumnInfo("dataset", "dataset", _text(lambda r: r.summary.dataset or "?")),
         ColumnInfo("backbone", "backbone", _text(lambda r: r.summary.backbone or r.path.name)),
         ColumnInfo("strategy", "strategy", _text(lambda r: r.summary.strategy or "?")),
+        ColumnInfo("axes", "axes", _text(lambda r: r.summary.axes_text), axes=True,
+                   help="the values of the grid's axes (or search trial) this run takes"),
         ColumnInfo("status", "status", _status, width=10),
         ColumnInfo("epoch", "epoch", _epoch, width=5, numeric=True, descending=True),
         ColumnInfo("val_acc", "val acc", lambda r, c: _num_cell(r.summary.val_acc, fmt.pct(r.summary.val_acc)),
@@ -191,17 +195,26 @@ def search_text(run: RunState) -> str:
     s = run.summary
     return " ".join(
         [run.key, s.dataset, s.backbone, s.strategy, run.status, s.grid, s.error, s.error_kind,
-         fmt.failure_kind(s.error_kind), run.problem, s.weights]
+         fmt.failure_kind(s.error_kind), run.problem, s.weights, s.axes_text]
     ).lower()
+
+
+def _axis_texts(run: RunState) -> dict[str, str]:
+    return {k: axis_value_text(v) for k, v in run.summary.axes.items()}
 
 
 def matches(run: RunState, query: str) -> bool:
     """Every space-separated term must occur; ``key:value`` terms match one field exactly-ish
-    (``kind:`` is a failed run's kind: user, oom, disk_full, killed, crash)."""
+    (``kind:`` is a failed run's kind: user, oom, disk_full, killed, crash; an axis by its name:
+    ``lr:0.001``, ``image_size:96``)."""
     text = search_text(run)
+    axes = {k.rpartition(".")[2].lower(): str(v) for k, v in _axis_texts(run).items()}
     for term in query.lower().split():
         field_name, sep, value = term.partition(":")
-        if sep and field_name in ("status", "dataset", "backbone", "strategy", "grid", "kind"):
+        if sep and field_name in axes:
+            if axes[field_name].lower() != value:
+                return False
+        elif sep and field_name in ("status", "dataset", "backbone", "strategy", "grid", "kind"):
             actual = (run.status if field_name == "status" else run.summary.error_kind if field_name == "kind"
                       else getattr(run.summary, field_name, ""))
             if value not in (actual or "").lower():

@@ -25,6 +25,7 @@ class Metric:
     text: Callable[[object], str]
     better: str = ""  # "max", "min" or "" (not ranked)
     export: bool = False  # a figure of the ONNX export (shown once any compared run has one)
+    axes: bool = False  # the grid's axis values (shown once any compared run has some)
 
 
 def _res(name: str) -> Callable[[RunState, dict | None], object]:
@@ -37,6 +38,7 @@ def _exp(name: str) -> Callable[[RunState, dict | None], object]:
 
 METRICS: list[Metric] = [
     Metric("grid", "grid", lambda r, _: r.key.split("/")[0], str),
+    Metric("axes", "axes", lambda r, _: r.summary.axes_text or fmt.MISSING, str, axes=True),
     Metric("status", "status", lambda r, _: r.status, str),
     Metric("epoch", "epochs", lambda r, _: fmt.epoch(r.summary.epoch, r.summary.epochs), str),
     # the best epoch is the kept checkpoint (lowest val loss); runs are ranked by its val accuracy
@@ -63,7 +65,8 @@ METRICS: list[Metric] = [
 def metrics_for(runs: list[RunState]) -> list[Metric]:
     """The rows to show: export rows only once one of the runs has been exported."""
     exported = any(r.export is not None for r in runs)
-    return [m for m in METRICS if exported or not m.export]
+    varied = any(r.summary.axes for r in runs)
+    return [m for m in METRICS if (exported or not m.export) and (varied or not m.axes)]
 
 
 def best_indices(values: list[object], better: str) -> set[int]:

@@ -45,6 +45,7 @@ class RunDetail:
     export: dict | None = None
     export_problem: str = ""
     worker_log: tuple[str, ...] = ()
+    lr_find: dict | None = None  # lr_find.json: the LR range test's curve (train.lr = "find")
     version: int = 0
     unreadable_events: int = 0  # lines of events.jsonl skipped (not events of this schema)
     newer_events: int = 0  # events of a newer finetune-tui, skipped
@@ -129,6 +130,9 @@ def _describe(event: ev.Event) -> LogLine | None:
         return LogLine(event.ts, "error", f"failed ({fmt.failure_kind(event.kind)}): {event.error}")
     if isinstance(event, ev.Cancelled):
         return LogLine(event.ts, "warning", f"cancelled: {event.reason}")
+    if isinstance(event, ev.LrFound):
+        return LogLine(event.ts, "info", f"LR range test (stage {event.stage}, {event.steps} steps): lr {event.lr:.3g}"
+                                         f" (lowest loss at {event.min_loss_lr:.3g})")
     return None
 
 
@@ -149,6 +153,7 @@ class RunTail:
         self._config: tuple[dict | None, str] = (None, "")
         self._results: tuple[dict | None, str] = (None, "")
         self._export: tuple[dict | None, str] = (None, "")
+        self._lr_find: tuple[dict | None, str] = (None, "")
         self._worker_log: tuple[str, ...] = ()
         self._summary_epoch = 0
         self._skipped = [0, 0, 0]  # unreadable, newer, newest version
@@ -195,6 +200,9 @@ class RunTail:
         if (sig := self._changed(rd.export.summary_file)) is not False:
             self._export = self._read(rd.export.summary) if sig else (None, "")
             changed = True
+        if (sig := self._changed(rd.lr_find_file)) is not False:
+            self._lr_find = self._read(rd.lr_find) if sig else (None, "")
+            changed = True
         if (sig := self._changed(rd.worker_log)) is not False:
             self._worker_log = rd.worker_log_tail(WORKER_LOG_LINES) if sig else ()
             changed = True
@@ -207,8 +215,9 @@ class RunTail:
             path=self.path, config=config, problem=problem, started=self._started, epochs=tuple(self._epochs),
             progress=self._progress, final=self._final, logs=tuple(self._logs), results=results,
             results_problem=results_problem, export=export, export_problem=export_problem,
-            worker_log=self._worker_log, version=self.version, unreadable_events=self._skipped[0],
-            newer_events=self._skipped[1], newer_version=self._skipped[2], summary_epoch=self._summary_epoch,
+            worker_log=self._worker_log, lr_find=self._lr_find[0], version=self.version,
+            unreadable_events=self._skipped[0], newer_events=self._skipped[1], newer_version=self._skipped[2],
+            summary_epoch=self._summary_epoch,
         )
         return self._detail
 

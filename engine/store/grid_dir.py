@@ -7,6 +7,7 @@
     orchestrator.log   the orchestrator's log (detached grids)
     cancel             present = cancel the whole grid
     exports.csv        one row per exported run;  export.log / report.log: TUI-started children
+    search.json        a [search] grid's studies: trials, their states and values, the best (engine.search)
     report/            the grid's report
     <run>/             one folder per run (RunDir)
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.errors import StoreError
-from engine.store.atomic import atomic_write_json, atomic_write_text, read_json_object
+from engine.store.atomic import MissingFile, atomic_write_json, atomic_write_text, read_json_object
 from engine.store.locks import FileLock, is_locked
 from engine.store.run_dir import RunDir, _cancel_reason
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 class GridDir:
     INFO, LOCK, CANCEL, LOG = "grid.json", "grid.lock", "cancel", "orchestrator.log"
     EXPORTS, EXPORT_LOG, REPORT_LOG, REPORT = "exports.csv", "export.log", "report.log", "report"
+    SEARCH = "search.json"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -54,6 +56,7 @@ class GridDir:
     export_log = property(lambda self: self.path / self.EXPORT_LOG)
     report_log = property(lambda self: self.path / self.REPORT_LOG)
     report_dir = property(lambda self: self.path / self.REPORT)
+    search_file = property(lambda self: self.path / self.SEARCH)
 
     def exists(self) -> bool:
         return self.info_file.is_file()
@@ -77,6 +80,13 @@ class GridDir:
             raise StoreError(f"{self.info_file} lacks its config") from None
         except ConfigError as exc:
             raise StoreError(str(exc)) from None
+
+    def search(self) -> dict | None:
+        """search.json (engine.search): None for a grid without [search] or before its first trial ended."""
+        try:
+            return read_json_object(self.search_file)
+        except MissingFile:
+            return None
 
     def run_ids(self) -> list[str]:
         try:

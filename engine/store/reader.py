@@ -46,7 +46,7 @@ def load_run(run_dir: str | Path | RunDir, grid: str = "") -> RunRecord:
         cfg = rd.config_dict()
         summary = RunSummary(run_id=rd.run_id, grid=grid, dataset=cfg["data"]["dataset"],
                              backbone=cfg["model"]["backbone"], strategy=cfg["train"]["strategy"],
-                             epochs=cfg["train"]["epochs"])
+                             epochs=cfg["train"]["epochs"], axes=dict(cfg.get("axes") or {}))
     except (StoreError, KeyError, TypeError) as exc:
         reason = str(exc) if isinstance(exc, StoreError) else f"{rd.config_file} lacks {exc}"
         return RunRecord(rd.path, RunSummary(run_id=rd.run_id, grid=grid, status="unreadable", error=reason), reason)
@@ -55,6 +55,7 @@ def load_run(run_dir: str | Path | RunDir, grid: str = "") -> RunRecord:
     except (StoreError, TypeError):
         stored = None  # no summary yet, or torn or tampered with: rebuild it from the events
     if stored is not None and stored.run_id:
+        stored.axes = stored.axes or summary.axes  # summaries written before axes existed
         summary = stored
         if summary.events_offset is not None:
             size = _size(rd.events_file)

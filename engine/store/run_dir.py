@@ -6,6 +6,7 @@
     summary.json      fold of the events (fast list)   metrics.csv    one row per epoch
     best.safetensors  weights of the best epoch        last_state.pt  resume point, one file (engine.resume)
     results.json      test metrics, per class, confusion matrix, top errors
+    lr_find.json      the LR range test's curve and chosen LR (train.lr = "find", engine.lr_find)
     test_probs.npz    probs, labels, preds, index over the test split
     run.lock          flock held while a worker lives  cancel         present = stop this run
     worker.log        the worker's stderr              traceback.txt  the traceback of a crash
@@ -109,7 +110,7 @@ class RunDir:
 
     CONFIG, EVENTS, SUMMARY, METRICS = "config.json", "events.jsonl", "summary.json", "metrics.csv"
     BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last_state.pt"  # LAST: older versions' only
-    RESULTS, PROBS = "results.json", "test_probs.npz"
+    RESULTS, PROBS, LR_FIND = "results.json", "test_probs.npz", "lr_find.json"
     LOCK, CANCEL, WORKER_LOG, TRACEBACK = "run.lock", "cancel", "worker.log", "traceback.txt"
     SKIPPED = "skipped_images.txt"
 
@@ -142,6 +143,7 @@ class RunDir:
     state_file = property(lambda self: self.path / self.STATE)
     results_file = property(lambda self: self.path / self.RESULTS)
     probs_file = property(lambda self: self.path / self.PROBS)
+    lr_find_file = property(lambda self: self.path / self.LR_FIND)
     lock_file = property(lambda self: self.path / self.LOCK)
     cancel_file = property(lambda self: self.path / self.CANCEL)
     worker_log = property(lambda self: self.path / self.WORKER_LOG)
@@ -182,6 +184,14 @@ class RunDir:
         """results.json (test metrics, per-class report, confusion matrix, top errors); None before the test."""
         try:
             return read_json_object(self.results_file)
+        except MissingFile:
+            return None
+
+    def lr_find(self) -> dict | None:
+        """lr_find.json: ``{"stage", "lrs", "losses", "suggestion", ...}`` (engine.lr_find.LrCurve); None when the
+        run chose no LR by a range test."""
+        try:
+            return read_json_object(self.lr_find_file)
         except MissingFile:
             return None
 
@@ -265,6 +275,9 @@ class RunDir:
 
     def write_results(self, results: dict) -> None:
         atomic_write_json(self.results_file, results)
+
+    def write_lr_find(self, curve: dict) -> None:
+        atomic_write_json(self.lr_find_file, curve)
 
     def write_probs(self, probs: "np.ndarray", labels: "np.ndarray", index: "np.ndarray") -> None:
         import numpy as np

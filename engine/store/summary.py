@@ -41,6 +41,7 @@ class RunSummary:
     dataset: str = ""
     backbone: str = ""
     strategy: str = ""
+    axes: dict = field(default_factory=dict)  # the values this run takes on its grid's axes (or search trial)
     status: str = "queued"
     epoch: int = 0
     epochs: int = 0
@@ -102,6 +103,11 @@ class RunSummary:
         return summary
 
     @property
+    def axes_text(self) -> str:
+        """The axis values as a short label: ``lr=0.0003 image_size=96`` (each key's last part)."""
+        return " ".join(f"{k.rpartition('.')[2]}={axis_value_text(v)}" for k, v in self.axes.items())
+
+    @property
     def eta_seconds(self) -> float | None:
         """Remaining time at the mean epoch time so far (upper bound: early stop may come first)."""
         seconds = [s for s in self.epoch_seconds if _is_number(s)]
@@ -148,6 +154,15 @@ def _upto(values: list, keep: int, value) -> list:
     return values[:keep] + [None] * (keep - len(values)) + [value]
 
 
+def axis_value_text(value) -> str:
+    """How an axis value reads in tables: 0.0003, 96, true, cosine."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def _at(values: list, epoch: int):
     return values[epoch - 1] if 0 < epoch <= len(values) else None
 
@@ -178,6 +193,8 @@ def fold(summary: RunSummary, event: ev.Event) -> RunSummary:
         summary.weights = description if isinstance(description, str) else ""
         epochs = _dig(event.config, "train", "epochs")
         summary.epochs = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else summary.epochs
+        axes = event.config.get("axes")
+        summary.axes = dict(axes) if isinstance(axes, dict) else summary.axes
         summary.error = ""
         summary.error_kind = ""
     elif isinstance(event, ev.Progress):

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 DPI = 110
 # fixed colours so a strategy looks the same in every figure
-STRATEGY_ORDER = ("frozen", "partial", "full", "gradual", "discriminative")
+STRATEGY_ORDER = ("frozen", "partial", "full", "gradual", "discriminative", "two_stage")
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#d62728", "#8c564b", "#e377c2", "#7f7f7f",
             "#bcbd22", "#17becf")
 LINESTYLES = ("-", "--", ":", "-.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 
 from textual import on, work
@@ -40,6 +41,21 @@ def curve_series(detail: RunDetail) -> dict[str, list[Series]]:
     }
 
 
+def lr_find_series(detail: RunDetail) -> list[Series]:
+    """The LR range test's smoothed loss against log10(lr), and where it chose (empty without a test)."""
+    curve = detail.lr_find or {}
+    lrs, losses = curve.get("lrs") or [], curve.get("losses") or []
+    if not lrs or len(lrs) != len(losses) or not all(isinstance(v, (int, float)) and v > 0 for v in lrs):
+        return []
+    x = tuple(math.log10(v) for v in lrs)
+    out = [Series("smoothed loss", x, tuple(losses))]
+    chosen = curve.get("suggestion")
+    if isinstance(chosen, (int, float)) and chosen > 0:
+        at = min(range(len(lrs)), key=lambda i: abs(math.log10(lrs[i] / chosen)))
+        out.append(Series(f"chosen {chosen:.2g}", (x[at], x[at]), (min(losses), losses[at])))
+    return out
+
+
 class DetailScreen(Screen):
     """Detail of one run, followed live by its own reader thread."""
 
@@ -71,7 +87,9 @@ class DetailScreen(Screen):
                 with Horizontal(id="curves-top"):
                     yield CurvesPlot("loss", id="plot-loss")
                     yield CurvesPlot("accuracy %", id="plot-acc")
-                yield CurvesPlot("learning rate (head)", id="plot-lr")
+                with Horizontal(id="curves-bottom"):
+                    yield CurvesPlot("learning rate (head)", id="plot-lr")
+                    yield CurvesPlot("LR range test: loss vs log10(lr)", id="plot-lrfind")
             with TabPane("Layers", id="layers"):
                 with VerticalScroll():
                     yield LayerNorms(id="norms")
@@ -143,6 +161,10 @@ class DetailScreen(Screen):
         self.query_one("#plot-loss", CurvesPlot).show(series["loss"], note=note)
         self.query_one("#plot-acc", CurvesPlot).show(series["acc"], note=note)
         self.query_one("#plot-lr", CurvesPlot).show(series["lr"], note=note)
+        lrfind = self.query_one("#plot-lrfind", CurvesPlot)
+        lrfind.display = detail.lr_find is not None  # only runs that chose their LR by a range test
+        if detail.lr_find is not None:
+            lrfind.show(lr_find_series(detail))
         self.query_one(LayerNorms).show(detail, palette)
         self._show_results(detail, palette)
         self.query_one(ConfigView).show(detail)

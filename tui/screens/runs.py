@@ -36,7 +36,7 @@ class RunsScreen(Screen):
         Binding("s", "sort", "Sort", tooltip="Sort by a column (again: reverse)", id="runs.sort"),
         Binding("S", "reverse", "Reverse sort", show=False, id="runs.reverse"),
         Binding("v", "narrow", "Narrow", tooltip="Show one grid or dataset", id="runs.narrow"),
-        Binding("b", "group", "Group", tooltip="Group rows by grid and dataset", id="runs.group"),
+        Binding("b", "group", "Group", tooltip="Group rows by grid, dataset and axis values", id="runs.group"),
         Binding("n", "new_grid", "New", tooltip="Start a grid (preset or TOML file) in the background", id="runs.new_grid"),
         Binding("x", "cancel_run", "Cancel", tooltip="Cancel the highlighted run (asks first)", id="runs.cancel_run"),
         Binding("X", "cancel_grid", "Cancel grid", tooltip="Cancel the highlighted run's grid (asks first)",

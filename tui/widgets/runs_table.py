@@ -178,7 +178,9 @@ class RunsTable(ScrollView, can_focus=True):
         self._order = {k: i for i, k in enumerate(runs)}
         want_export = any(r.export is not None for r in runs.values())
         want_grids = not view.grid and len({k.split("/", 1)[0] for k in runs}) > 1
-        columns = [c.key for c in COLUMNS.values() if (want_export or not c.export) and (want_grids or not c.grids)]
+        want_axes = any(r.summary.axes for r in runs.values())
+        columns = [c.key for c in COLUMNS.values() if (want_export or not c.export) and (want_grids or not c.grids)
+                   and (want_axes or not c.axes)]
         if columns != self._columns or restyle:
             self._columns = columns
             self._shown.clear()
@@ -283,6 +285,8 @@ class RunsTable(ScrollView, can_focus=True):
                 if "grid" in index:
                     parts.append(sort_key(cells[index["grid"]]))
                 parts.append(sort_key(cells[index["dataset"]]))
+                if "axes" in index:  # runs that share their axis values sit together
+                    parts.append(sort_key(cells[index["axes"]]))
             if view.sort and view.sort in index:
                 parts.append(sort_key(cells[index[view.sort]], view.reverse))
             parts.append(self._order.get(k, 0))
