@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cifar, digits, idx
+from . import cifar, digits, idx, mnist
 from .raw import RawDataset
 
 
@@ -30,5 +30,6 @@ SOURCES: dict[str, Source] = {
                        lambda r, d, s: cifar.load(cifar.CIFAR100, r, d),
                        lambda r, d: cifar.download(cifar.CIFAR100, r, d)),
     "fashion_mnist": Source(idx.TITLE, idx.check, lambda r, d, s: idx.load(r, d), idx.download),
+    "mnist": Source(mnist.TITLE, mnist.check, lambda r, d, s: mnist.load(r, d), mnist.download),
     "digits": Source("scikit-learn digits", _nothing, lambda r, d, s: digits.load(s), None),
 }

@@ -5,6 +5,8 @@ Layout (``runs/`` by default)::
     <root>/<grid>/            GridDir: grid.json, grid.lock, cancel, orchestrator.log, exports.csv, report/
     <root>/<grid>/<run>/      RunDir: config.json, events.jsonl, summary.json, metrics.csv, checkpoints,
                               results.json, test_probs.npz, run.lock, cancel, worker.log, export/
+    <root>/<study>/           StudyDir: study.json, study.lock, cancel, status.json, cells/, points/,
+                              metrics.csv, figures (a feature-extractor study, engine/study)
 
 Readers (``RunStore``, ``RunDir``, ``GridDir``, ``load_run``) never import torch.
 Every file is replaced atomically (temp file + ``os.replace``) except the
@@ -27,6 +29,7 @@ from engine.store.grid_dir import GridDir
 from engine.store.locks import FileLock, is_locked
 from engine.store.reader import DEFAULT_ROOT, RunRecord, RunStore, check_name, default_root, load_run
 from engine.store.run_dir import ExportDir, RunDir, TestProbs
+from engine.store.study_dir import DEAD_STUDY, STUDY_STATUSES, StudyDir, StudyStatus, cell_key, file_key
 from engine.store.summary import (
     BEST_RULE,
     DEAD_WORKER,
@@ -41,9 +44,9 @@ from engine.store.summary import (
 from engine.store.writer import RunWriter
 
 __all__ = [
-    "BEST_RULE", "DEAD_WORKER", "DEFAULT_ROOT", "STATUSES", "DiskFull", "ExportDir", "FileLock", "GridDir",
-    "MissingFile", "RunDir", "RunRecord", "RunStore", "RunSummary", "RunWriter", "StoreError", "TestProbs",
-    "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "best_epoch_of", "check_name",
-    "default_root", "fold", "is_dead_worker_error", "is_locked", "load_run", "read_json", "read_json_object",
-    "selection_key", "settle",
+    "BEST_RULE", "DEAD_STUDY", "DEAD_WORKER", "DEFAULT_ROOT", "STATUSES", "STUDY_STATUSES", "DiskFull", "ExportDir",
+    "FileLock", "GridDir", "MissingFile", "RunDir", "RunRecord", "RunStore", "RunSummary", "RunWriter", "StoreError",
+    "StudyDir", "StudyStatus", "TestProbs", "atomic_write", "atomic_write_bytes", "atomic_write_json",
+    "atomic_write_text", "best_epoch_of", "cell_key", "check_name", "default_root", "file_key", "fold",
+    "is_dead_worker_error", "is_locked", "load_run", "read_json", "read_json_object", "selection_key", "settle",
 ]
