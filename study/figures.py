@@ -88,8 +88,8 @@ def before_after(ds: str, before: tuple[pd.Series, dict], after: tuple[pd.Series
     ax.set_title("scores (↑ higher is better, ↓ lower is better)", fontsize=9)
     ax.legend(fontsize=8)
     n = len(after[1]["labels"])
-    fig.suptitle(f"{ds}: {after[0]['extractor']} before and after fine-tuning; t-SNE of n = {n} test images "
-                 f"(same images in both); scores on {int(after[0]['n_test'])} test images "
+    fig.suptitle(f"{ds}: {after[0]['extractor']} before and after fine-tuning\nt-SNE of n = {n} test images "
+                 f"(the same images in both); scores on {int(after[0]['n_test'])} test images "
                  f"(silhouette on the {int(after[0]['silhouette_n'])}-image sample)", fontsize=10)
     _legend(fig, classes, colours)
     return save(fig, path)

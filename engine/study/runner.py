@@ -200,6 +200,7 @@ class StudyRunner:
                 raise
             if not backbone.pretrained:
                 self.progress.note(f"extractor {ex.name}: {backbone.weights}")
+                extra["title"] = f"{ex.backbone} random init @{ex.image_size}px"
         bs = self.cfg.batch_size
         self.progress.stage(f"extracting {len(splits.test)} test images", len(splits.test), current=where)
         test, seconds = adapter.extract(backbone, splits.test.x, bs, self.device, self.progress.step)
