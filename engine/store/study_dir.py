@@ -42,8 +42,8 @@ DEAD_STUDY = "the study's process stopped without finishing (killed or crashed);
 
 def file_key(text: str) -> str:
     """A folder-safe key for a dataset or extractor name (``run:g/r`` -> ``run-g-r``)."""
-    key = re.sub(r"[^A-Za-z0-9_.@-]+", "-", text.replace("imagefolder:", "if-")).strip("-.")
-    return key.replace("@", "-") or "x"
+    key = re.sub(r"[^A-Za-z0-9_.-]+", "-", text.replace("imagefolder:", "if-"))
+    return re.sub(r"-{2,}", "-", key).strip("-.") or "x"
 
 
 def cell_key(dataset: str, extractor: str) -> str:
