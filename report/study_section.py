@@ -17,8 +17,9 @@ from engine.store import GridDir, RunStore, StoreError, StudyDir, atomic_write, 
 STEP = "feature-extractor study"  # report steps of this section start with this
 PREFIX = "study_"
 TABLE = {"extractor": "extractor", "dim": "dim", "silhouette": "silhouette", "davies_bouldin": "Davies-Bouldin ↓",
-         "ari": "ARI", "nmi": "NMI", "knn_accuracy": "kNN acc", "linear_probe_accuracy": "linear acc",
-         "img_per_s": "img/s", "n_test": "n test", "silhouette_n": "n sil."}
+         "silhouette_kmeans": "silhouette (k-means)", "davies_bouldin_kmeans": "DB (k-means) ↓", "ari": "ARI",
+         "nmi": "NMI", "knn_accuracy": "kNN acc", "linear_probe_accuracy": "linear acc", "img_per_s": "img/s",
+         "n_test": "n test", "silhouette_n": "n sil."}
 
 
 @dataclass
@@ -77,10 +78,8 @@ def collect(report, sdir: StudyDir) -> StudySection:
     done = frame[frame["status"] == "done"] if len(frame) else frame
     line = f"{st.status}, {st.done}/{st.total} cells" + (f" ({st.error})" if st.error else "")
     section = StudySection(sdir.name, line, done, notes=list(st.notes))
-    check = results.seed_target(frame) if len(frame) else None
-    if check is not None:
-        section.targets.append(f"Best extractor against every row of the seed's table (full Fashion-MNIST): "
-                               f"{check.line}.")
+    section.targets += [f"Best extractor against every row of the seed's table (full Fashion-MNIST): {c.line}."
+                        for c in results.seed_targets(frame)]
     section.targets += [f"Fine-tuned against its own pretrained features: {c.line}."
                         for c in (results.finetune_targets(frame) if len(frame) else [])]
     csv_name = f"{PREFIX}{sdir.name}_metrics.csv"
@@ -104,9 +103,9 @@ def markdown(sections: list[StudySection]) -> list[str]:
         return []
     lines = ["## Feature-extractor study", "",
              "How well each extractor's frozen features separate the classes without training a classifier: "
-             "silhouette and Davies-Bouldin of the true classes (silhouette on a seeded class-balanced sample, "
-             "n given), ARI and NMI of k-means with k = the number of classes, and kNN and linear-probe accuracy "
-             "(`finetune-tui study`).", ""]
+             "silhouette and Davies-Bouldin of the true classes and of the k-means clusters (silhouette on a "
+             "seeded class-balanced sample, n given), ARI and NMI of k-means with k = the number of classes, and "
+             "kNN and linear-probe accuracy (`finetune-tui study`).", ""]
     for s in sections:
         lines += [f"### Study `{s.name}` ({s.status})", ""]
         lines += [f"- {t}" for t in s.targets]

@@ -186,17 +186,19 @@ def summary_text(sdir) -> str:
         lines.append(f"\n{ds}" + (f" ({int(rows['n_test'].iloc[0])} test images; silhouette on "
                                   f"n = {int(rows['silhouette_n'].iloc[0])}; probes fitted on "
                                   f"{int(rows['probe_train_n'].iloc[0])})" if len(rows) else ""))
-        lines.append(f"  {'extractor':<58} {'dim':>5} {'sil':>6} {'DB':>6} {'ARI':>6} {'NMI':>6} {'kNN':>6} "
-                     f"{'lin':>6} {'img/s':>6}")
+        lines.append(f"  {'extractor':<50} {'dim':>5} {'sil':>6} {'DB':>6} {'sil km':>6} {'DB km':>6} {'ARI':>6} "
+                     f"{'NMI':>6} {'kNN':>6} {'lin':>6} {'img/s':>6}")
         for _, r in rows.iterrows():
-            lines.append(f"  {str(r['extractor'])[:58]:<58} {int(r['dim']):>5} {r['silhouette']:>6.3f} "
-                         f"{r['davies_bouldin']:>6.3f} {r['ari']:>6.3f} {r['nmi']:>6.3f} {r['knn_accuracy']:>6.3f} "
+            lines.append(f"  {str(r['extractor'])[:50]:<50} {int(r['dim']):>5} {r['silhouette']:>6.3f} "
+                         f"{r['davies_bouldin']:>6.3f} {r['silhouette_kmeans']:>6.3f} {r['davies_bouldin_kmeans']:>6.3f} "
+                         f"{r['ari']:>6.3f} {r['nmi']:>6.3f} {r['knn_accuracy']:>6.3f} "
                          f"{r['linear_probe_accuracy']:>6.3f} {r['img_per_s']:>6.0f}")
+        if len(rows):
+            lines.append("  (sil, DB: of the true classes; sil km, DB km: of the k-means clusters)")
     for note in st.notes:
         lines.append(f"note: {note}")
-    check = results.seed_target(frame)
-    if check is not None:
-        lines.append(f"target (best extractor beats every seed row on full Fashion-MNIST): {check.line}")
+    for c in results.seed_targets(frame):
+        lines.append(f"target (best extractor beats every seed row on full Fashion-MNIST): {c.line}")
     for c in results.finetune_targets(frame):
         lines.append(f"target (fine-tuned beats its pretrained features): {c.line}")
     return "\n".join(lines)

@@ -19,8 +19,8 @@ from report.figures.common import new_figure, no_data, save
 from study import results
 
 METHODS = {"pca": "PCA", "tsne": "t-SNE"}
-TABLE_COLUMNS = ("title", "dim", "silhouette", "davies_bouldin", "ari", "nmi", "knn_accuracy",
-                 "linear_probe_accuracy", "img_per_s")
+TABLE_COLUMNS = ("title", "dim", "silhouette", "davies_bouldin", "silhouette_kmeans", "davies_bouldin_kmeans", "ari",
+                 "nmi", "knn_accuracy", "linear_probe_accuracy", "img_per_s")
 
 
 def class_colours(n: int) -> np.ndarray:
@@ -77,13 +77,14 @@ def before_after(ds: str, before: tuple[pd.Series, dict], after: tuple[pd.Series
         _scatter(ax, pts["tsne"], pts["labels"].astype(int), colours, ("before: " if i == 0 else "after: ")
                  + _panel_title(row))
     ax = fig.add_subplot(1, 3, 3)
-    keys = ["silhouette", "davies_bouldin", "ari", "nmi", "knn_accuracy", "linear_probe_accuracy"]
+    keys = ["silhouette", "davies_bouldin", "silhouette_kmeans", "davies_bouldin_kmeans", "ari", "nmi", "knn_accuracy",
+            "linear_probe_accuracy"]
     x = np.arange(len(keys))
     for j, (label, row) in enumerate((("before (pretrained)", before[0]), ("after (fine-tuned)", after[0]))):
         values = [float(row[k]) for k in keys]
         bars = ax.bar(x + (j - 0.5) * 0.38, values, 0.38, label=label, color=("#9e9e9e", "#1f77b4")[j])
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
-    ax.set_xticks(x, [results.LABELS[k] + (" ↓" if results.SCORES.get(k) == "lower" else " ↑") for k in keys],
+    ax.set_xticks(x, [results.LABELS[k] + (" ↓" if results.WAY.get(k) == "lower" else " ↑") for k in keys],
                   rotation=30, ha="right", fontsize=8)
     ax.set_title("scores (↑ higher is better, ↓ lower is better)", fontsize=9)
     ax.legend(fontsize=8)
@@ -100,28 +101,30 @@ def metrics_table(ds: str, rows: pd.DataFrame, path: Path) -> Path:
     full Fashion-MNIST."""
     seed = ds == results.SEED_DATASET
     best = results.best_per_column(rows)
-    header = ["extractor", "dim", "silhouette ↑", "Davies-Bouldin ↓", "ARI ↑", "NMI ↑", "kNN acc ↑", "linear acc ↑",
-              "img/s"]
+    header = ["extractor", "dim", "silhouette ↑", "Davies-Bouldin ↓", "sil. k-means ↑", "DB k-means ↓", "ARI ↑",
+              "NMI ↑", "kNN acc ↑", "linear acc ↑", "img/s"]
     body, bold = [], []
     for idx, row in rows.iterrows():
         cells = [str(row["title"])[:46], f"{int(row['dim'])}"]
-        cells += [f"{float(row[c]):.3f}" for c in TABLE_COLUMNS[2:8]] + [f"{float(row['img_per_s']):.0f}"]
+        cells += [f"{float(row[c]):.3f}" for c in TABLE_COLUMNS[2:10]] + [f"{float(row['img_per_s']):.0f}"]
         body.append(cells)
         bold.append([best.get(c) == idx for c in TABLE_COLUMNS])
     if seed:
         for _, r in results.SEED_TABLE.iterrows():
-            body.append([f"seed: {r['extractor']}", str(r["dim"]), f"{r['silhouette']:.3f}",
-                         f"{r['davies_bouldin']:.3f}", f"{r['ari']:.3f}", f"{r['nmi']:.3f}", "–", "–", "–"])
+            sil, db = f"{r['silhouette']:.3f}", f"{r['davies_bouldin']:.3f}"
+            body.append([f"seed: {r['extractor']}", str(r["dim"]), sil, db, sil, db, f"{r['ari']:.3f}",
+                         f"{r['nmi']:.3f}", "–", "–", "–"])
             bold.append([False] * len(header))
     n_test = int(rows["n_test"].iloc[0]) if len(rows) else 0
     n_sil = int(rows["silhouette_n"].iloc[0]) if len(rows) else 0
     n_probe = int(rows["probe_train_n"].iloc[0]) if len(rows) else 0
     norm = str(rows["normalize"].iloc[0]) if "normalize" in rows and len(rows) else "none"
     caption = (f"{ds}: feature-extractor scores on {n_test} test images. Silhouette (on a seeded class-balanced "
-               f"sample of n = {n_sil}) and Davies-Bouldin of the true classes; ARI and NMI of k-means with k = the "
-               f"number of classes; kNN and linear probe fitted on {n_probe} training images; features: "
-               f"{'as extracted' if norm == 'none' else norm}. Bold: best per column."
-               + (" Grey rows: the seed's table (k-means, k = 10)." if seed else ""))
+               f"sample of n = {n_sil}) and Davies-Bouldin of the true classes, then of the k-means clusters; ARI "
+               f"and NMI of k-means with k = the number of classes; kNN and linear probe fitted on {n_probe} "
+               f"training images; features: {'as extracted' if norm == 'none' else norm}. Bold: best per column."
+               + (" Grey rows: the seed's table (its one silhouette and Davies-Bouldin shown under both)."
+                  if seed else ""))
     fig = new_figure(12.5, 0.75 + 0.27 * (len(body) + 1))
     fig.suptitle(textwrap.fill(caption, 150), fontsize=8)
     ax = fig.add_subplot(1, 1, 1)

@@ -56,10 +56,12 @@ def write_study(root: Path, name: str = "fs", cells: list[dict] | None = None, s
 def default_cells(dataset: str = "digits") -> list[dict]:
     return [
         cell_record(dataset, "run:g/digits__test_efficientnet__full", "run",
-                    {"silhouette": 0.31, "davies_bouldin": 1.1, "ari": 0.6, "nmi": 0.7},
+                    {"silhouette": 0.31, "davies_bouldin": 1.1, "ari": 0.6, "nmi": 0.7, "silhouette_kmeans": 0.4,
+                     "davies_bouldin_kmeans": 1.0},
                     before="test_efficientnet@32", title="test_efficientnet fine-tuned"),
         cell_record(dataset, "test_efficientnet@32", "pretrained",
-                    {"silhouette": 0.1, "davies_bouldin": 2.5, "ari": 0.3, "nmi": 0.4}, before=""),
+                    {"silhouette": 0.1, "davies_bouldin": 2.5, "ari": 0.3, "nmi": 0.4, "silhouette_kmeans": 0.42,
+                     "davies_bouldin_kmeans": 2.0}, before=""),
         cell_record(dataset, "small_cnn", "baseline", {"silhouette": 0.2, "davies_bouldin": 1.6, "ari": 0.5, "nmi": 0.6},
                     before="", title="small CNN (from scratch, supervised)", dim=256),
     ]

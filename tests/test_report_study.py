@@ -50,9 +50,10 @@ def test_report_has_the_study_section_with_its_figures(tmp_path):
     section = md[md.index("## Feature-extractor study"):md.index("## Across datasets")]
     assert "### Study `uses-g` (done, 3/3 cells)" in section and "### Study `same-data`" in section
     assert "`other`" not in md
-    assert "| run:g/digits__test_efficientnet__full | 64 | 0.310 | 1.100 | 0.600 | 0.700 |" in section
-    assert ("Fine-tuned against its own pretrained features: met on digits: run:g/digits__test_efficientnet__full "
-            "vs test_efficientnet@32 (4 of 4 better)") in section
+    assert "| run:g/digits__test_efficientnet__full | 64 | 0.310 | 1.100 | 0.400 | 1.000 | 0.600 | 0.700 |" in section
+    assert ("Fine-tuned against its own pretrained features: met on digits (silhouette and Davies-Bouldin of the "
+            "true classes): run:g/digits__test_efficientnet__full vs test_efficientnet@32 (4 of 4 better)") in section
+    assert "not met on digits (silhouette and Davies-Bouldin of the k-means clusters)" in section
     for png in ("tsne_digits.png", "pca_digits.png", "metrics_digits.png",
                 "before_after_digits__run-g-digits__test_efficientnet__full.png"):
         name = f"study_uses-g_{png}"

@@ -23,9 +23,13 @@ def test_view_reads_rows_points_and_targets(tmp_path):
     assert [r["extractor"] for r in view.rows["digits"]] == ["run:g/digits__test_efficientnet__full",
                                                              "test_efficientnet@32", "small_cnn"]
     assert set(view.points) == set(view.cells("digits")) and view.classes["digits"][:2] == ["0", "1"]
-    assert view.targets == ["fine-tuned vs pretrained: met on digits: run:g/digits__test_efficientnet__full vs "
-                            "test_efficientnet@32 (4 of 4 better): silhouette 0.310 > 0.100, Davies-Bouldin "
-                            "1.100 < 2.500, ARI 0.600 > 0.300, NMI 0.700 > 0.400"]
+    assert view.targets == [
+        "fine-tuned vs pretrained: met on digits (silhouette and Davies-Bouldin of the true classes): "
+        "run:g/digits__test_efficientnet__full vs test_efficientnet@32 (4 of 4 better): silhouette 0.310 > 0.100, "
+        "Davies-Bouldin 1.100 < 2.500, ARI 0.600 > 0.300, NMI 0.700 > 0.400",
+        "fine-tuned vs pretrained: not met on digits (silhouette and Davies-Bouldin of the k-means clusters): "
+        "run:g/digits__test_efficientnet__full vs test_efficientnet@32 (3 of 4 better): silhouette (k-means) "
+        "0.400 ≤ 0.420, Davies-Bouldin (k-means) 1.000 < 2.000, ARI 0.600 > 0.300, NMI 0.700 > 0.400"]
     assert view.status_line() == "study fs: done, 3/3 cells"
     assert study_view.cell_text({"x": float("nan")}, "x", "{:.3f}") == "–"
     missing = study_view.read(tmp_path, "nope")
@@ -39,8 +43,14 @@ def test_view_checks_the_seed_target_on_full_fashion_mnist(tmp_path):
                                                                      "ari": 0.4, "nmi": 0.5}, n_test=10000)]
     write_study(tmp_path, "fm", cells, datasets=("fashion_mnist",))
     view = study_view.read(tmp_path, "fm")
-    assert view.targets[0].startswith("vs the seed (full Fashion-MNIST): met: best extractor run:g/r (4 of 4")
+    assert view.targets[0].startswith("vs the seed (full Fashion-MNIST): met (silhouette and Davies-Bouldin of the "
+                                      "true classes): best extractor run:g/r (4 of 4")
     assert "silhouette 0.300 > 0.273" in view.targets[0] and "Davies-Bouldin 1.200 < 1.248" in view.targets[0]
+    assert "extractor(s) do" not in view.targets[0]  # only one extractor beats it: small_cnn misses on DB
+    # the fixture's k-means scores (0.3, 1.5) don't beat the seed's best (0.273 is beaten, 1.248 is not)
+    assert view.targets[1].startswith("vs the seed (full Fashion-MNIST): not met (silhouette and Davies-Bouldin of "
+                                      "the k-means clusters)")
+    assert "Davies-Bouldin (k-means) 1.500 ≥ 1.248" in view.targets[1]
 
 
 async def test_study_screen_from_the_runs_screen(tmp_path):
@@ -68,6 +78,7 @@ async def test_study_screen_from_the_runs_screen(tmp_path):
         text = screen_text(app)
         assert "small CNN (from scratch, supervised)" in text and "0.310" in text
         assert "skipped: pretrained weights unavailable" in text and "4 of 4 better" in text
+        assert "sil km" in text and "0.400" in text  # the k-means silhouette column
         await pilot.press("x")  # a finished study can't be cancelled: a notice, no confirm dialog
         await pilot.pause(0.1)
         assert isinstance(app.screen, StudyScreen)

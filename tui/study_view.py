@@ -17,7 +17,8 @@ from study import results
 
 # (column key, header, format) of the study table
 COLUMNS = (("title", "extractor", "{}"), ("dim", "dim", "{:.0f}"), ("silhouette", "silhouette", "{:.3f}"),
-           ("davies_bouldin", "DB ↓", "{:.3f}"), ("ari", "ARI", "{:.3f}"), ("nmi", "NMI", "{:.3f}"),
+           ("davies_bouldin", "DB ↓", "{:.3f}"), ("silhouette_kmeans", "sil km", "{:.3f}"),
+           ("davies_bouldin_kmeans", "DB km ↓", "{:.3f}"), ("ari", "ARI", "{:.3f}"), ("nmi", "NMI", "{:.3f}"),
            ("knn_accuracy", "kNN", "{:.3f}"), ("linear_probe_accuracy", "linear", "{:.3f}"),
            ("img_per_s", "img/s", "{:.0f}"))
 
@@ -104,10 +105,8 @@ def read(root: Path, name: str) -> StudyView:
             if d not in classes:
                 classes[d] = [str(c) for c in (sdir.cell(cell) or {}).get("classes", [])]
     targets = []
-    check = results.seed_target(frame) if len(frame) else None
-    if check is not None:
-        targets.append(f"vs the seed (full Fashion-MNIST): {check.line}")
-    targets += [f"fine-tuned vs pretrained: {c.line}" for c in results.finetune_targets(frame)] if len(frame) else []
+    targets += [f"vs the seed (full Fashion-MNIST): {c.line}" for c in results.seed_targets(frame)]
+    targets += [f"fine-tuned vs pretrained: {c.line}" for c in results.finetune_targets(frame)]
     return StudyView(name, sdir.path, status, datasets, rows, classes, points, targets, problem)
 
 
