@@ -39,7 +39,9 @@ def _legend(fig, classes: list[str], colours: np.ndarray) -> None:
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], marker="o", linestyle="", color=colours[i], label=c) for i, c in enumerate(classes)]
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(classes), 10), fontsize=8, frameon=False)
+    per_row = max(1, int(fig.get_figwidth() / 1.35))  # about what fits across the figure
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(classes), per_row), fontsize=8,
+               frameon=False)
 
 
 def _panel_title(row: pd.Series) -> str:
@@ -122,7 +124,8 @@ def metrics_table(ds: str, rows: pd.DataFrame, path: Path) -> Path:
     caption = (f"{ds}: feature-extractor scores on {n_test} test images. Silhouette (on a seeded class-balanced "
                f"sample of n = {n_sil}) and Davies-Bouldin of the true classes, then of the k-means clusters; ARI "
                f"and NMI of k-means with k = the number of classes; kNN and linear probe fitted on {n_probe} "
-               f"training images; features: {'as extracted' if norm == 'none' else norm}. Bold: best per column."
+               f"training images; features: {'as extracted' if norm == 'none' else norm}. Bold: this study's best per "
+               f"column."
                + (" Grey rows: the seed's table (its one silhouette and Davies-Bouldin shown under both)."
                   if seed else ""))
     fig = new_figure(12.5, 0.75 + 0.27 * (len(body) + 1))

@@ -8,6 +8,7 @@ cells, so a running study already shows what it has.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from threadpoolctl import threadpool_limits
 
 from engine.config import StudyConfig
 from engine.data import DatasetSplits
@@ -78,17 +80,13 @@ class StudyRunner:
         self.sdir.clear_cancel()
         status = StudyStatus(status="running", pid=os.getpid(), started=time.time())
         self.progress = progress = Progress(self.sdir, status, self.echo)
+        limits = contextlib.nullcontext()
+        if cfg.threads:  # torch's threads and scikit-learn's (OpenMP, BLAS) alike
+            torch.set_num_threads(cfg.threads)
+            limits = threadpool_limits(limits=cfg.threads)
         try:
-            if cfg.threads:
-                torch.set_num_threads(cfg.threads)
-            self.device = adapter.device(cfg.device)
-            progress.stage("resolving extractors")
-            extractors = resolve(cfg, self.store)
-            self.order = [e.name for e in extractors]
-            status.total = len(cfg.datasets) * len(extractors)
-            status.done = sum(self.sdir.cell(cell_key(d, e.name)) is not None for d in cfg.datasets for e in extractors)
-            for ds in cfg.datasets:
-                self._dataset(ds, extractors)
+            with limits:
+                self._all()
         except (Cancelled, KeyboardInterrupt) as exc:
             progress.end("cancelled", message=f"cancelled ({exc or 'interrupted'}); run it again to resume")
             return status
@@ -105,6 +103,17 @@ class StudyRunner:
         progress.end("done", message=f"study {self.sdir.name} done: {scored} cell(s) scored, "
                                      f"{len(self.skipped)} extractor(s) skipped")
         return status
+
+    def _all(self) -> None:
+        cfg, status = self.cfg, self.progress.status
+        self.device = adapter.device(cfg.device)
+        self.progress.stage("resolving extractors")
+        extractors = resolve(cfg, self.store)
+        self.order = [e.name for e in extractors]
+        status.total = len(cfg.datasets) * len(extractors)
+        status.done = sum(self.sdir.cell(cell_key(d, e.name)) is not None for d in cfg.datasets for e in extractors)
+        for ds in cfg.datasets:
+            self._dataset(ds, extractors)
 
     def _dataset(self, ds: str, extractors: list[Extractor]) -> None:
         pending = [e for e in extractors if self.sdir.cell(cell_key(ds, e.name)) is None]
