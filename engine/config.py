@@ -275,11 +275,72 @@ def apply_settings(grid: GridConfig, settings: dict, source: str = "command line
     return GridConfig.from_layers((settings, source), start=grid)
 
 
+@dataclass(frozen=True)
+class StudyConfig:
+    """A feature-extractor study (engine/study): datasets x extractors, each scored on its frozen features.
+
+    TOML: one ``[study]`` table with these keys; flags and ``--set study.KEY=VALUE`` go through the same
+    parser (``parse_setting(..., scope="study")``), command line beating file beating default.
+    """
+
+    name: str = "study"  # folder in the run store
+    datasets: tuple[str, ...] = ("fashion_mnist",)  # registry names or imagefolder:PATH
+    # BACKBONE or BACKBONE@PX (its pretrained weights), run:GRID/RUN_ID (a finished run's fine-tuned backbone,
+    # next to the same backbone before it), grid:GRID (every finished run of a grid), small_cnn, autoencoder
+    extractors: tuple[str, ...] = ("efficientnet_lite0", "small_cnn", "autoencoder")
+    data_root: str = "data"  # where source datasets are looked for
+    download: bool = False  # fetch missing sources through torchvision (needs internet)
+    image_size: int = 64  # input side for pretrained backbones; a run's extractor uses its checkpoint's size
+    batch_size: int = 128  # extraction batch
+    train_limit: int = 10000  # training images (class-balanced, seeded) for the probes and baselines; 0 = all
+    sample: int = 2000  # seeded class-balanced test subsample for silhouette and t-SNE (quadratic); 0 = all
+    normalize: str = "none"  # features before scoring: none, l2 (unit length) or standard (z-scores)
+    kmeans_init: int = 10  # k-means restarts (n_init); the lowest inertia is kept
+    knn_k: int = 5  # neighbours of the kNN probe
+    baseline_epochs: int = 5  # training epochs of the small CNN and the autoencoder
+    baseline_image_size: int = 32  # input side of the small CNN and the autoencoder
+    on_missing_weights: str = "skip"  # pretrained weights unavailable: skip (one line), random (labelled), fail
+    seed: int = 42  # subsamples, k-means, t-SNE, baselines
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    threads: int = 0  # CPU threads; 0 = torch's default (all cores)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, obj: dict, source: str = "study") -> "StudyConfig":
+        """A stored ``study.json`` config (the keys of this class, no ``[study]`` wrapper)."""
+        if not isinstance(obj, dict):
+            raise ConfigError(f"{source}: expected a table of study settings, got {obj!r}")
+        return cls.from_layers(({STUDY: obj}, source))
+
+    @classmethod
+    def from_layers(cls, *layers: tuple[dict, str], start: "StudyConfig | None" = None) -> "StudyConfig":
+        """Merge ``(settings, source)`` layers: a study file's table (``{"study": {...}}``) or flat dotted
+        settings (``{"study.sample": "500"}``), later beating earlier."""
+        values = dataclasses.asdict(start or cls())
+        for obj, source in layers:
+            if not isinstance(obj, dict):
+                raise ConfigError(f"{source}: expected a table of settings, got {obj!r}")
+            for key, value in _flatten(obj).items():
+                _, name, checked = parse_setting(key, value, source, scope=STUDY)
+                values[name] = checked
+        check_grid_name(values["name"], "study")
+        return cls(**values)
+
+    def to_toml(self) -> str:
+        """A study file that ``load_study_file`` reads back to this study."""
+        note = (f"study {self.name!r}, resolved (command line > file > defaults).\n"
+                "Run it with `finetune-tui study run --study THIS_FILE`; every key is in engine/config.py.")
+        return toml_writer.dumps({STUDY: self.to_dict()}, comment=note)
+
+
 # --- the one parser ----------------------------------------------------------
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 GRID_KEYS = ("name", "datasets", "backbones", "strategies", "concurrency")
 NAME_LISTS = ("datasets", "backbones", "strategies")  # the names an [overrides.NAME] table may use
+STUDY = "study"  # the section (TOML table) and the parser scope of a study's settings
 # run settings a grid sets from its lists, never from a setting
 GRID_OWNED = {"data.dataset": "datasets", "model.backbone": "backbones", "train.strategy": "strategies"}
 COMMAND_LINE = ("command line", "--set")  # sources a user typed (their hints name flags, not file keys)
@@ -295,6 +356,8 @@ CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
     "data.auto_augment": lambda: ("none", "randaugment", "trivialaugment"),
     "train.strategy": lambda: tuple(STRATEGIES),
     "strategies": lambda: tuple(STRATEGIES),
+    "study.normalize": lambda: ("none", "l2", "standard"),
+    "study.on_missing_weights": lambda: ("skip", "random", "fail"),
 }
 
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -328,6 +391,15 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.gradual_stage_epochs": (lambda v: v >= 1, "at least 1"),
     "train.label_smoothing": (lambda v: 0.0 <= v < 1.0, "0 or more, below 1"),
     "concurrency": (lambda v: v >= 0, "0 (automatic) or more"),
+    "study.image_size": (lambda v: 8 <= v <= 1024, "8 to 1024"),
+    "study.batch_size": (lambda v: v >= 1, "at least 1"),
+    "study.train_limit": (lambda v: v >= 0, "0 (all) or more"),
+    "study.sample": (lambda v: v == 0 or v >= 20, "0 (all) or at least 20"),
+    "study.kmeans_init": (lambda v: v >= 1, "at least 1"),
+    "study.knn_k": (lambda v: v >= 1, "at least 1"),
+    "study.baseline_epochs": (lambda v: v >= 1, "at least 1"),
+    "study.baseline_image_size": (lambda v: 16 <= v <= 256 and v % 8 == 0, "16 to 256, a multiple of 8"),
+    "study.threads": (lambda v: v >= 0, "0 (all cores) or more"),
 }
 
 
@@ -348,9 +420,12 @@ def parse_setting(key: str, value: Any, source: str, scope: str = "grid") -> tup
 
     ``scope`` says where the key appears: ``"grid"`` (a grid file's table, ``--set``, a flag: grid keys
     and run settings), ``"override"`` (an ``[overrides.NAME]`` table: run settings only), ``"run"``
-    (a run's config.json, and a stored grid's ``base``: run settings, the grid-set ones included).
+    (a run's config.json, and a stored grid's ``base``: run settings, the grid-set ones included),
+    ``"study"`` (a study file's ``[study]`` table, ``finetune-tui study`` flags: ``study.KEY`` only).
     """
     section, dot, name = key.partition(".")
+    if scope == STUDY or section == STUDY:
+        return _parse_study(key, value, source, scope)
     if not dot:
         if scope == "grid" and key in GRID_KEYS:
             return None, key, _check(key, _coerce(value, _hints(GridConfig)[key], f"{source} {key}"), source)
@@ -367,6 +442,17 @@ def parse_setting(key: str, value: Any, source: str, scope: str = "grid") -> tup
     return section, name, _check(key, _coerce(value, hints[name], f"{source} {key}"), source)
 
 
+def _parse_study(key: str, value: Any, source: str, scope: str) -> tuple[str, str, Any]:
+    section, dot, name = key.partition(".")
+    if scope != STUDY:
+        raise ConfigError(f"{source} {key}: a study setting; it belongs in a study file's [study] table "
+                          "(`finetune-tui study run --study FILE`)")
+    hints = _hints(StudyConfig)
+    if section != STUDY or not dot or name not in hints:
+        raise ConfigError(f"{source} {key}: unknown key{_suggest(key, scope)}")
+    return STUDY, name, _check(key, _coerce(value, hints[name], f"{source} {key}"), source)
+
+
 def parse_set(items: list[str]) -> dict[str, str]:
     """``["train.epochs=3", ...]`` -> ``{"train.epochs": "3"}`` (``parse_setting`` checks them)."""
     out = {}
@@ -380,6 +466,8 @@ def parse_set(items: list[str]) -> dict[str, str]:
 
 def all_keys(scope: str = "grid") -> list[str]:
     """Every key ``parse_setting`` accepts in ``scope``, dotted."""
+    if scope == STUDY:
+        return [f"{STUDY}.{f.name}" for f in fields(StudyConfig)]
     keys = list(GRID_KEYS) if scope == "grid" else []
     for section, cls in SECTIONS.items():
         names = [f"{section}.{f.name}" for f in fields(cls)]
@@ -391,6 +479,8 @@ def _suggest(key: str, scope: str) -> str:
     close = difflib.get_close_matches(key, all_keys(scope), n=1, cutoff=0.75)
     if close:
         return f"; did you mean {close[0]}?"
+    if scope == STUDY:
+        return "; a study file holds one [study] table of the keys in engine/config.py's StudyConfig"
     if scope == "grid":
         return f"; grid keys are {', '.join(GRID_KEYS)}, and data.KEY, model.KEY, train.KEY settings"
     return "; settings are data.KEY, model.KEY or train.KEY (see engine/config.py)"
@@ -664,9 +754,9 @@ def _safe(text: str) -> str:
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-def check_grid_name(name: str) -> str:
+def check_grid_name(name: str, what: str = "grid") -> str:
     if not _NAME_RE.match(name):
-        raise ConfigError(f"grid name {name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
+        raise ConfigError(f"{what} name {name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
     return name
 
 
@@ -688,6 +778,29 @@ def read_grid_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"grid file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML") from None
     obj.setdefault("name", path.stem)
     return obj
+
+
+def read_study_file(path: str | Path) -> dict[str, Any]:
+    """A TOML study file's table (one ``[study]`` table; its ``name`` defaults to the file's stem), not yet parsed."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            obj = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"study file {path} not found; pass a TOML file with a [study] table") from None
+    except IsADirectoryError:
+        raise ConfigError(f"study file {path} is a folder; pass a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"study file {path}: invalid TOML: {exc}") from None
+    table = obj.get(STUDY)
+    if not isinstance(table, dict):
+        raise ConfigError(f"study file {path} has no [study] table; see `finetune-tui study run --show-config`")
+    table.setdefault("name", path.stem)
+    return obj
+
+
+def load_study_file(path: str | Path) -> StudyConfig:
+    return StudyConfig.from_layers((read_study_file(path), str(path)))
 
 
 def load_grid_file(path: str | Path) -> GridConfig:

@@ -67,7 +67,7 @@ def add_grid_flags(p) -> None:
     p.add_argument("--name", help="grid name (folder in the run store); default: the preset's or the file's name")
     p.add_argument("--runs", default=argparse.SUPPRESS, metavar="DIR", help="run store (default: runs/)")
     p.add_argument("--datasets", help="comma-separated dataset names (transport, animals, footwear, people, cifar10, "
-                                      "cifar100, fashion_mnist, digits, imagefolder:PATH)")
+                                      "cifar100, fashion_mnist, mnist, digits, imagefolder:PATH)")
     p.add_argument("--backbones", help="comma-separated: vgg16, resnet50, mobilenetv2, efficientnetb0, "
                                        "efficientnet_lite0 or any timm model name")
     p.add_argument("--strategies", help=f"comma-separated: {', '.join(STRATEGIES)}")
@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lr_find_parser(sub)
     add_runs_parser(sub)
     add_control_parsers(sub)
-    for module in ("export.cli", "report.cli"):  # sub-packages register their own commands
+    for module in ("export.cli", "report.cli", "study.cli"):  # sub-packages register their own commands
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -86,6 +86,7 @@ class Report:
     timings: dict[str, float] = field(default_factory=dict)  # step -> seconds
     failures: list[StepFailure] = field(default_factory=list)
     step: str = ""  # the step running now (artifacts are filed under it)
+    studies: list = field(default_factory=list)  # report.study_section.StudySection, one per related study
 
     def add(self, path: Path, caption: str, dataset: str = "", kind: str = "figure") -> None:
         self.artifacts.append(Artifact(path.name, caption, dataset, kind, step=self.step, made=time.time()))
@@ -144,6 +145,9 @@ def build_report(grid_dir: str | Path, *, data_root: str | Path = "data", out_di
     datasets = _ordered(grid.info.get("config", {}).get("datasets"), grid.datasets)
     backbones = _ordered(grid.info.get("config", {}).get("backbones"), [r.backbone for r in grid.runs])
     steps = _plan(report, grid, datasets, backbones, images)
+    from report import study_section
+
+    steps += study_section.steps(report, gdir)
     for k, (message, step) in enumerate(steps):
         if progress is not None:
             progress(k, len(steps), message)

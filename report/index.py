@@ -276,8 +276,11 @@ def render_markdown(report) -> str:
                                 "backbone_groups": fmt_int, "groups_moved": fmt_int}), ""]
         for a in [a for a in report.artifacts if a.dataset == ds]:
             lines += _artifact_md(a)
+    from report import study_section
+
+    lines += study_section.markdown(getattr(report, "studies", []))
     lines += ["## Across datasets", ""]
-    for a in [a for a in report.artifacts if not a.dataset]:
+    for a in [a for a in report.artifacts if not a.dataset and not a.step.startswith(study_section.STEP)]:
         lines += _artifact_md(a)
     return "\n".join(lines) + "\n"
 

@@ -28,6 +28,7 @@ from tui.screens.detail import DetailScreen
 from tui.screens.help import HelpScreen
 from tui.screens.latency import LatencyScreen
 from tui.screens.runs import RunsScreen
+from tui.screens.study import StudyScreen
 from tui.store_watcher import StoreSnapshot, StoreWatcher
 from tui.widgets.runs_table import RunsTable
 
@@ -57,10 +58,12 @@ class FinetuneApp(App[int]):
         clock: Callable[[], float] = time.time,
         poll_interval: float = POLL_INTERVAL,
         actions: StoreActions | None = None,
+        study: str | None = None,
     ) -> None:
         super().__init__()
         self.runs_root = Path(runs_root) if runs_root is not None else default_root()
         self.start_grid_name = grid
+        self.start_study = study  # open the study screen on this study
         self.clock = clock
         self.poll_interval = poll_interval
         self.actions = actions or StoreActions(self.runs_root)
@@ -72,6 +75,8 @@ class FinetuneApp(App[int]):
 
     def on_mount(self) -> None:
         self.push_screen(RunsScreen(grid=self.start_grid_name or ""))
+        if self.start_study:
+            self.push_screen(StudyScreen(self.start_study))
         self.watch_store()
 
     def on_unmount(self) -> None:
@@ -194,6 +199,7 @@ class FinetuneApp(App[int]):
             ("Run detail", keyed(DetailScreen.BINDINGS)),
             ("Compare", keyed(CompareScreen.BINDINGS)),
             ("Latency", keyed(LatencyScreen.BINDINGS)),
+            ("Study", keyed(StudyScreen.BINDINGS)),
         ]
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -210,8 +216,8 @@ class FinetuneApp(App[int]):
                                 partial(self.run_action, binding.action, active.node))
 
 
-def run_app(runs_root: Path, grid: str | None = None) -> int:
-    """Open the TUI on a run store (optionally on one grid); returns the exit code."""
-    app = FinetuneApp(runs_root, grid)
+def run_app(runs_root: Path, grid: str | None = None, study: str | None = None) -> int:
+    """Open the TUI on a run store (optionally on one grid, or on a study's screen); returns the exit code."""
+    app = FinetuneApp(runs_root, grid, study=study)
     result = app.run()
     return result if isinstance(result, int) else (app.return_code or 0)

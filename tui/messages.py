@@ -11,6 +11,7 @@ from textual.message import Message
 from tui.latency import LatencyRow
 from tui.run_tail import RunDetail
 from tui.store_watcher import StoreSnapshot
+from tui.study_view import StudyView
 
 if TYPE_CHECKING:
     from textual.widget import Widget
@@ -68,6 +69,16 @@ class LatencyRowsRead(Message, bubble=False):
     """The accuracy-versus-latency rows of every exported run, read from their ``export/summary.json``."""
 
     rows: list[LatencyRow]
+
+
+@dataclass
+class StudyRead(Message, bubble=False):
+    """A study's status, scores and points, read from its folder (``tui.study_view.read``)."""
+
+    view: StudyView
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, StudyRead) and message.view.name == self.view.name
 
 
 @dataclass

@@ -63,24 +63,25 @@ def locate(root: Path, dataset: str) -> dict[str, Path]:
     )
 
 
-def read_idx(path: Path, ndim: int) -> np.ndarray:
-    """One idx file as a uint8 array with ``ndim`` dimensions; DataError naming the file if it isn't one."""
+def read_idx(path: Path, ndim: int, home: str = _HOME) -> np.ndarray:
+    """One idx file as a uint8 array with ``ndim`` dimensions; DataError naming the file if it isn't one
+    (``home``: where a fresh copy comes from; MNIST shares the format)."""
     path = Path(path)
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path}: can't read it ({exc}); fetch a fresh copy from {_HOME}") from None
+        raise DataError(f"{path}: can't read it ({exc}); fetch a fresh copy from {home}") from None
     header = 4 + 4 * ndim
     magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
     if magic != _MAGIC[ndim] or len(raw) < header:
         got = "too short" if magic is None else f"magic 0x{magic:08x}"
         raise DataError(f"{path}: not an idx file of {ndim}-d uint8 (expected magic 0x{_MAGIC[ndim]:08x}, "
-                        f"{got}); fetch a fresh copy from {_HOME}")
+                        f"{got}); fetch a fresh copy from {home}")
     dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     size = int(np.prod(dims))
     if len(raw) - header != size:
         raise DataError(f"{path}: header says {dims} = {size} bytes of data, the file has {len(raw) - header}; "
-                        f"it is truncated or corrupt, fetch a fresh copy from {_HOME}")
+                        f"it is truncated or corrupt, fetch a fresh copy from {home}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 

@@ -22,7 +22,7 @@ RECIPE_SEED = 42  # the seed's reference experiment drew its subsets with 42
 @dataclass(frozen=True)
 class DatasetRecipe:
     name: str
-    source: str  # a key of sources.SOURCES: cifar10, cifar100, fashion_mnist, digits
+    source: str  # a key of sources.SOURCES: cifar10, cifar100, fashion_mnist, mnist, digits
     class_ids: tuple[int, ...] | None  # source label ids kept, in label order (None = all)
     n_train: int | None  # class-balanced total drawn from source train (None = all)
     n_test: int | None  # class-balanced total drawn from source test (None = all)
@@ -50,6 +50,8 @@ DATASETS: dict[str, DatasetRecipe] = _registry(
                   "CIFAR-100 fine labels, 100 classes; 50,000 / 10,000; 32x32 RGB"),
     DatasetRecipe("fashion_mnist", "fashion_mnist", None, None, None,
                   "Fashion-MNIST, all 10 classes; 60,000 / 10,000; 28x28 grey"),
+    DatasetRecipe("mnist", "mnist", None, None, None,
+                  "MNIST handwritten digits, 10 classes; 60,000 / 10,000; 28x28 grey"),
     DatasetRecipe("digits", "digits", None, None, None,
                   "scikit-learn 8x8 digits, 10 classes; 1,797 images, 20% test; bundled"),
 )

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cifar, digits, idx
+from . import cifar, digits, idx, mnist
 from .raw import RawDataset
 
 
@@ -48,5 +48,7 @@ SOURCES: dict[str, Source] = {
                        lambda r, d: cifar.download(cifar.CIFAR100, r, d), _cifar_files(cifar.CIFAR100)),
     "fashion_mnist": Source(idx.TITLE, idx.check, lambda r, d, s: idx.load(r, d), idx.download,
                             lambda r, d: (sorted(idx.locate(r, d).values()), "")),
+    "mnist": Source(mnist.TITLE, mnist.check, lambda r, d, s: mnist.load(r, d), mnist.download,
+                    lambda r, d: (sorted(mnist.locate(r, d).values()), "")),
     "digits": Source("scikit-learn digits", _nothing, lambda r, d, s: digits.load(s), None, _digits_files),
 }

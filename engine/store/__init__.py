@@ -6,6 +6,8 @@ Layout (``runs/`` by default)::
     <root>/<grid>/<run>/      RunDir: config.json, events.jsonl, summary.json, metrics.csv, checkpoints,
                               results.json, test_probs.npz, run.lock, cancel, worker.log, export/
     <root>/.cache/datasets/   DatasetCacheDir: decoded datasets every run of every grid shares
+    <root>/<study>/           StudyDir: study.json, study.lock, cancel, status.json, cells/, points/,
+                              metrics.csv, figures (a feature-extractor study, engine/study)
 
 Readers (``RunStore``, ``RunDir``, ``GridDir``, ``load_run``) never import torch.
 Every file is replaced atomically (temp file + ``os.replace``) except the
@@ -37,6 +39,7 @@ from engine.store.reader import (
     load_run,
 )
 from engine.store.run_dir import ExportDir, RunDir, TestProbs
+from engine.store.study_dir import DEAD_STUDY, STUDY_STATUSES, StudyDir, StudyStatus, cell_key, file_key
 from engine.store.summary import (
     BEST_RULE,
     DEAD_WORKER,
@@ -52,11 +55,10 @@ from engine.store.summary import (
 from engine.store.writer import RunWriter
 
 __all__ = [
-    "BEST_RULE", "DEAD_WORKER", "DEFAULT_ROOT", "STATUSES", "CacheEntryDir", "DatasetCacheDir", "DiskFull",
-    "ExportDir", "FileLock", "GridDir",
-    "MissingFile", "RunDir", "RunRecord", "RunStore", "RunSummary", "RunWriter", "StoreError", "TestProbs",
-    "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "best_epoch_of", "check_name",
-    "dataset_cache_for",
-    "default_root", "fold", "fold_batch", "is_dead_worker_error", "is_locked", "load_run", "read_json", "read_json_object",
-    "selection_key", "settle",
+    "BEST_RULE", "DEAD_STUDY", "DEAD_WORKER", "DEFAULT_ROOT", "STATUSES", "STUDY_STATUSES", "CacheEntryDir",
+    "DatasetCacheDir", "DiskFull", "ExportDir", "FileLock", "GridDir", "MissingFile", "RunDir", "RunRecord", "RunStore",
+    "RunSummary", "RunWriter", "StoreError", "StudyDir", "StudyStatus", "TestProbs", "atomic_write",
+    "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "best_epoch_of", "cell_key", "check_name",
+    "dataset_cache_for", "default_root", "file_key", "fold", "fold_batch", "is_dead_worker_error", "is_locked",
+    "load_run", "read_json", "read_json_object", "selection_key", "settle",
 ]

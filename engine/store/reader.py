@@ -11,6 +11,7 @@ from engine.store.atomic import MissingFile
 from engine.store.dataset_cache import DatasetCacheDir
 from engine.store.grid_dir import GridDir
 from engine.store.run_dir import RunDir
+from engine.store.study_dir import StudyDir
 from engine.store.summary import RunSummary, fold_batch, settle
 
 DEFAULT_ROOT = "runs"
@@ -99,9 +100,36 @@ class RunStore:
             return []
 
     def grid(self, name: str) -> GridDir:
-        """The grid folder for ``name`` (which may not exist yet); refuses names that leave the store."""
+        """The grid folder for ``name`` (which may not exist yet); refuses names that leave the store
+        and the names of studies."""
         check_name(name, "grid")
+        if StudyDir(self.root / name).exists():
+            raise StoreError(f"{name!r} is a study in {self.root}, not a grid; pick another grid name")
         return GridDir(self.root / name)
+
+    # --- studies (engine/study): folders next to the grids ---------------------------
+
+    def studies(self) -> list[str]:
+        try:
+            return sorted(p.name for p in self.root.iterdir() if p.is_dir() and StudyDir(p).exists())
+        except OSError:
+            return []
+
+    def study(self, name: str) -> StudyDir:
+        """The study folder for ``name`` (which may not exist yet); refuses paths and the names of grids."""
+        check_name(name, "study")
+        if GridDir(self.root / name).exists():
+            raise StoreError(f"{name!r} is a grid in {self.root}, not a study; pick another study name")
+        return StudyDir(self.root / name)
+
+    def find_study(self, name: str) -> StudyDir:
+        """An existing study by name; StoreError listing the store's studies otherwise."""
+        sdir = self.study(name)
+        if not sdir.exists():
+            known = self.studies()
+            hint = f"studies there: {', '.join(known)}" if known else "it has no studies yet"
+            raise StoreError(f"no study {name!r} in {self.root}; {hint}")
+        return sdir
 
     def find_grid(self, name: str) -> GridDir:
         """An existing grid by name; StoreError listing the store's grids otherwise."""
@@ -154,10 +182,10 @@ def check_name(name: str, what: str, limit: int = 64) -> str:
     """A grid or run name must be a single folder name inside the store."""
     if os.sep in name or (os.altsep and os.altsep in name) or name in (".", "..") or not name:
         raise StoreError(f"{what} name {name!r} must be a name in the run store, not a path")
-    if what == "grid":
+    if what in ("grid", "study"):
         from engine.config import check_grid_name
 
-        check_grid_name(name)
+        check_grid_name(name, what)
     elif len(name) > limit:
         raise StoreError(f"{what} name {name[:40]!r}... is longer than {limit} characters")
     return name

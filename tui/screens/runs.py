@@ -17,6 +17,7 @@ from tui.screens.detail import DetailScreen
 from tui.screens.latency import LatencyScreen
 from tui.screens.pick import PickScreen
 from tui.screens.start_grid import StartGridScreen, StartRequest
+from tui.screens.study import StudyScreen
 from tui.store_watcher import RunState
 from tui.theme import Palette
 from tui.widgets.run_line import RunLine
@@ -49,6 +50,8 @@ class RunsScreen(Screen):
                 id="runs.report"),
         Binding("L", "latency", "Latency", tooltip="Accuracy vs latency of exported models",
                 id="runs.latency"),
+        Binding("f", "study", "Study", tooltip="Feature-extractor studies: scores and projections",
+                id="runs.study"),
         Binding("p", "path", "Path", tooltip="Show and copy the run folder's path", id="runs.path"),
         Binding("asterisk", "mark_all", "Mark all shown", show=False, key_display="*", id="runs.mark_all"),
         Binding("escape", "clear", "Clear filter/marks", show=False, id="runs.clear"),
@@ -311,6 +314,9 @@ class RunsScreen(Screen):
 
     def action_latency(self) -> None:
         self.app.push_screen(LatencyScreen())
+
+    def action_study(self) -> None:
+        self.app.push_screen(StudyScreen())
 
     def action_path(self) -> None:
         run = self.current_run()
