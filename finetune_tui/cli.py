@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_parser(sub)
     add_runs_parser(sub)
     add_control_parsers(sub)
-    for module in ("export.cli", "report.cli"):  # sub-packages register their own commands
+    for module in ("export.cli", "report.cli", "sync.cli"):  # sub-packages register their own commands
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -8,6 +8,7 @@
     cancel             present = cancel the whole grid
     exports.csv        one row per exported run;  export.log / report.log: TUI-started children
     report/            the grid's report
+    sync.json          what `finetune-tui sync` already sent to each tracker (sync.state)
     <run>/             one folder per run (RunDir)
 """
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 class GridDir:
     INFO, LOCK, CANCEL, LOG = "grid.json", "grid.lock", "cancel", "orchestrator.log"
     EXPORTS, EXPORT_LOG, REPORT_LOG, REPORT = "exports.csv", "export.log", "report.log", "report"
+    SYNC_STATE = "sync.json"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -54,6 +56,7 @@ class GridDir:
     export_log = property(lambda self: self.path / self.EXPORT_LOG)
     report_log = property(lambda self: self.path / self.REPORT_LOG)
     report_dir = property(lambda self: self.path / self.REPORT)
+    sync_state_file = property(lambda self: self.path / self.SYNC_STATE)
 
     def exists(self) -> bool:
         return self.info_file.is_file()

@@ -62,10 +62,27 @@ def load_run(run_dir: str | Path | RunDir, grid: str = "") -> RunRecord:
 
 
 class RunStore:
-    """A run store: a folder of grid folders."""
+    """A run store: a folder of grid folders (and the trackers' default destinations, named so that no
+    grid can take them: grid names start with a letter or digit)."""
+
+    TENSORBOARD, MLFLOW, MLFLOW_DB, MLFLOW_ARTIFACTS = "_tensorboard", "_mlflow", "mlflow.db", "artifacts"
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_root()
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """``finetune-tui sync tensorboard``'s default log folder: <root>/_tensorboard/<grid>/<run>/."""
+        return self.root / self.TENSORBOARD
+
+    @property
+    def mlflow_db(self) -> Path:
+        """``finetune-tui sync mlflow``'s default tracking store (SQLite), with its artifacts beside it."""
+        return self.root / self.MLFLOW / self.MLFLOW_DB
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / self.MLFLOW / self.MLFLOW_ARTIFACTS
 
     def grids(self) -> list[str]:
         try:
