@@ -43,7 +43,7 @@ class DataConfig:
     download: bool = False  # fetch missing sources through torchvision (needs internet)
     image_size: int = 64  # side fed to the backbone; the seed used 32, ImageNet nets like more
     val_fraction: float = 0.1  # carved out of train, stratified, seeded
-    batch_size: int = 64
+    batch_size: int = 64  # images per training step
     augment: bool = False  # random crop + flip + colour jitter, on the device, per batch
     train_limit: int = 0  # keep at most this many training images (class-balanced); 0 = all
 
@@ -59,16 +59,16 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     strategy: str = "frozen"  # a registered strategy (engine/strategies.py)
-    epochs: int = 20
+    epochs: int = 20  # at most; early stopping may end a run sooner
     lr: float = 0.0  # 0 = the strategy's default (frozen 1e-3, partial 1e-4, full 1e-5, ...)
     optimizer: str = "adam"  # adam or adamw or sgd
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # the optimizer's (AdamW: decoupled)
     patience: int = 5  # early stopping on val_loss; best weights are kept
     plateau_factor: float = 0.5  # ReduceLROnPlateau
-    plateau_patience: int = 3
-    seed: int = 42
+    plateau_patience: int = 3  # epochs without a better val_loss before the LR is cut
+    seed: int = 42  # drives the validation split, the train_limit sample, initialisation and shuffling
     class_weighting: bool = False  # weight the loss by inverse class frequency
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # of the cross-entropy loss
     partial_fraction: float = 0.2  # partial: last fraction of the backbone's layer groups
     gradual_stages: int = 4  # gradual: unfreezing stages after the head-only stage
     gradual_stage_epochs: int = 2  # gradual: epochs per stage
@@ -110,10 +110,10 @@ class RunConfig:
 class GridConfig:
     """A grid is the product of dataset, backbone and strategy names over a base config."""
 
-    name: str = "grid"
-    datasets: tuple[str, ...] = ("footwear",)
-    backbones: tuple[str, ...] = ("efficientnet_lite0",)
-    strategies: tuple[str, ...] = ("frozen", "partial", "full")
+    name: str = "grid"  # the grid's folder in the run store (default: the preset's or the grid file's name)
+    datasets: tuple[str, ...] = ("footwear",)  # dataset names (engine/data/recipes.py) or "imagefolder:PATH"
+    backbones: tuple[str, ...] = ("efficientnet_lite0",)  # short names (engine/backbones.py) or any timm model name
+    strategies: tuple[str, ...] = ("frozen", "partial", "full")  # fine-tuning strategies (engine/strategies.py)
     concurrency: int = 0  # runs at once; 0 = one per GPU, or 1 on CPU
     # the settings every run shares; its dataset, backbone and strategy are unused (the lists above set them)
     base: RunConfig = field(default_factory=RunConfig)

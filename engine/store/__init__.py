@@ -1,6 +1,6 @@
 """The run store: the one owner of every file name and path of a run and a grid.
 
-Layout (``runs/`` by default)::
+Layout (``runs/`` by default; ``default_root`` decides, FINETUNE_TUI_RUNS and the settings file first)::
 
     <root>/<grid>/            GridDir: grid.json, grid.lock, cancel, orchestrator.log, exports.csv, report/
     <root>/<grid>/<run>/      RunDir: config.json, events.jsonl, summary.json, metrics.csv, checkpoints,
@@ -25,7 +25,15 @@ from engine.store.atomic import (
 )
 from engine.store.grid_dir import GridDir
 from engine.store.locks import FileLock, is_locked
-from engine.store.reader import DEFAULT_ROOT, RunRecord, RunStore, check_name, default_root, load_run
+from engine.store.reader import (
+    DEFAULT_ROOT,
+    RunRecord,
+    RunStore,
+    check_name,
+    default_root,
+    default_root_and_source,
+    load_run,
+)
 from engine.store.run_dir import ExportDir, RunDir, TestProbs
 from engine.store.summary import (
     BEST_RULE,
@@ -44,6 +52,6 @@ __all__ = [
     "BEST_RULE", "DEAD_WORKER", "DEFAULT_ROOT", "STATUSES", "DiskFull", "ExportDir", "FileLock", "GridDir",
     "MissingFile", "RunDir", "RunRecord", "RunStore", "RunSummary", "RunWriter", "StoreError", "TestProbs",
     "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "best_epoch_of", "check_name",
-    "default_root", "fold", "is_dead_worker_error", "is_locked", "load_run", "read_json", "read_json_object",
+    "default_root", "default_root_and_source", "fold", "is_dead_worker_error", "is_locked", "load_run", "read_json", "read_json_object",
     "selection_key", "settle",
 ]

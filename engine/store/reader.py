@@ -16,8 +16,17 @@ DEFAULT_ROOT = "runs"
 
 
 def default_root() -> Path:
-    """The run store used when no --runs is given."""
-    return Path(DEFAULT_ROOT)
+    """The run store used when no --runs is given: FINETUNE_TUI_RUNS, else the settings file's ``runs``
+    (``engine.settings``), else ./runs. The one place this is decided."""
+    return default_root_and_source()[0]
+
+
+def default_root_and_source() -> tuple[Path, str]:
+    """``default_root()`` and where it came from (for ``finetune-tui settings``)."""
+    from engine.settings import runs_from_settings
+
+    root, source = runs_from_settings()
+    return (root, source) if root is not None else (Path(DEFAULT_ROOT), "default")
 
 
 @dataclass
@@ -139,4 +148,5 @@ def check_name(name: str, what: str, limit: int = 64) -> str:
     return name
 
 
-__all__ = ["DEFAULT_ROOT", "MissingFile", "RunRecord", "RunStore", "check_name", "default_root", "load_run"]
+__all__ = ["DEFAULT_ROOT", "MissingFile", "RunRecord", "RunStore", "check_name", "default_root",
+           "default_root_and_source", "load_run"]
