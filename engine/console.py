@@ -90,30 +90,32 @@ class ProgressView:
 
 
 def runs_table(records, title: str = "runs") -> Group:
-    """`finetune-tui runs`: every run with status and metrics, then one line per failure or problem."""
-    grids = {rec.summary.grid for rec in records}
-    one = len(grids) == 1
-    t = Table(title=f"{title}, grid {grids.pop()}" if one else title, box=box.SIMPLE_HEAD, pad_edge=False,
-              padding=(0, 1))
-    if not one:
-        t.add_column("grid", style="dim")
-    t.add_column("dataset", min_width=8)
-    t.add_column("backbone", min_width=12, overflow="fold")
-    t.add_column("strategy", min_width=8)
-    for col in ("status", "epoch", "val", "test", "F1"):
-        t.add_column(col, no_wrap=True, justify="left" if col == "status" else "right")
-    notes = []
+    """`finetune-tui runs`: one table per grid, every run with status and metrics, then one line per
+    failure or problem. Names are never wrapped: at 80 columns the seed's longest (efficientnet_lite0,
+    discriminative) fit whole, since cells are one space apart and the figures take 5 columns each."""
+    by_grid: dict[str, list] = {}
     for rec in records:
-        s = rec.summary
-        cells = [] if one else [s.grid]
-        t.add_row(*cells, s.dataset or rec.run_id, s.backbone, s.strategy,
-                  Text(s.status, style=STATUS_STYLE.get(s.status, "magenta")), f"{s.epoch}/{s.epochs}",
-                  _pct(s.best_val_acc), _pct(s.test_accuracy), _pct(s.test_f1_macro))
-        note = rec.problem or s.error
-        if note:  # Text, not markup: errors may hold brackets
-            kind = f"{s.status} ({s.error_kind.replace('_', ' ')}): " if s.error_kind and not rec.problem else ""
-            notes.append(Text.assemble((f"{s.grid}/{rec.run_id}: ", "bold"), (kind + note, "red")))
-    return Group(t, *notes)
+        by_grid.setdefault(rec.summary.grid, []).append(rec)
+    tables, notes = [], []
+    for grid, recs in by_grid.items():
+        # the box's one-space divider between cells and no padding or outer edge: names get the width
+        t = Table(title=f"{title}, grid {grid}", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  padding=0, title_justify="left")
+        for col in ("dataset", "backbone", "strategy", "status"):
+            t.add_column(col, no_wrap=True, overflow="ellipsis")
+        for col in ("epoch", "val", "test", "F1"):
+            t.add_column(col, no_wrap=True, justify="right")
+        for rec in recs:
+            s = rec.summary
+            t.add_row(s.dataset or rec.run_id, s.backbone, s.strategy,
+                      Text(s.status, style=STATUS_STYLE.get(s.status, "magenta")), f"{s.epoch}/{s.epochs}",
+                      _pct(s.best_val_acc), _pct(s.test_accuracy), _pct(s.test_f1_macro))
+            note = rec.problem or s.error
+            if note:  # Text, not markup: errors may hold brackets
+                kind = f"{s.status} ({s.error_kind.replace('_', ' ')}): " if s.error_kind and not rec.problem else ""
+                notes.append(Text.assemble((f"{s.grid}/{rec.run_id}: ", "bold"), (kind + note, "red")))
+        tables.append(t)
+    return Group(*tables, *notes)
 
 
 def is_terminal() -> bool:
