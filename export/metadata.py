@@ -44,6 +44,12 @@ def build_embedded(onnx_meta: ModelMeta | Mapping[str, Any], opset: int, **extra
     from export.preprocess_graph import describe  # onnx, only where a file is written
 
     meta = ModelMeta.coerce(onnx_meta, "ONNX metadata")
+    if meta.storage is not None:
+        import PIL
+
+        from export.preprocess_graph import pillow_order
+
+        extra.setdefault("storage_resampler", f"Pillow {PIL.__version__} ({pillow_order()})")
     meta = meta.with_extra(input_name=EMBEDDED_INPUT, output_name=PROBS_NAME, index_name=INDEX_NAME,
                            layout=EMBEDDED_LAYOUT, dtype="uint8", preprocess_in_graph=True,
                            exif_by_client=bool(meta.storage is not None and meta.storage.exif),

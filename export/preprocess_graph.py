@@ -9,9 +9,12 @@ width, and gives the model's ``(batch, 3, S, S)`` float32 input, computing both 
    convolution with fixed-point (22-bit) coefficients and a uint8 rounding between its two
    passes; the graph computes the same coefficients (``_pillow_axis``) for the centre-crop
    box of whatever size comes in, and applies them as two matrix products in float64, where
-   every sum of the fixed-point products is an exact integer. The pass order is Pillow's
-   (``Resample.c``: vertical first when the height shrinks by more than twice what the width
-   does). EXIF orientation is metadata, not pixels: the client applies it before the graph.
+   every sum of the fixed-point products is an exact integer. The pass order is that of the
+   Pillow installed where the file is exported (the training environment, as a rule): Pillow
+   13's ``Resample.c`` runs the vertical pass first when the height shrinks by more than twice
+   what the width does, earlier versions always start horizontally (``pillow_order``); it
+   moves a few pixels by one level at most. EXIF orientation is metadata, not pixels: the
+   client applies it before the graph.
 2. Input: /255; grey data's one channel (``Preprocess.grey``) is resized once and repeated to
    three; ``Resize`` (opset 18) linear, half-pixel, ``antialias=1`` with ``exclude_outside=1``,
    which is torch's ``interpolate(..., antialias=True)`` filter (a shrinking axis gets the
@@ -37,6 +40,18 @@ PRECISION_BITS = 22  # Pillow's fixed-point coefficients (Resample.c, 8 bits per
 BICUBIC_A = -0.5  # Pillow's bicubic filter
 LUMA = (19595, 38470, 7471)  # Pillow's RGB -> L weights, /65536 (they sum to 65536)
 _F64 = np.float64
+
+
+VERTICAL_FIRST_FROM = (13,)  # the Pillow release whose resampler may start with the vertical pass
+
+
+def pillow_order(version: str | None = None) -> str:
+    """How the installed (or given) Pillow orders its two resampling passes:
+    "vertical-first-when-height-shrinks-2x" (Pillow >= 13) or "horizontal-first"."""
+    import PIL
+
+    release = tuple(int(p) for p in (version or PIL.__version__).split(".")[:1])
+    return "vertical-first-when-height-shrinks-2x" if release >= VERTICAL_FIRST_FROM else "horizontal-first"
 
 
 class GraphBuilder:
@@ -82,9 +97,12 @@ def _bicubic(g: GraphBuilder, x: str) -> str:
                 g.op("Where", g.op("Less", ax, g.const(2.0, _F64)), far, g.const(0.0, _F64)))
 
 
-def _pillow_axis(g: GraphBuilder, length: str, start: str, span: str, out_size: int) -> str:
+def _pillow_axis(g: GraphBuilder, length: str, start: str, span: str, out_size: int,
+                 transposed: bool = False) -> str:
     """Pillow's ``precompute_coeffs`` + ``normalize_coeffs_8bpc`` for one axis, as a dense
-    ``(out_size, length)`` float64 matrix of the integer coefficients.
+    ``(out_size, length)`` float64 matrix of the integer coefficients (``(length, out_size)`` when
+    ``transposed``: built that way, not by a Transpose, which onnxruntime < 1.2x fuses into a
+    float-only FusedMatMul).
 
     ``length``: the input's size on this axis (float64, shape (1,)); the box is
     [start, start + span). Output pixel xx is centred at start + (xx + 0.5) * scale;
@@ -100,14 +118,14 @@ def _pillow_axis(g: GraphBuilder, length: str, start: str, span: str, out_size: 
     # (int)(v + 0.5) clamped below at 0: for v < 0 truncation and floor both end up at 0
     xmin = g.op("Max", g.op("Floor", g.op("Add", g.op("Sub", center, support), half)), g.const(0.0, _F64))
     xmax = g.op("Min", g.op("Floor", g.op("Add", g.op("Add", center, support), half)), length)
+    out_axis, in_axis = (g.i64(1), g.i64(0)) if transposed else (g.i64(0), g.i64(1))
     xs = g.op("Unsqueeze", g.op("Range", g.const(0.0, _F64), g.op("Squeeze", length, g.i64(0)),
-                                g.const(1.0, _F64)), g.i64(0))  # (1, L)
-    col = g.i64(1)
-    w = _bicubic(g, g.op("Mul", g.op("Add", g.op("Sub", xs, g.op("Unsqueeze", center, col)), half), inv))
-    window = g.op("And", g.op("GreaterOrEqual", xs, g.op("Unsqueeze", xmin, col)),
-                  g.op("Less", xs, g.op("Unsqueeze", xmax, col)))
+                                g.const(1.0, _F64)), out_axis)  # input positions along in_axis
+    w = _bicubic(g, g.op("Mul", g.op("Add", g.op("Sub", xs, g.op("Unsqueeze", center, in_axis)), half), inv))
+    window = g.op("And", g.op("GreaterOrEqual", xs, g.op("Unsqueeze", xmin, in_axis)),
+                  g.op("Less", xs, g.op("Unsqueeze", xmax, in_axis)))
     w = g.op("Where", window, w, g.const(0.0, _F64))
-    total = g.op("ReduceSum", w, col, keepdims=1)
+    total = g.op("ReduceSum", w, in_axis, keepdims=1)
     zero = g.op("Equal", total, g.const(0.0, _F64))
     k = g.op("Div", w, g.op("Where", zero, g.const(1.0, _F64), total))
     scaled = g.op("Mul", g.op("Abs", k), g.const(float(1 << PRECISION_BITS), _F64))
@@ -121,7 +139,7 @@ def _clip8(g: GraphBuilder, acc: str) -> str:
     return g.op("Clip", rounded, g.const(0.0, _F64), g.const(255.0, _F64))
 
 
-def _storage(g: GraphBuilder, rgb_nhwc: str, storage: Storage) -> str:
+def _storage(g: GraphBuilder, rgb_nhwc: str, storage: Storage, order: str) -> str:
     """uint8 (N, H, W, 3) -> float64 (N, 3, S, S) holding the stored image's 0..255 values
     (Pillow's ``ImageOps.fit(image, (S, S), BICUBIC)``: centre square crop, then resample)."""
     size = storage.size
@@ -131,9 +149,8 @@ def _storage(g: GraphBuilder, rgb_nhwc: str, storage: Storage) -> str:
     width = g.op("Slice", shape, g.i64(2), g.i64(3))
     side = g.op("Min", height, width)  # ImageOps.fit to a square: the shorter side, centred
     half = g.const(0.5, _F64)
-    kx = _pillow_axis(g, width, g.op("Mul", g.op("Sub", width, side), half), side, size)  # (S, W)
+    kx_t = _pillow_axis(g, width, g.op("Mul", g.op("Sub", width, side), half), side, size, transposed=True)  # (W, S)
     ky = _pillow_axis(g, height, g.op("Mul", g.op("Sub", height, side), half), side, size)  # (S, H)
-    kx_t = g.op("Transpose", kx, perm=[1, 0])
 
     def branch(name: str, vertical_first: bool) -> onnx.GraphProto:
         sub = GraphBuilder(f"{g.prefix}{name}/")
@@ -144,7 +161,9 @@ def _storage(g: GraphBuilder, rgb_nhwc: str, storage: Storage) -> str:
         result = helper.make_tensor_value_info(out, TensorProto.DOUBLE, None)
         return helper.make_graph(sub.nodes, name, [], [result], sub.initializers)
 
-    # Resample.c: the vertical pass runs first when the height shrinks more than twice the width does
+    if order == "horizontal-first":
+        return _clip8(g, g.op("MatMul", ky, _clip8(g, g.op("MatMul", x, kx_t))))
+    # Pillow 13's Resample.c: the vertical pass runs first when the height shrinks more than twice the width does
     size_f = g.const([float(size)], _F64)
     dh, dw = g.op("Sub", height, size_f), g.op("Sub", width, size_f)
     vertical_first = g.op("And", g.op("Greater", dh, g.const([0.0], _F64)),
@@ -154,8 +173,9 @@ def _storage(g: GraphBuilder, rgb_nhwc: str, storage: Storage) -> str:
 
 
 def preprocess_graph(spec: Preprocess, output: str, *, ir_version: int, opset: int = OPSET,
-                     prefix: str = "preprocess/") -> onnx.ModelProto:
-    """A model from uint8 NHWC ``image`` to ``output``: the float32 (N, 3, S, S) input ``spec`` describes."""
+                     prefix: str = "preprocess/", order: str | None = None) -> onnx.ModelProto:
+    """A model from uint8 NHWC ``image`` to ``output``: the float32 (N, 3, S, S) input ``spec`` describes.
+    ``order``: Pillow's pass order for the storage step (default: the installed Pillow's, ``pillow_order``)."""
     g = GraphBuilder(prefix)
     image = INPUT_NAME
     # at most 3 channels (RGBA loses alpha), then 1 -> 3 by broadcasting: Pillow's convert("RGB")
@@ -163,7 +183,8 @@ def preprocess_graph(spec: Preprocess, output: str, *, ir_version: int, opset: i
     if spec.storage is not None:
         if spec.grey:
             raise ValueError("a stored (image-folder) model is RGB; grey storage is not a format this code writes")
-        pixels = g.op("Cast", _storage(g, rgb, spec.storage), to=TensorProto.FLOAT)  # (N, 3, S, S)
+        stored = _storage(g, rgb, spec.storage, order or pillow_order())
+        pixels = g.op("Cast", stored, to=TensorProto.FLOAT)  # (N, 3, S, S)
         channels = 3
     elif spec.grey:
         # Pillow's convert("L"): exact in float32 (every partial sum is an integer below 2^24)
@@ -204,8 +225,10 @@ def describe(spec: Preprocess) -> str:
                 else "1 (grey, repeated), 3 (RGB) or 4 (RGBA, alpha dropped) channels")
     steps = []
     if storage is not None:
+        import PIL
+
         steps.append(f"storage in the graph: {storage.resample} centre crop to {storage.size}x{storage.size} "
-                     "(Pillow ImageOps.fit, bit-exact)")
+                     f"(ImageOps.fit of Pillow {PIL.__version__}, bit-exact)")
     steps.append(f"/255; resize to {spec.image_size}x{spec.image_size} bilinear, half-pixel centres, antialiased "
                  "when a side shrinks (Resize antialias=1, exclude_outside=1 = torch antialias=True)")
     if spec.grey:

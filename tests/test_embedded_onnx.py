@@ -26,7 +26,7 @@ from engine.store import RunDir, atomic_write_json, load_run
 from engine.transforms import preprocess as torch_preprocess
 from engine.worker import main as worker_main
 from export import api, metadata, predict
-from export.preprocess_graph import preprocess_graph
+from export.preprocess_graph import pillow_order, preprocess_graph
 
 from .test_folder_predict import CLASSES as PHOTO_CLASSES
 from .test_folder_predict import write_tree
@@ -87,11 +87,11 @@ def stored(sess_out: np.ndarray, spec: Preprocess) -> np.ndarray:
 
 @pytest.mark.parametrize("side", [32, 96])
 def test_storage_step_is_pillow_fit_bit_for_bit(side):
-    """Wide and tall crops, odd margins (half-pixel boxes), shrinking and growing, both of Pillow's
-    pass orders (vertical first when the height shrinks much more than the width)."""
+    """Wide and tall crops, odd margins (half-pixel boxes), shrinking and growing; with Pillow 13, both
+    of its pass orders (vertical first when the height shrinks much more than the width)."""
     rng = np.random.default_rng(side)
     spec = Preprocess(side, MEAN, STD, storage=Storage(side))
-    sess = session(spec)
+    sess = session(spec)  # the installed Pillow's pass order
     shapes = [(40, 72), (72, 44), (61, 36), (300, 451), (451, 300), (1000, 130), (side, side), (side + 1, side),
               (10, 13), (17, 17), (2, 3)]
     for h, w in shapes:
@@ -99,6 +99,11 @@ def test_storage_step_is_pillow_fit_bit_for_bit(side):
         want = np.asarray(ImageOps.fit(Image.fromarray(pixels), (side, side), method=Image.Resampling.BICUBIC))
         got = stored(run(sess, pixels[None])[0], spec).transpose(1, 2, 0)
         np.testing.assert_allclose(got, want.astype(np.float64), atol=1e-3, err_msg=f"{h}x{w}")
+
+
+def test_pillow_pass_orders():
+    assert pillow_order("12.3.0") == pillow_order("10.0.0") == "horizontal-first"
+    assert pillow_order("13.0.0") == "vertical-first-when-height-shrinks-2x"
 
 
 # --- end to end: a trained run, its export, onnxruntime alone --------------------------------------
