@@ -28,7 +28,8 @@ def register(subparsers) -> None:
     p.add_argument("target", help="a grid name (under --runs), a grid folder, a run folder, or GRID/RUN_ID")
     # dest differs from the main parser's --runs so a sub-command default can't overwrite it
     p.add_argument("--runs", dest="export_runs", default=None, metavar="DIR",
-                   help=f"run store (default: the main --runs, else {default_root()}/)")
+                   help="run store (default: the main --runs, else FINETUNE_TUI_RUNS, the settings file's `runs`, "
+                        "else ./runs)")
     p.add_argument("--select", default="all", choices=SELECTIONS,
                    help=f"which finished runs of a grid to export (default all); {BEST_RULE}")
     p.add_argument("--variants", default="", help="comma list of smaller models to add: int8, fp16")

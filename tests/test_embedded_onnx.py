@@ -224,3 +224,16 @@ def test_the_original_files_through_onnxruntime_agree_with_training(photos):
     np.testing.assert_array_equal(probs.argmax(1), trainer.preds)
     np.testing.assert_allclose(probs, trainer.probs, atol=1e-4)
     assert len(PHOTO_CLASSES) == probs.shape[1]
+
+
+def test_export_json_is_one_json_object(footwear, capsys):
+    from finetune_tui.cli import main
+
+    rd = footwear["run"]
+    assert main(["export", str(rd.path), "--json", "--no-bench", "--quiet"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"exports", "latency", "exports_csv"}
+    (summary,) = out["exports"]
+    assert summary["run_id"] == rd.run_id and summary["status"] == "ok"
+    assert summary["embedded"]["path"] == rd.export.EMBEDDED
+    assert summary["embedded"]["top1_agreement_trainer"] >= 0.999
