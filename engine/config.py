@@ -18,13 +18,12 @@ import dataclasses
 import difflib
 import math
 import re
+import tomllib
 import typing
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
-
-import tomllib
 
 from engine import toml_writer
 from engine.errors import UserError

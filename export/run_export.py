@@ -33,9 +33,9 @@ from export import evaluate, metadata
 from export.benchmark import bench_ort, bench_torch, busy_machine, provenance, ratios
 from export.embed import embed_preprocessing
 from export.onnx_export import OPSET, export_onnx
-from export.preprocess_graph import OPSET as EMBEDDED_OPSET
 from export.ort_session import CPU, CUDA, TRT, available_providers, open_session
 from export.parity import compare_logits
+from export.preprocess_graph import OPSET as EMBEDDED_OPSET
 from export.quantize import convert_fp16, quantize_int8
 
 log = logging.getLogger(__name__)
@@ -360,8 +360,13 @@ class RunExport:
         if embedded and embedded["path"] == self.out.EMBEDDED:
             raw = np.ascontiguousarray(np.asarray(self.data.test.x[:BENCH_IMAGES]).transpose(0, 2, 3, 1))
             for provider in torch_devices:
-                info = open_session(self.out.path / embedded["path"], provider, threads=o["threads"],
-                                    provider_options=self._provider_options(provider, embedded=True))
+                try:
+                    info = open_session(self.out.path / embedded["path"], provider, threads=o["threads"],
+                                        provider_options=self._provider_options(provider, embedded=True))
+                except Exception as exc:  # e.g. TensorRT refusing the preprocessing graph: the rest goes on
+                    self.detail.setdefault("notes", []).append(
+                        f"{self.out.EMBEDDED} not timed on {provider}: {type(exc).__name__}: {str(exc)[:200]}")
+                    continue
                 if info.fell_back:
                     continue
                 self._progress(f"benchmark preprocess in the graph {info.actual}", 0, len(batches))

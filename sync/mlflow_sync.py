@@ -26,8 +26,7 @@ from pathlib import Path
 
 from engine.store import GridDir, RunStore
 from sync.source import RunHistory, report_files
-from sync.state import SyncState, file_changed, fingerprint
-from sync.tensorboard import Counts
+from sync.state import Counts, SyncState, file_changed, fingerprint
 
 KIND = "mlflow"
 TAG_GRID, TAG_RUN, TAG_KIND = "finetune_tui.grid", "finetune_tui.run", "finetune_tui.kind"

@@ -10,7 +10,6 @@ run) keeps its last record, as ``metrics.csv`` does.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,10 +159,3 @@ def report_files(gdir: GridDir) -> dict[str, Path]:
         return {}
     return {p.name: p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
 
-
-def digest(path: Path) -> str:
-    """Size, mtime and a hash of the first MiB: cheap, and changes when a file is rewritten."""
-    st = path.stat()
-    with open(path, "rb") as fh:
-        head = hashlib.sha256(fh.read(1 << 20)).hexdigest()[:16]
-    return f"{st.st_size}:{st.st_mtime_ns}:{head}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,29 @@ from engine.errors import StoreError
 from engine.store import GridDir, MissingFile, atomic_write_json, read_json_object
 
 VERSION = 1
+
+
+@dataclass
+class Counts:
+    """What one sync sent (per grid)."""
+
+    runs: int = 0
+    epochs: int = 0
+    results: int = 0
+    files: int = 0
+    closed: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    def add(self, other: Counts) -> None:
+        for name in ("runs", "epochs", "results", "files", "closed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.skipped += other.skipped
+
+    def describe(self) -> str:
+        if not (self.epochs or self.results or self.files or self.closed):
+            return "nothing new"
+        return (f"{self.runs} run(s) updated: {self.epochs} epoch(s), {self.results} result set(s), "
+                f"{self.files} file(s), {self.closed} run(s) closed")
 
 
 class SyncState:

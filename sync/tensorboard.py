@@ -14,36 +14,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.store import GridDir
 from sync.source import RunHistory, report_files
-from sync.state import SyncState, file_changed, fingerprint
+from sync.state import Counts, SyncState, file_changed, fingerprint
 
 KIND = "tensorboard"
 REPORT_RUN = "report"  # <logdir>/<grid>/report: not a run id (run ids are dataset__backbone__strategy)
-
-
-@dataclass
-class Counts:
-    runs: int = 0
-    epochs: int = 0
-    results: int = 0
-    files: int = 0
-    closed: int = 0
-    skipped: list[str] = field(default_factory=list)
-
-    def add(self, other: Counts) -> None:
-        for name in ("runs", "epochs", "results", "files", "closed"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.skipped += other.skipped
-
-    def describe(self) -> str:
-        if not (self.epochs or self.results or self.files or self.closed):
-            return "nothing new"
-        return (f"{self.runs} run(s) updated: {self.epochs} epoch(s), {self.results} result set(s), "
-                f"{self.files} file(s), {self.closed} run(s) closed")
 
 
 class _Writer:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.config import RunConfig
 from engine.settings import ENV_CONFIG, ENV_RUNS, SettingsError, load_settings
 from engine.store import RunStore, default_root
 from finetune_tui import __version__
@@ -20,7 +21,6 @@ from finetune_tui.cli import build_parser, main
 from finetune_tui.config_doc import render
 
 from .store_fixtures import add_to_grid, emit, finished_events, new_run
-from engine.config import RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
