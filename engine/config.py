@@ -168,7 +168,7 @@ class GridConfig:
         if self.overrides:
             doc["overrides"] = {name: dict(table) for name, table in self.overrides.items()}
         note = (f"grid {self.name!r}, resolved (command line > file > defaults).\n"
-                "Run it with `finetune-tui run --grid THIS_FILE`; every key is in engine/config.py.")
+                "Run it with `finetune-tui run --grid THIS_FILE`; every key: docs/CONFIG.md.")
         return toml_writer.dumps(doc, comment=note)
 
 
