@@ -54,6 +54,9 @@ def resolve_backbone(name: str) -> str:
     base = name.split(".")[0]  # timm pretrained tags: resnet50.a1_in1k
     if base in names:
         return name
-    close = difflib.get_close_matches(name, list(BACKBONES) + list(names), n=4, cutoff=0.6)
+    # the registered short names first (several are timm names too: listed once)
+    close = difflib.get_close_matches(name, list(BACKBONES), n=4, cutoff=0.6)
+    close += difflib.get_close_matches(name, names, n=8, cutoff=0.6)
+    close = list(dict.fromkeys(close))[:4]
     hint = f"; did you mean {', '.join(close)}?" if close else "; see `timm.list_models()` for names"
     raise UnknownBackbone(f"unknown backbone {name!r}{hint}")

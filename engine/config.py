@@ -20,13 +20,12 @@ import itertools
 import math
 import re
 import types
+import tomllib
 import typing
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
-
-import tomllib
 
 from engine import toml_writer
 from engine.data.names import dataset_id, name_problems
@@ -46,7 +45,7 @@ class DataConfig:
     download: bool = False  # fetch missing sources through torchvision (needs internet)
     image_size: int = 64  # side fed to the backbone; the seed used 32, ImageNet nets like more
     val_fraction: float = 0.1  # carved out of train, stratified, seeded
-    batch_size: int = 64
+    batch_size: int = 64  # images per training step
     augment: bool = False  # random crop + flip + colour jitter, on the device, per batch
     train_limit: int = 0  # keep at most this many training images (class-balanced); 0 = all
     cache: bool = True  # decode each dataset once into the dataset cache, shared by every run of every grid
@@ -71,19 +70,19 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     strategy: str = "frozen"  # a registered strategy (engine/strategies.py)
-    epochs: int = 20
+    epochs: int = 20  # at most; early stopping may end a run sooner
     # 0 = the strategy's default (frozen 1e-3, partial 1e-4, full 1e-5, ...); "find" = an LR range test
     # (engine/lr_find.py) at the start of the strategy's first stage chooses it
     lr: float | str = 0.0
     lr_find_steps: int = 100  # batches the range test takes (it stops sooner when the loss diverges)
     optimizer: str = "adam"  # adam or adamw or sgd
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # the optimizer's (AdamW: decoupled)
     patience: int = 5  # early stopping on val_loss; best weights are kept
     schedule: str = "plateau"  # plateau (ReduceLROnPlateau, the seed's), cosine, onecycle or constant (per stage)
     warmup_epochs: float = 0.0  # cosine/constant: linear LR warm-up at the start of each stage (fractions allowed)
     cosine_floor: float = 0.01  # cosine/onecycle: the last LR as a fraction of the stage's LR
     plateau_factor: float = 0.5  # ReduceLROnPlateau
-    plateau_patience: int = 3
+    plateau_patience: int = 3  # epochs without a better val_loss before the LR is cut
     head_epochs: int = -1  # head-only warm-up before the strategy's stages, at most this many epochs, ended
     #                        sooner when its val loss stops improving; -1 = the strategy's (two_stage 5, others 0)
     head_lr: float = 1e-3  # the head-only warm-up's LR
@@ -99,9 +98,9 @@ class TrainConfig:
     cutmix: float = 0.0  # CutMix alpha; 0 = off (with both on, each batch picks one)
     mix_prob: float = 1.0  # share of batches that get Mixup/CutMix
     tta: bool = False  # evaluate on each image and its mirror image, averaging the probabilities
-    seed: int = 42
+    seed: int = 42  # drives the validation split, the train_limit sample, initialisation and shuffling
     class_weighting: bool = False  # weight the loss by inverse class frequency
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # of the cross-entropy loss
     partial_fraction: float = 0.2  # partial: last fraction of the backbone's layer groups
     gradual_stages: int = 4  # gradual: unfreezing stages after the head-only stage
     gradual_stage_epochs: int = 2  # gradual: epochs per stage
@@ -181,10 +180,10 @@ class SearchConfig:
 class GridConfig:
     """A grid is the product of dataset, backbone and strategy names and the [axes] values over a base config."""
 
-    name: str = "grid"
-    datasets: tuple[str, ...] = ("footwear",)
-    backbones: tuple[str, ...] = ("efficientnet_lite0",)
-    strategies: tuple[str, ...] = ("frozen", "partial", "full")
+    name: str = "grid"  # the grid's folder in the run store (default: the preset's or the grid file's name)
+    datasets: tuple[str, ...] = ("footwear",)  # dataset names (engine/data/recipes.py) or "imagefolder:PATH"
+    backbones: tuple[str, ...] = ("efficientnet_lite0",)  # short names (engine/backbones.py) or any timm model name
+    strategies: tuple[str, ...] = ("frozen", "partial", "full")  # fine-tuning strategies (engine/strategies.py)
     concurrency: int = 0  # runs at once; 0 = one per GPU, or 1 on CPU
     # the settings every run shares; its dataset, backbone and strategy are unused (the lists above set them)
     base: RunConfig = field(default_factory=RunConfig)
@@ -266,7 +265,7 @@ class GridConfig:
         if self.search.enabled or self.search.space:
             doc["search"] = dataclasses.asdict(self.search)
         note = (f"grid {self.name!r}, resolved (command line > file > defaults).\n"
-                "Run it with `finetune-tui run --grid THIS_FILE`; every key is in engine/config.py.")
+                "Run it with `finetune-tui run --grid THIS_FILE`; every key: docs/CONFIG.md.")
         return toml_writer.dumps(doc, comment=note)
 
 

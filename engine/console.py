@@ -114,7 +114,9 @@ class ProgressView:
 
 
 def runs_table(records, title: str = "runs", group_by: str = "") -> Group:
-    """`finetune-tui runs`: every run with status and metrics, then one line per failure or problem.
+    """`finetune-tui runs`: one table per grid, every run with status and metrics, then one line per
+    failure or problem. Names are never wrapped: at 80 columns the seed's longest (efficientnet_lite0,
+    discriminative) fit whole, since cells are one space apart and the figures take 5 columns each.
 
     Runs with axis values get a column per axis; ``group_by`` (an axis key or its last part, or dataset,
     backbone, strategy) orders the runs by it and adds a table of each value's runs: how many finished, the
@@ -122,38 +124,39 @@ def runs_table(records, title: str = "runs", group_by: str = "") -> Group:
     """
     if group_by:
         records = sorted(records, key=lambda rec: _group_value(rec.summary, group_by))
-    grids = {rec.summary.grid for rec in records}
-    one = len(grids) == 1
-    axes = list(dict.fromkeys(k for rec in records for k in rec.summary.axes))
-    t = Table(title=f"{title}, grid {grids.pop()}" if one else title, box=box.SIMPLE_HEAD, pad_edge=False,
-              padding=(0, 1))
-    if not one:
-        t.add_column("grid", style="dim")
-    t.add_column("dataset", min_width=8)
-    t.add_column("backbone", min_width=12, overflow="fold")
-    t.add_column("strategy", min_width=8)
-    for key in axes:
-        t.add_column(key.rpartition(".")[2], no_wrap=True, justify="right")
-    for col in ("status", "epoch", "val", "test", "F1", "time"):
-        t.add_column(col, no_wrap=True, justify="left" if col == "status" else "right")
-    notes = []
+    by_grid: dict[str, list] = {}
     for rec in records:
-        s = rec.summary
-        cells = [] if one else [s.grid]
-        t.add_row(*cells, s.dataset or rec.run_id, s.backbone, s.strategy,
-                  *[axis_value_text(s.axes[k]) if k in s.axes else "" for k in axes],
-                  Text(s.status, style=STATUS_STYLE.get(s.status, "magenta")), f"{s.epoch}/{s.epochs}",
-                  _pct(s.best_val_acc), _pct(s.test_accuracy), _pct(s.test_f1_macro),
-                  duration(run_seconds(s)) if s.status == "done" else "")
-        note = rec.problem or s.error
-        if note:  # Text, not markup: errors may hold brackets
-            kind = f"{s.status} ({s.error_kind.replace('_', ' ')}): " if s.error_kind and not rec.problem else ""
-            notes.append(Text.assemble((f"{s.grid}/{rec.run_id}: ", "bold"), (kind + note, "red")))
-        for line in [] if rec.problem else s.notes:  # skipped or lost events, a refused checkpoint
-            notes.append(Text.assemble((f"{s.grid}/{rec.run_id}: ", "bold"), (line, "yellow")))
+        by_grid.setdefault(rec.summary.grid, []).append(rec)
+    tables, notes = [], []
+    for grid, recs in by_grid.items():
+        axes = list(dict.fromkeys(k for rec in recs for k in rec.summary.axes))
+        # the box's one-space divider between cells and no padding or outer edge: names get the width
+        t = Table(title=f"{title}, grid {grid}", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  padding=0, title_justify="left")
+        for col in ("dataset", "backbone", "strategy"):
+            t.add_column(col, no_wrap=True, overflow="ellipsis")
+        for key in axes:
+            t.add_column(key.rpartition(".")[2], no_wrap=True, justify="right")
+        t.add_column("status", no_wrap=True, overflow="ellipsis")
+        for col in ("epoch", "val", "test", "F1", "time"):
+            t.add_column(col, no_wrap=True, justify="right")
+        for rec in recs:
+            s = rec.summary
+            t.add_row(s.dataset or rec.run_id, s.backbone, s.strategy,
+                      *[axis_value_text(s.axes[k]) if k in s.axes else "" for k in axes],
+                      Text(s.status, style=STATUS_STYLE.get(s.status, "magenta")), f"{s.epoch}/{s.epochs}",
+                      _pct(s.best_val_acc), _pct(s.test_accuracy), _pct(s.test_f1_macro),
+                      duration(run_seconds(s)) if s.status == "done" else "")
+            note = rec.problem or s.error
+            if note:  # Text, not markup: errors may hold brackets
+                kind = f"{s.status} ({s.error_kind.replace('_', ' ')}): " if s.error_kind and not rec.problem else ""
+                notes.append(Text.assemble((f"{s.grid}/{rec.run_id}: ", "bold"), (kind + note, "red")))
+            for line in [] if rec.problem else s.notes:  # skipped or lost events, a refused checkpoint
+                notes.append(Text.assemble((f"{s.grid}/{rec.run_id}: ", "bold"), (line, "yellow")))
+        tables.append(t)
     if group_by:
-        return Group(t, *notes, group_table(records, group_by))
-    return Group(t, *notes)
+        return Group(*tables, *notes, group_table(records, group_by))
+    return Group(*tables, *notes)
 
 
 def _group_value(summary: RunSummary, key: str) -> tuple:

@@ -1,9 +1,12 @@
 """Where a backbone's starting weights come from, and the record of it.
 
 Order of preference for ``weights = "pretrained"``: a weights file that a
-package ships offline (EfficientNet-Lite0), then the timm/Hugging Face hub.
-When neither works, ``on_missing_weights`` decides: fail, or go on from random
-init. Every run records which weights it got (``describe``).
+package ships offline (EfficientNet-Lite0), then the model's file in the
+Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE``, found with huggingface_hub's
+``try_to_load_from_cache``: no network, so ``HF_HUB_OFFLINE=1`` with a warm cache
+works), then the hub itself at ``HF_ENDPOINT`` (a mirror, when set), which timm
+downloads into that cache. When none works, ``on_missing_weights`` decides: fail,
+or go on from random init. Every run records which weights it got.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import socket
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -86,16 +90,89 @@ def _is_classifier(key: str) -> bool:
     return key.split(".")[0] in ("fc", "classifier", "head", "_fc", "last_linear") and key.count(".") <= 2
 
 
-@lru_cache(maxsize=1)
-def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """One quick probe; timm's own retries take a minute to give up offline."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
+# timm's file names on the hub, the safetensors one first (timm.models._hub: HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME)
+HUB_FILES = ("model.safetensors", "pytorch_model.bin")
+_TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's reading of boolean variables
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE is set: use the cache, never the network."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _TRUE
+
+
+def hub_endpoint() -> str:
+    """The hub's address: HF_ENDPOINT (a mirror) or huggingface.co, as huggingface_hub resolves it."""
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def hub_id_of(timm_name: str) -> str | None:
+    """The Hugging Face repository timm loads ``timm_name``'s pretrained weights from (None: none)."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(timm_name)
+    return cfg.hf_hub_id if cfg is not None and cfg.hf_hub_id else None
+
+
+def cached_hub_file(hub_id: str) -> Path | None:
+    """The model's weights file already in the Hugging Face cache, or None (reads no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, _, revision = hub_id.partition("@")
+    for filename in HUB_FILES:
+        found = try_to_load_from_cache(repo, filename, revision=revision or None)
+        if isinstance(found, str) and Path(found).is_file():
+            return Path(found)
+    return None
+
+
+@lru_cache(maxsize=4)
+def hub_reachable(endpoint: str | None = None, timeout: float = 3.0) -> bool:
+    """One quick probe of the hub's host; timm's own retries take a minute to give up offline."""
+    if hub_offline():
         return False
+    url = urlparse(endpoint or hub_endpoint())
+    port = url.port or (80 if url.scheme == "http" else 443)
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout).close()
         return True
     except OSError:
         return False
+
+
+def _from_timm(backbone: nn.Module, timm_name: str, source: str, **overlay) -> None:
+    """Load timm's pretrained weights for ``timm_name`` (timm filters and adapts them) into ``backbone``."""
+    import timm
+
+    hub = timm.create_model(timm_name, pretrained=True, num_classes=0, exportable=True,
+                            pretrained_cfg_overlay=overlay or None)
+    backbone.load_state_dict(map_state(backbone, hub.state_dict(), source), strict=True)
+
+
+def _hub_weights(backbone: nn.Module, timm_name: str) -> tuple[dict | None, str]:
+    """(the record of the hub weights loaded, "") or (None, why there are none)."""
+    hub_id = hub_id_of(timm_name)
+    if hub_id is None:
+        return None, f"timm has no pretrained weights on the hub for {timm_name}"
+    cached = cached_hub_file(hub_id)
+    if cached is not None:
+        _from_timm(backbone, timm_name, f"{hub_id} (cache)", file=str(cached))
+        return {"source": "hub-cache", "hub_id": hub_id, "file": str(cached), "sha256": _file_digest(cached),
+                "pretrained": True, "description": f"ImageNet (hub {hub_id}, from the local cache)"}, ""
+    if hub_offline():
+        return None, f"HF_HUB_OFFLINE is set and {hub_id} is not in the Hugging Face cache"
+    endpoint = hub_endpoint()
+    if not hub_reachable(endpoint):
+        return None, f"the model hub ({endpoint}) is unreachable (offline?) and {hub_id} is not in the cache"
+    try:
+        _from_timm(backbone, timm_name, "from the hub")
+    except WeightsError:
+        raise
+    except Exception as exc:  # no such file on the hub, network error, ...
+        return None, f"the hub gave no weights ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})"
+    return {"source": "hub", "hub_id": hub_id, "endpoint": endpoint, "pretrained": True,
+            "description": f"ImageNet (hub {hub_id})"}, ""
 
 
 def _file_digest(path: Path) -> str:
@@ -122,17 +199,9 @@ def load_backbone_weights(backbone: nn.Module, name: str, spec: str, on_missing:
         backbone.load_state_dict(map_state(backbone, load_state_file(path), str(path)))
         return {"source": "package", "file": str(path), "sha256": _file_digest(path), "pretrained": True,
                 "description": f"ImageNet ({path.name}, offline package)"}
-    reason = "the model hub is unreachable (offline?)"
-    if hub_reachable():
-        try:
-            import timm
-
-            hub = timm.create_model(timm_name, pretrained=True, num_classes=0, exportable=True)
-            backbone.load_state_dict(map_state(backbone, hub.state_dict(), "from the hub"), strict=True)
-            tag = hub.pretrained_cfg.get("hf_hub_id") or hub.pretrained_cfg.get("url") or timm_name
-            return {"source": "hub", "hub_id": tag, "pretrained": True, "description": f"ImageNet (hub {tag})"}
-        except Exception as exc:  # no pretrained tag, network error, ...
-            reason = f"the hub gave no weights ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})"
+    record, reason = _hub_weights(backbone, timm_name)
+    if record is not None:
+        return record
     if on_missing == "random":
         log.warning("pretrained weights for %s unavailable: %s; continuing from random init", name, reason)
         return {"source": "random", "pretrained": False, "description": f"random init (pretrained unavailable: {reason})"}

@@ -30,7 +30,8 @@ __all__ = ["ExportError", "ExportProgress", "SELECTIONS", "export_grid", "export
 def export_run(run_dir: str | Path, *, benchmark: bool = True, batches: Iterable[int] = DEFAULT_BATCHES,
                variants: Iterable[str] = (), progress: ProgressFn | None = None,
                providers: Iterable[str] | None = None, device: str = "auto", atol: float = FP32_ATOL,
-               threads: int | None = None, bench_config: BenchConfig | None = None, data: Any = None) -> dict:
+               threads: int | None = None, bench_config: BenchConfig | None = None, data: Any = None,
+               embed_preprocess: bool = True) -> dict:
     """Export the run's best checkpoint and measure it; returns the export summary (docs/CONTRACTS.md).
 
     Failures of the export itself come back as ``status`` "failed" / "parity_failed" (and are
@@ -40,7 +41,10 @@ def export_run(run_dir: str | Path, *, benchmark: bool = True, batches: Iterable
     falls back to CPU is reported as a fallback, never timed under its name). ``device``: where
     PyTorch and onnxruntime evaluate the test set ("auto": CUDA when both can use it, else CPU).
     ``data``: a DatasetSplits-like object (``classes``, ``test.x``, ``test.y``, optional
-    ``train.x``) instead of loading the run's dataset.
+    ``train.x``) instead of loading the run's dataset. ``embed_preprocess``: also write the
+    deployable file (``ExportDir.embedded``: uint8 images of any size in, preprocessing and
+    softmax in the graph; ``export.embed``), checked on the test split and benchmarked beside
+    the plain one.
     """
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     threads = threads or default_threads()  # the same for onnxruntime and PyTorch, recorded
@@ -61,7 +65,7 @@ def export_run(run_dir: str | Path, *, benchmark: bool = True, batches: Iterable
     try:
         job = RunExport(rd, benchmark=benchmark, batches=batches, variants=variants, progress=progress,
                         providers=providers, device=device, atol=atol, threads=threads,
-                        bench_config=bench_config or BenchConfig(), data=data)
+                        bench_config=bench_config or BenchConfig(), data=data, embed_preprocess=embed_preprocess)
         return job.run()
     finally:
         lock.release()

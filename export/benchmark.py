@@ -22,7 +22,6 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from export import metadata
 from export.ort_session import CPU, SessionInfo, check_distributions, installed_distributions
 
 log = logging.getLogger(__name__)
@@ -72,21 +71,25 @@ def summarise(times: np.ndarray, batch: int) -> dict:
 
 
 def make_batch(images: np.ndarray, batch: int) -> np.ndarray:
-    """``batch`` preprocessed images, repeating the given ones if there are fewer."""
+    """``batch`` model inputs (preprocessed float32, or uint8 images for the embedded-preprocessing
+    file), repeating the given ones if there are fewer."""
     reps = -(-batch // len(images))
-    return np.ascontiguousarray(np.concatenate([images] * reps)[:batch], dtype=np.float32)
+    return np.ascontiguousarray(np.concatenate([images] * reps)[:batch])
 
 
 def ort_step(info: SessionInfo, x: np.ndarray) -> Callable[[], object]:
-    """One inference; IO binding with device-resident input and output on CUDA/TensorRT."""
+    """One inference (every output); IO binding with device-resident input and outputs on CUDA/TensorRT."""
     session = info.session
+    name = session.get_inputs()[0].name  # export.metadata's INPUT_NAME, or EMBEDDED_INPUT
+    outputs = [o.name for o in session.get_outputs()]
     if info.actual == CPU:
-        return lambda: session.run([metadata.OUTPUT_NAME], {metadata.INPUT_NAME: x})
+        return lambda: session.run(outputs, {name: x})
     device_id = int(info.options.get("device_id", 0))
     x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", device_id)
     binding = session.io_binding()
-    binding.bind_ortvalue_input(metadata.INPUT_NAME, x_dev)
-    binding.bind_output(metadata.OUTPUT_NAME, "cuda", device_id)
+    binding.bind_ortvalue_input(name, x_dev)
+    for out in outputs:
+        binding.bind_output(out, "cuda", device_id)
 
     def step():
         session.run_with_iobinding(binding)  # synchronises the provider's stream by default
@@ -139,7 +142,8 @@ def bench_torch(model: torch.nn.Module, images: np.ndarray, batches, device: str
     out = {}
     with torch_threads(threads if device == "cpu" else None):
         for b in batches:
-            out[str(b)] = summarise(time_runs(torch_step(model, make_batch(images, b), device), cfg), b)
+            x = make_batch(images.astype(np.float32, copy=False), b)
+            out[str(b)] = summarise(time_runs(torch_step(model, x, device), cfg), b)
     return out
 
 

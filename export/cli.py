@@ -7,6 +7,7 @@ imports ``export.api`` (and so torch) only when it runs.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from engine.errors import UserError
@@ -27,7 +28,8 @@ def register(subparsers) -> None:
     p.add_argument("target", help="a grid name (under --runs), a grid folder, a run folder, or GRID/RUN_ID")
     # dest differs from the main parser's --runs so a sub-command default can't overwrite it
     p.add_argument("--runs", dest="export_runs", default=None, metavar="DIR",
-                   help=f"run store (default: the main --runs, else {default_root()}/)")
+                   help="run store (default: the main --runs, else FINETUNE_TUI_RUNS, the settings file's `runs`, "
+                        "else ./runs)")
     p.add_argument("--select", default="all", choices=SELECTIONS,
                    help=f"which finished runs of a grid to export (default all); {BEST_RULE}")
     p.add_argument("--variants", default="", help="comma list of smaller models to add: int8, fp16")
@@ -41,6 +43,12 @@ def register(subparsers) -> None:
     p.add_argument("--atol", type=float, default=1e-3, help="parity tolerance on logits (default 1e-3)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the test set is evaluated (default auto)")
+    p.add_argument("--embed-preprocess", action=argparse.BooleanOptionalAction, default=True,
+                   help=f"also write <run>/export/{ExportDir.EMBEDDED}: uint8 images of any size in, resize, "
+                        f"normalisation (and an image folder's centre crop) and softmax in the graph, "
+                        f"probabilities and the class index out (default: on)")
+    p.add_argument("--json", action="store_true",
+                   help="print the export summaries and latency rows as one JSON object instead of tables")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run_export)
 
@@ -91,7 +99,7 @@ def run_export(args: argparse.Namespace) -> int:
     kwargs = dict(benchmark=not args.no_bench, batches=batches, variants=_split(args.variants),
                   providers=_split(args.providers) or None, device=args.device, atol=args.atol,
                   threads=args.threads, bench_config=QUICK if args.quick_bench else BenchConfig(),
-                  progress=progress)
+                  progress=progress, embed_preprocess=args.embed_preprocess)
     try:
         if isinstance(target, RunDir):
             gdir = GridDir(target.path.parent)
@@ -104,12 +112,22 @@ def run_export(args: argparse.Namespace) -> int:
             if args.select != "all":
                 chosen = select_runs(grid_records(gdir), args.select)
                 print(f"{args.select}: {', '.join(r.run_id for r in chosen) or 'no finished run'} "
-                      f"({BEST_RULE})")
+                      f"({BEST_RULE})", file=sys.stderr if args.json else sys.stdout)
             summaries = api.export_grid(gdir, select=args.select, **kwargs)
             table = api.grid_table(gdir)
     except UserError as exc:
         return _error(str(exc))
     exported = [s["run_id"] for s in summaries]
+    bad = [s for s in summaries if s["status"] != "ok"]
+    for s in bad:
+        print(f"finetune-tui: export {s['status']}: {s['run_id']}: {s['error']}", file=sys.stderr)
+    if args.json:
+        latency = [row for s in summaries for row in api.latency_rows(gdir.run(s["run_id"]))]
+        json.dump({"exports": summaries, "latency": latency,
+                   "exports_csv": str(gdir.exports_csv) if gdir.exports_csv.is_file() else None},
+                  sys.stdout, indent=1, allow_nan=False)
+        print()
+        return 1 if bad else 0
     if table is not None and not table.empty:
         print(format_accuracy(table[table["run_id"].isin(exported)]))
     latency = [row for s in summaries for row in api.latency_rows(gdir.run(s["run_id"]))]
@@ -118,9 +136,6 @@ def run_export(args: argparse.Namespace) -> int:
         print(format_latency(latency))
     if gdir.exports_csv.is_file():
         print(f"\nwritten: {gdir.exports_csv}")
-    bad = [s for s in summaries if s["status"] != "ok"]
-    for s in bad:
-        print(f"finetune-tui: export {s['status']}: {s['run_id']}: {s['error']}", file=sys.stderr)
     return 1 if bad else 0
 
 
@@ -133,9 +148,17 @@ def format_accuracy(df) -> str:
     keep = ["run_id", "status", "torch_accuracy", "onnx_accuracy", "torch_f1_macro", "onnx_f1_macro",
             "parity_max_abs_diff", "top1_agreement", "size_mb"]
     keep += [c for c in df.columns if c.endswith(("_size_mb", "_accuracy_delta")) and c != "size_mb"]
+    keep += ["embedded_accuracy", "embedded_top1_agreement_trainer"]
     keep += [c for c in df.columns if c.startswith("pareto_")]
-    shown = df[[c for c in keep if c in df.columns]].rename(columns=lambda c: c.replace("_accuracy", "_acc"))
+    shown = df[[c for c in keep if c in df.columns]].rename(
+        columns=lambda c: _SHORT_COLUMNS.get(c, c.replace("_accuracy", "_acc")))
     return shown.to_string(index=False, float_format=_fmt)
+
+
+# the printed table's headers; the CSV and --json keep the full names
+_SHORT_COLUMNS = {"embedded_accuracy": "pre_acc", "embedded_top1_agreement_trainer": "pre_vs_trainer",
+                  "embedded_size_mb": "pre_size_mb", "torch_accuracy": "torch_acc", "onnx_accuracy": "onnx_acc",
+                  "int8_accuracy_delta": "int8_acc_delta", "fp16_accuracy_delta": "fp16_acc_delta"}
 
 
 def format_latency(rows: list[dict]) -> str:

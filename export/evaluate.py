@@ -48,6 +48,29 @@ def ort_logits(session: ort.InferenceSession, batches) -> np.ndarray:
                            for xb in batches])
 
 
+def nhwc_batches(x_uint8, batch: int = EVAL_BATCH) -> Iterator[np.ndarray]:
+    """Stored uint8 (N, C, H, W) -> uint8 (n, H, W, C) batches: what a decoder hands the embedded file."""
+    x = np.asarray(x_uint8)
+    for start in range(0, len(x), batch):
+        yield np.ascontiguousarray(x[start:start + batch].transpose(0, 2, 3, 1), dtype=np.uint8)
+
+
+def embedded_outputs(session: ort.InferenceSession, batches) -> tuple[np.ndarray, np.ndarray]:
+    """The embedded-preprocessing file's (probabilities, class_index) over uint8 NHWC batches."""
+    probs, index = [], []
+    for xb in batches:
+        p, i = session.run([metadata.PROBS_NAME, metadata.INDEX_NAME], {metadata.EMBEDDED_INPUT: xb})
+        probs.append(p.astype(np.float32))
+        index.append(i.astype(np.int64))
+    return np.concatenate(probs), np.concatenate(index)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
 def both_logits(model: torch.nn.Module, session: ort.InferenceSession, x_uint8, meta: ModelMeta | Mapping,
                 device: str = "cpu", progress: Callable[[int, int], None] | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:

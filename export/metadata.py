@@ -17,6 +17,11 @@ from engine.model_meta import FIELDS, FORMATS, ONNX, ModelMeta, ModelMetaError, 
 FORMAT = FORMATS[ONNX]
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+# the file with its preprocessing in the graph (export.embed): uint8 images in, probabilities out
+EMBEDDED_INPUT = "image"
+PROBS_NAME = "probabilities"
+INDEX_NAME = "class_index"
+EMBEDDED_LAYOUT, PLAIN_LAYOUT = "NHWC", "NCHW"
 
 # Copied from the checkpoint's metadata (docs/CONTRACTS.md), all required for deployment.
 FROM_CHECKPOINT = FIELDS
@@ -29,7 +34,30 @@ decode = decode_strings
 def build(checkpoint_meta: ModelMeta | Mapping[str, Any], **extra: Any) -> dict[str, Any]:
     """The ONNX file's metadata from the checkpoint's, plus export details (source, opset, ...)."""
     meta = ModelMeta.coerce(checkpoint_meta, "checkpoint metadata")
-    meta = meta.with_extra(input_name=INPUT_NAME, output_name=OUTPUT_NAME, layout="NCHW", dtype="float32",
+    meta = meta.with_extra(input_name=INPUT_NAME, output_name=OUTPUT_NAME, layout=PLAIN_LAYOUT, dtype="float32",
                            preprocess=meta.preprocess.describe(), **extra)
     return meta.to_dict(ONNX)
+
+
+def build_embedded(onnx_meta: ModelMeta | Mapping[str, Any], opset: int, **extra: Any) -> dict[str, Any]:
+    """The embedded-preprocessing file's metadata: the plain file's, with its input and outputs described."""
+    from export.preprocess_graph import describe  # onnx, only where a file is written
+
+    meta = ModelMeta.coerce(onnx_meta, "ONNX metadata")
+    if meta.storage is not None:
+        import PIL
+
+        from export.preprocess_graph import pillow_order
+
+        extra.setdefault("storage_resampler", f"Pillow {PIL.__version__} ({pillow_order()})")
+    meta = meta.with_extra(input_name=EMBEDDED_INPUT, output_name=PROBS_NAME, index_name=INDEX_NAME,
+                           layout=EMBEDDED_LAYOUT, dtype="uint8", preprocess_in_graph=True,
+                           exif_by_client=bool(meta.storage is not None and meta.storage.exif),
+                           preprocess=describe(meta.preprocess), opset=opset, **extra)
+    return meta.to_dict(ONNX)
+
+
+def is_embedded(meta: ModelMeta) -> bool:
+    """The file takes uint8 NHWC images and preprocesses them itself (``build_embedded``)."""
+    return meta.extra.get("layout") == EMBEDDED_LAYOUT
 

@@ -13,7 +13,13 @@ uses at training time. From the file's metadata:
   shrinks), (x - mean) / std, NCHW float32; tests/test_preprocess.py pins it
   to ``engine.transforms.preprocess`` within 1e-5.
 
-Run: ``finetune-tui predict MODEL.onnx IMAGE... [--top-k 3] [--json]`` or
+A file exported with its preprocessing in the graph (``model.preprocess.onnx``, metadata
+layout "NHWC") is given the decoded pixels instead (uint8, any size; EXIF orientation applied
+first when the model was trained on an image folder), and onnxruntime does the rest: that is
+the path a client in another language follows. Given a run or export folder, ``predict``
+uses that file, or the plain ``model.onnx`` of an older export.
+
+Run: ``finetune-tui predict MODEL IMAGE... [--top-k 3] [--json]`` or
 ``python -m export.predict ...``.
 """
 
@@ -55,9 +61,28 @@ class Deployed:
     def spec(self) -> Preprocess:
         return self.meta.preprocess
 
+    @property
+    def embedded(self) -> bool:
+        """The file preprocesses uint8 images itself (``export.embed``)."""
+        return metadata.is_embedded(self.meta)
+
+
+def model_file(path: str | Path) -> Path:
+    """An .onnx file as given; a run folder or its export folder: the deployable file, else ``model.onnx``."""
+    from engine.store import ExportDir, RunDir
+
+    path = Path(path)
+    if path.is_dir():
+        export = RunDir(path).export if RunDir(path).is_run() or (path / "export").is_dir() else ExportDir(path)
+        for candidate in (export.embedded, export.model):
+            if candidate.is_file():
+                return candidate
+        raise PredictError(f"{path} holds no exported model (run `finetune-tui export` on it first)")
+    return path
+
 
 def load_model(path: str | Path, provider: str = "cpu", threads: int | None = None) -> Deployed:
-    path = Path(path)
+    path = model_file(path)
     if not path.is_file():
         raise PredictError(f"model file {path} not found")
     try:
@@ -119,10 +144,32 @@ def top_k(probs: np.ndarray, classes: list[str], k: int) -> list[list[dict]]:
     return [[{"class": classes[i], "index": int(i), "prob": float(p[i])} for i in row] for p, row in zip(probs, order)]
 
 
+def client_pixels(image: Image.Image, spec: Preprocess) -> np.ndarray:
+    """What a client hands the embedded file: the decoded uint8 (H, W, C) pixels, C 1, 3 or 4,
+    EXIF orientation applied when the model's storage step asks for it (it can't be in a graph)."""
+    from PIL import ImageOps
+
+    if spec.storage is not None and spec.storage.exif:
+        image = ImageOps.exif_transpose(image)
+    if image.mode not in ("L", "RGB", "RGBA"):
+        image = image.convert("L" if spec.grey else "RGB")
+    pixels = np.asarray(image, dtype=np.uint8)
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def embedded_probabilities(model: Deployed, pixels: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, C) -> (C,) probabilities from the embedded file's own preprocessing and softmax."""
+    probs = model.info.session.run([metadata.PROBS_NAME], {metadata.EMBEDDED_INPUT: pixels[None]})[0]
+    return probs[0].astype(np.float64)
+
+
 def classify(model: Deployed, paths: list[str], k: int = 3) -> list[dict]:
     """Per image: ``{"image": path, "top": [{"class", "index", "prob"}, ...]}``, most likely first."""
-    inputs = np.stack([image_array(load_image(p), model.spec) for p in paths])
-    tops = top_k(probabilities(model, inputs), model.classes, k)
+    if model.embedded:  # images of any size, one at a time: the graph resizes each
+        probs = np.stack([embedded_probabilities(model, client_pixels(load_image(p), model.spec)) for p in paths])
+    else:
+        probs = probabilities(model, np.stack([image_array(load_image(p), model.spec) for p in paths]))
+    tops = top_k(probs, model.classes, k)
     return [{"image": str(p), "top": t} for p, t in zip(paths, tops)]
 
 
@@ -130,7 +177,8 @@ def classify(model: Deployed, paths: list[str], k: int = 3) -> list[dict]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="an exported ONNX model (what finetune-tui export writes)")
+    parser.add_argument("model", help="an exported ONNX model (what finetune-tui export writes), or a run or "
+                                      "export folder (its model.preprocess.onnx, else model.onnx)")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     parser.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
     parser.add_argument("--json", action="store_true", help="machine-readable output (a JSON list)")
@@ -153,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.json:
         json.dump({"model": str(model.path), "provider": model.info.actual, "run_id": model.meta.run_id,
+                   "preprocessing": "in the graph" if model.embedded else "numpy/Pillow (engine.preprocess)",
                    "predictions": results}, sys.stdout, indent=1)
         print()
     else:

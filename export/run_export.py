@@ -31,9 +31,11 @@ from engine.model_meta import ModelMeta
 from engine.store import ExportDir, RunDir, RunRecord, StoreError, atomic_write_json, load_run
 from export import evaluate, metadata
 from export.benchmark import bench_ort, bench_torch, busy_machine, provenance, ratios
+from export.embed import embed_preprocessing
 from export.onnx_export import OPSET, export_onnx
 from export.ort_session import CPU, CUDA, TRT, available_providers, open_session
 from export.parity import compare_logits
+from export.preprocess_graph import OPSET as EMBEDDED_OPSET
 from export.quantize import convert_fp16, quantize_int8
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ def _empty_summary() -> dict:
     """docs/CONTRACTS.md's export summary, nothing measured yet."""
     return {"status": "failed", "error": "", "onnx_accuracy": None, "onnx_f1_macro": None, "torch_accuracy": None,
             "torch_f1_macro": None, "parity_max_abs_diff": None, "top1_agreement": None, "size_mb": None,
-            "latency": {}, "torch_latency": {}, "provenance": {}}
+            "latency": {}, "torch_latency": {}, "embedded": None, "provenance": {}}
 
 
 def _size_mb(path: Path) -> float:
@@ -163,6 +165,7 @@ class RunExport:
                                    source_checkpoint=ckpt.name, strategy=self.record.summary.strategy,
                                    exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                    exporter=f"torch {torch.__version__} (dynamo=False)")
+        self.onnx_meta = onnx_meta
         self.path = export_onnx(self.model, self.out.model, onnx_meta, opset=OPSET)
         self.detail["files"]["model"] = {"path": self.path.name, "size_mb": _size_mb(self.path), "opset": OPSET,
                                          "checker": "onnx.checker full_check passed"}
@@ -197,6 +200,42 @@ class RunExport:
                       self.out.FAILED_MODEL)
         else:
             log.info("%s: %s", self.run_id, parity.message())
+            if o["embed_preprocess"]:
+                self._embed()
+
+    def _embed(self) -> None:
+        """The deployable file (uint8 images in, probabilities out), checked on the whole test split
+        against the plain ONNX file and against the trainer's own test predictions."""
+        t0 = time.perf_counter()
+        self._progress("preprocess in the graph")
+        meta = metadata.build_embedded(self.onnx_meta, opset=EMBEDDED_OPSET, source_model=self.out.MODEL)
+        path = embed_preprocessing(self.path, self.out.embedded, meta)
+        _, info = self._eval_session(path, "embedded")
+        n = len(self.data.test.y)
+        self._progress("evaluate preprocess in the graph", 0, n)
+        probs, index = evaluate.embedded_outputs(info.session, evaluate.nhwc_batches(self.data.test.x))
+        plain = evaluate.softmax(self.onnx_logits)
+        parity = compare_logits(plain, probs, self.opts["atol"])  # probabilities both ways
+        m = evaluate.metrics(probs, self.labels, self.meta.num_classes)
+        entry: dict[str, Any] = {
+            "path": path.name, "size_mb": _size_mb(path), "opset": EMBEDDED_OPSET, "input": meta["input_name"],
+            "outputs": [metadata.PROBS_NAME, metadata.INDEX_NAME], "layout": "NHWC uint8",
+            "accuracy": m["accuracy"], "f1_macro": m["f1_macro"],
+            "max_prob_diff_onnx": parity.max_abs_diff, "top1_agreement_onnx": parity.top1_agreement,
+            "index_is_argmax": bool(np.array_equal(index, probs.argmax(1))),
+            "evaluated_on": info.actual, "images": "the whole test split, uint8 NHWC as stored", "latency": {},
+        }
+        entry.update(_trainer_agreement(self.rd, index))
+        self.detail["embedded"] = entry
+        self.summary["embedded"] = {**{k: entry.get(k) for k in _EMBEDDED_KEYS}, "latency": {}}
+        self._timed("embedded", t0)
+        if not (parity.passed and entry["index_is_argmax"]):
+            os.replace(path, self.out.failed_embedded)
+            entry["path"] = self.summary["embedded"]["path"] = self.out.FAILED_EMBEDDED
+            self.summary["status"] = "parity_failed"
+            self.summary["error"] = (f"{self.out.EMBEDDED} (preprocessing in the graph) against {self.out.MODEL}: "
+                                     f"{parity.message()}")
+            log.error("%s: %s", self.run_id, self.summary["error"])
 
     def _diagnose(self, t_logits: np.ndarray, o_logits: np.ndarray) -> str:
         """Mis-export or ill-conditioned model? Both fp32 results against a float64 PyTorch reference
@@ -278,7 +317,10 @@ class RunExport:
         x = torch.as_tensor(self.data.test.x)[:BENCH_IMAGES]
         return next(evaluate.input_batches(x, self.meta, batch=BENCH_IMAGES))
 
-    def _provider_options(self, provider: str) -> dict:
+    def _provider_options(self, provider: str, embedded: bool = False) -> dict:
+        if provider == TRT and embedded:  # any image size comes in: no fixed profile
+            return {"device_id": 0, "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": str(self.out.trt_cache)}
         if provider == TRT:
             s, b = self.meta.image_size, max(self.opts["batches"])
             return {"device_id": 0, "trt_engine_cache_enable": True,
@@ -314,6 +356,22 @@ class RunExport:
             self.summary["latency"][info.actual] = _contract_latency(lat)
             self.detail["providers"][provider]["status"] = "measured"
             torch_devices[info.actual] = "cpu" if info.actual == CPU else f"cuda:{info.options.get('device_id', 0)}"
+        embedded = self.detail.get("embedded")
+        if embedded and embedded["path"] == self.out.EMBEDDED:
+            raw = np.ascontiguousarray(np.asarray(self.data.test.x[:BENCH_IMAGES]).transpose(0, 2, 3, 1))
+            for provider in torch_devices:
+                try:
+                    info = open_session(self.out.path / embedded["path"], provider, threads=o["threads"],
+                                        provider_options=self._provider_options(provider, embedded=True))
+                except Exception as exc:  # e.g. TensorRT refusing the preprocessing graph: the rest goes on
+                    self.detail.setdefault("notes", []).append(
+                        f"{self.out.EMBEDDED} not timed on {provider}: {type(exc).__name__}: {str(exc)[:200]}")
+                    continue
+                if info.fell_back:
+                    continue
+                self._progress(f"benchmark preprocess in the graph {info.actual}", 0, len(batches))
+                embedded["latency"][info.actual] = bench_ort(info, raw, batches, cfg)
+                self.summary["embedded"]["latency"][info.actual] = _contract_latency(embedded["latency"][info.actual])
         for variant, entry in self.detail["variants"].items():
             provider = CPU if variant == "int8" else CUDA
             if provider not in self.summary["latency"]:
@@ -336,6 +394,9 @@ class RunExport:
         self._timed("benchmark", t0)
 
 
+# the embedded-preprocessing file's entry in the summary (the detail has the rest)
+_EMBEDDED_KEYS = ("path", "size_mb", "accuracy", "f1_macro", "top1_agreement_trainer", "top1_agreement_onnx",
+                  "max_prob_diff_onnx", "latency")
 _CONTRACT_KEYS = ("p50_ms", "p90_ms", "p99_ms", "img_per_s")  # the summary's; the detail also has runs, mean
 
 
@@ -394,6 +455,18 @@ def _reported(rd: RunDir, onnx_preds: np.ndarray) -> dict:
         out["onnx_pred_agreement"] = float(np.mean(probs.preds == onnx_preds))
         out["onnx_pred_disagreements"] = int(np.sum(probs.preds != onnx_preds))
     return out
+
+
+def _trainer_agreement(rd: RunDir, index: np.ndarray) -> dict:
+    """How often the deployable file picks the class the trainer picked on the same test image."""
+    try:
+        probs = rd.probs()
+    except StoreError:
+        probs = None
+    if probs is None or len(probs.preds) != len(index):
+        return {"top1_agreement_trainer": None, "trainer_disagreements": None}
+    return {"top1_agreement_trainer": float(np.mean(probs.preds == index)),
+            "trainer_disagreements": int(np.sum(probs.preds != index))}
 
 
 def load_export(run_dir: str | Path | RunDir) -> dict | None:

@@ -19,7 +19,9 @@ def grid_table(grid_dir: str | Path | GridDir):
     """One row per exported run of the grid (pandas DataFrame): what the grid's exports table holds.
 
     Columns: run_id, dataset, backbone, strategy, status, accuracy and F1 (torch_/onnx_),
-    parity, size, variants (``int8_size_mb``, ``int8_accuracy_delta``, ...), then per provider
+    parity, size, variants (``int8_size_mb``, ``int8_accuracy_delta``, ...), the deployable file with its
+    preprocessing in the graph (``embedded_size_mb``, ``embedded_accuracy``, ``embedded_top1_agreement_trainer``
+    / ``_onnx``, ``embedded_<p>_b<batch>_p50_ms/img_s``: uint8 images in, so its preprocessing is timed), then per provider
     (``cpu``, ``cuda``, ``trt``) and batch: ``<p>_b<batch>_p50_ms/p90_ms/p99_ms/img_s``, PyTorch
     ``torch_<device>_b<batch>_p50_ms/img_s``, ``<p>_b<batch>_vs_torch`` (ONNX/PyTorch img/s),
     ``pareto_<p>_b<smallest batch>`` (no other model of the dataset is both more accurate and
@@ -75,6 +77,15 @@ def run_row(record: RunRecord) -> dict | None:
             for b, m in lat.items():
                 row[f"{variant}_{short_name(provider)}_b{b}_p50_ms"] = m["p50_ms"]
                 row[f"{variant}_{short_name(provider)}_b{b}_img_s"] = m["img_per_s"]
+    embedded = detail.get("embedded") or {}
+    if embedded:
+        row.update({"embedded_size_mb": embedded.get("size_mb"), "embedded_accuracy": embedded.get("accuracy"),
+                    "embedded_top1_agreement_trainer": embedded.get("top1_agreement_trainer"),
+                    "embedded_top1_agreement_onnx": embedded.get("top1_agreement_onnx")})
+        for provider, lat in embedded.get("latency", {}).items():
+            for b, m in lat.items():
+                row[f"embedded_{short_name(provider)}_b{b}_p50_ms"] = m["p50_ms"]
+                row[f"embedded_{short_name(provider)}_b{b}_img_s"] = m["img_per_s"]
     for provider, lat in summary.get("latency", {}).items():
         p = short_name(provider)
         for b, m in lat.items():
@@ -134,6 +145,9 @@ def latency_rows(run_dir: str | Path | RunDir) -> list[dict[str, Any]]:
     for provider, lat in detail.get("latency", {}).items():
         device = ratio.get(provider, {}).get("torch_device")
         add(f"onnx {short_name(provider)}", lat, torch_lat.get(device))
+    for provider, lat in (detail.get("embedded") or {}).get("latency", {}).items():
+        device = ratio.get(provider, {}).get("torch_device")  # uint8 images in: its preprocessing is timed too
+        add(f"onnx+preprocess {short_name(provider)}", lat, torch_lat.get(device))
     for variant, v in detail.get("variants", {}).items():
         for provider, lat in v.get("latency", {}).items():
             device = ratio.get(provider, {}).get("torch_device")

@@ -8,13 +8,25 @@ import json
 import sys
 from pathlib import Path
 
+from finetune_tui import __version__
+
+CONFIG_DOC = "docs/CONFIG.md"
+RUNS_HELP = "run store (default: FINETUNE_TUI_RUNS, else the settings file's `runs`, else ./runs)"
+
 EPILOG = """examples:
-  finetune-tui                                  open the TUI on ./runs
+  finetune-tui                                  open the TUI on the run store (./runs by default)
   finetune-tui run --preset demo                offline demo grid (a few minutes on CPU)
   finetune-tui run --preset seed --data-root ~/data --image-size 96 --detach
   finetune-tui run --grid my_grid.toml --tui    start detached and watch it in the TUI
   finetune-tui runs                             list runs with status and metrics
   finetune-tui lr-find --preset recommended     LR range test: the learning rate to train at
+  finetune-tui sync tensorboard                 replay the store into TensorBoard (or: sync mlflow)
+  eval "$(finetune-tui completion bash)"        tab completion in this shell (bash, zsh or tcsh)
+
+exit status: 0 success; 1 a run, export or report failed (or an internal error: a traceback
+file is named); 2 a usage or user error (one line on stderr); 130 interrupted.
+settings: FINETUNE_TUI_RUNS names the run store; `finetune-tui settings` shows the settings file
+(default store, TUI theme, key bindings) and what is in force.
 """
 
 
@@ -43,7 +55,8 @@ def add_run_parser(sub) -> None:
                            listing("presets", PRESETS), listing("strategies", STRATEGIES), listing("heads", HEADS),
                            "Any setting can be given with --set section.key=value (sections: data, model, train).\n"
                            "Command line beats the grid file, its [overrides.NAME] included. `--show-config` prints\n"
-                           "the resolved grid as a TOML file that --grid reads back; every key is in engine/config.py.",
+                           "the resolved grid as a TOML file that --grid reads back. Every key, its type, default\n"
+                           f"and allowed values: {CONFIG_DOC} (generated from engine/config.py).",
                        ]))
     add_grid_flags(p)
     p.add_argument("--detach", action="store_true", help="start in the background and return; survives logout")
@@ -65,7 +78,7 @@ def add_grid_flags(p) -> None:
     src.add_argument("--preset", choices=list(PRESETS), help=f"a built-in grid (default: {DEFAULT_PRESET})")
     src.add_argument("--grid", metavar="FILE.toml", help="a TOML grid file")
     p.add_argument("--name", help="grid name (folder in the run store); default: the preset's or the file's name")
-    p.add_argument("--runs", default=argparse.SUPPRESS, metavar="DIR", help="run store (default: runs/)")
+    p.add_argument("--runs", default=argparse.SUPPRESS, metavar="DIR", help=RUNS_HELP)
     p.add_argument("--datasets", help="comma-separated dataset names (transport, animals, footwear, people, cifar10, "
                                       "cifar100, fashion_mnist, mnist, digits, imagefolder:PATH)")
     p.add_argument("--backbones", help="comma-separated: vgg16, resnet50, mobilenetv2, efficientnetb0, "
@@ -203,7 +216,7 @@ def cmd_lr_find(args) -> int:
 
 def add_runs_parser(sub) -> None:
     p = sub.add_parser("runs", help="list runs with status and metrics")
-    p.add_argument("--runs", default=argparse.SUPPRESS, metavar="DIR", help="run store (default: runs/)")
+    p.add_argument("--runs", default=argparse.SUPPRESS, metavar="DIR", help=RUNS_HELP)
     p.add_argument("--grid", help="only this grid")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--group-by", metavar="KEY", default="",
@@ -254,12 +267,12 @@ def cmd_runs(args) -> int:
 def add_control_parsers(sub) -> None:
     p = sub.add_parser("resume", help="resume a grid in the background (finished runs are skipped)")
     p.add_argument("grid")
-    p.add_argument("--runs", default=argparse.SUPPRESS, metavar="DIR", help="run store (default: runs/)")
+    p.add_argument("--runs", default=argparse.SUPPRESS, metavar="DIR", help=RUNS_HELP)
     p.set_defaults(func=cmd_resume)
     p = sub.add_parser("cancel", help="cancel a grid, or one run of it")
     p.add_argument("grid")
     p.add_argument("run", nargs="?", help="run id (default: the whole grid)")
-    p.add_argument("--runs", default=argparse.SUPPRESS, metavar="DIR", help="run store (default: runs/)")
+    p.add_argument("--runs", default=argparse.SUPPRESS, metavar="DIR", help=RUNS_HELP)
     p.set_defaults(func=cmd_cancel)
 
 
@@ -284,19 +297,70 @@ def cmd_cancel(args) -> int:
     return 0
 
 
+def add_settings_parsers(sub) -> None:
+    p = sub.add_parser("settings", help="show the settings file and what is in force",
+                       description="Show where the settings file is (FINETUNE_TUI_CONFIG, else "
+                                   "$XDG_CONFIG_HOME/finetune-tui/config.toml), the run store in force and where it "
+                                   "comes from, and the TUI theme and key bindings. The file (TOML) may set `runs`, "
+                                   "`theme` and a [keymap] table of binding id = keys.")
+    p.add_argument("--keys", action="store_true", help="list every TUI binding id with its key(s), for [keymap]")
+    p.add_argument("--themes", action="store_true", help="list the TUI themes, for `theme`")
+    p.set_defaults(func=cmd_settings)
+    p = sub.add_parser("completion", help="print a shell completion script (bash, zsh or tcsh)",
+                       description='Print a tab-completion script for finetune-tui. Use it with '
+                                   'eval "$(finetune-tui completion bash)" in ~/.bashrc, or save it: '
+                                   'finetune-tui completion zsh > ~/.zfunc/_finetune-tui.')
+    p.add_argument("shell", choices=("bash", "zsh", "tcsh"))
+    p.set_defaults(func=cmd_completion)
+
+
+def cmd_settings(args) -> int:
+    from engine.settings import load_settings
+    from engine.store import default_root_and_source
+
+    settings = load_settings()
+    print(f"settings file: {settings.path}" + ("" if settings.exists else " (not present)"))
+    if getattr(args, "runs_given", False):
+        print(f"run store: {args.runs} (--runs)")
+    else:
+        root, source = default_root_and_source()
+        print(f"run store: {root} ({source})")
+    print(f"theme: {settings.theme or 'textual-dark (default)'}")
+    for binding_id, keys in sorted(settings.keymap.items()):
+        print(f"keymap: {binding_id} = {keys}")
+    if args.keys or args.themes:
+        from tui.app import binding_ids, theme_names
+
+        if args.themes:
+            print("themes: " + ", ".join(theme_names()))
+        if args.keys:
+            for binding_id, (keys, description) in binding_ids().items():
+                print(f"  {binding_id:<28}{keys:<16}{description}")
+    return 0
+
+
+def cmd_completion(args) -> int:
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="finetune-tui", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Fine-tune pretrained image backbones over a dataset x backbone x strategy grid; "
                     "watch it live; export the best models to ONNX. With no command, opens the TUI.",
     )
-    parser.add_argument("--runs", default="runs", metavar="DIR", help="run store for the TUI (default: runs/)")
+    parser.add_argument("--version", action="version", version=f"finetune-tui {__version__}")
+    parser.add_argument("--runs", default=None, metavar="DIR", help=RUNS_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_run_parser(sub)
     add_lr_find_parser(sub)
     add_runs_parser(sub)
     add_control_parsers(sub)
-    for module in ("export.cli", "report.cli", "study.cli"):  # sub-packages register their own commands
+    add_settings_parsers(sub)
+    for module in ("export.cli", "report.cli", "study.cli", "sync.cli"):  # sub-packages register their own commands
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -308,8 +372,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()  # inside: a broken settings file is one line too
+        args = parser.parse_args(argv)
+        args.runs_given = args.runs is not None
+        if args.runs is None:
+            from engine.store import default_root
+
+            args.runs = str(default_root())
+    except Exception as exc:
+        return report_error(exc)
     try:
         if args.command is None:
             from tui.app import run_app

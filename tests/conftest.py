@@ -5,3 +5,6 @@ import os
 # no hub probes from tests: the weights policy decides at once
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# the user's own settings file and store variable must not steer the tests (engine.settings)
+os.environ["FINETUNE_TUI_CONFIG"] = os.path.join(os.path.dirname(__file__), "no-such-settings.toml")
+os.environ.pop("FINETUNE_TUI_RUNS", None)

@@ -117,7 +117,8 @@ def test_backbone_family_exports_with_parity(backbone, tmp_path):
 def test_export_run_summary_contract(exported):
     s = exported["summary"]
     assert set(s) == {"status", "error", "onnx_accuracy", "onnx_f1_macro", "torch_accuracy", "torch_f1_macro",
-                      "parity_max_abs_diff", "top1_agreement", "size_mb", "latency", "torch_latency", "provenance"}
+                      "parity_max_abs_diff", "top1_agreement", "size_mb", "latency", "torch_latency", "embedded",
+                      "provenance"}
     assert s["status"] == "ok", s["error"]
     assert s["parity_max_abs_diff"] < 1e-4
     assert s["top1_agreement"] == 1.0
@@ -133,6 +134,12 @@ def test_export_run_summary_contract(exported):
             assert set(m) == {"p50_ms", "p90_ms", "p99_ms", "img_per_s"}
             assert 0 < m["p50_ms"] <= m["p90_ms"] <= m["p99_ms"]
     assert "cpu" in s["torch_latency"]
+    embedded = s["embedded"]  # the deployable file, uint8 images in, timed beside the plain one
+    assert embedded["path"] == out.EMBEDDED and out.embedded.is_file()
+    assert embedded["top1_agreement_onnx"] == 1.0 and embedded["max_prob_diff_onnx"] < 1e-4
+    assert set(embedded["latency"]) == set(s["latency"])
+    for lat in embedded["latency"].values():
+        assert set(lat) == {"1", "4"} and all(m["p50_ms"] > 0 for m in lat.values())
     assert s["provenance"]["onnxruntime"] == ort.__version__
     assert s["provenance"]["torch"] == torch.__version__
     assert s["provenance"]["cpu"]
@@ -478,9 +485,10 @@ def test_export_grid_writes_csv_with_latency_and_pareto(tmp_path):
     ratio = df["cpu_b1_vs_torch"].iloc[0]
     assert ratio == pytest.approx(df["cpu_b1_img_s"].iloc[0] / df["torch_cpu_b1_img_s"].iloc[0], rel=0.01)
     long = api.latency_rows(grid / rows[0]["run_id"])
-    assert [(r["engine"], r["batch"]) for r in long] == [("onnx cpu", 1), ("onnx cpu", 2), ("torch cpu", 1),
-                                                         ("torch cpu", 2)]
-    assert long[0]["vs_torch"] == pytest.approx(ratio, rel=0.01) and long[2]["vs_torch"] is None
+    assert [(r["engine"], r["batch"]) for r in long] == [("onnx cpu", 1), ("onnx cpu", 2), ("onnx+preprocess cpu", 1),
+                                                         ("onnx+preprocess cpu", 2), ("torch cpu", 1), ("torch cpu", 2)]
+    assert long[0]["vs_torch"] == pytest.approx(ratio, rel=0.01) and long[4]["vs_torch"] is None
+    assert df["embedded_cpu_b1_p50_ms"].iloc[0] == long[2]["p50_ms"]
 
 
 def test_export_run_user_errors(tmp_path):

@@ -30,7 +30,9 @@ def _fresh(code: str, *argv: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("module", ["export.predict", "export.cli", "export.selection", "report.loading",
-                                    "report.cli", "report.api", "report.tables", "report.index", "engine.store"])
+                                    "report.cli", "report.api", "report.tables", "report.index", "engine.store",
+                                    "sync.cli", "sync.source", "sync.tensorboard", "sync.mlflow_sync",
+                                    "engine.settings"])
 def test_module_imports_without_torch(module):
     proc = _fresh(f"import sys, {module}\nassert 'torch' not in sys.modules, 'torch imported'\nprint('ok')")
     assert proc.returncode == 0, proc.stderr

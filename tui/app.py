@@ -19,6 +19,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
+from engine.settings import SettingsError, load_settings
 from engine.store import default_root
 from tui.actions import ActionError, Child, StoreActions
 from tui.messages import ActionDone, ChildStarted, ReaderFailed, StoreChanged
@@ -59,8 +60,21 @@ class FinetuneApp(App[int]):
         poll_interval: float = POLL_INTERVAL,
         actions: StoreActions | None = None,
         study: str | None = None,
+        theme: str | None = None,
+        keymap: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
+        # the user's settings file (engine.settings): checked here so a typo is one line, not a blank screen
+        if theme:
+            if theme not in self.available_themes:
+                raise SettingsError(f"theme {theme!r} is not a Textual theme; choose from {', '.join(theme_names())}")
+            self.theme = theme
+        if keymap:
+            unknown = sorted(set(keymap) - set(binding_ids()))
+            if unknown:
+                raise SettingsError(f"keymap: no key binding has the id {unknown[0]!r}; "
+                                    f"`finetune-tui settings --keys` lists them")
+            self.set_keymap(keymap)
         self.runs_root = Path(runs_root) if runs_root is not None else default_root()
         self.start_grid_name = grid
         self.start_study = study  # open the study screen on this study
@@ -186,15 +200,16 @@ class FinetuneApp(App[int]):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.binding_sections()))
 
-    def binding_sections(self) -> list[tuple[str, list[Binding]]]:
+    @classmethod
+    def binding_sections(cls) -> list[tuple[str, list[Binding]]]:
         """Every screen's keys, read from their BINDINGS so the help never goes stale."""
 
         def keyed(items) -> list[Binding]:
             return [b for b in items if isinstance(b, Binding)]
 
-        palette = Binding(self.COMMAND_PALETTE_BINDING, "command_palette", "Command palette (finds every action)")
+        palette = Binding(cls.COMMAND_PALETTE_BINDING, "command_palette", "Command palette (finds every action)")
         return [
-            ("Everywhere", keyed(self.BINDINGS) + [palette]),
+            ("Everywhere", keyed(cls.BINDINGS) + [palette]),
             ("Runs", keyed(RunsTable.BINDINGS) + keyed(RunsScreen.BINDINGS)),
             ("Run detail", keyed(DetailScreen.BINDINGS)),
             ("Compare", keyed(CompareScreen.BINDINGS)),
@@ -216,8 +231,29 @@ class FinetuneApp(App[int]):
                                 partial(self.run_action, binding.action, active.node))
 
 
+def binding_ids() -> dict[str, tuple[str, str]]:
+    """Every key binding that a settings file's [keymap] can remap: id -> (default keys, description)."""
+    out: dict[str, tuple[str, str]] = {}
+    for _, bindings in FinetuneApp.binding_sections():
+        for b in bindings:
+            if b.id and b.id not in out:
+                out[b.id] = (b.key, b.description)
+    return out
+
+
+def theme_names() -> list[str]:
+    from textual.theme import BUILTIN_THEMES
+
+    return sorted(BUILTIN_THEMES)
+
+
 def run_app(runs_root: Path, grid: str | None = None, study: str | None = None) -> int:
-    """Open the TUI on a run store (optionally on one grid, or on a study's screen); returns the exit code."""
-    app = FinetuneApp(runs_root, grid, study=study)
+    """Open the TUI on a run store (optionally on one grid, or on a study's screen), with the settings file's
+    theme and keymap."""
+    settings = load_settings()
+    try:
+        app = FinetuneApp(runs_root, grid, study=study, theme=settings.theme, keymap=settings.keymap)
+    except SettingsError as exc:
+        raise SettingsError(f"settings file {settings.path}: {exc}") from None
     result = app.run()
     return result if isinstance(result, int) else (app.return_code or 0)

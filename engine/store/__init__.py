@@ -1,6 +1,6 @@
 """The run store: the one owner of every file name and path of a run and a grid.
 
-Layout (``runs/`` by default)::
+Layout (``runs/`` by default; ``default_root`` decides, FINETUNE_TUI_RUNS and the settings file first)::
 
     <root>/<grid>/            GridDir: grid.json, grid.lock, cancel, orchestrator.log, exports.csv, report/
     <root>/<grid>/<run>/      RunDir: config.json, events.jsonl, summary.json, metrics.csv, checkpoints,
@@ -36,6 +36,7 @@ from engine.store.reader import (
     check_name,
     dataset_cache_for,
     default_root,
+    default_root_and_source,
     load_run,
 )
 from engine.store.run_dir import ExportDir, RunDir, TestProbs
@@ -59,6 +60,6 @@ __all__ = [
     "DatasetCacheDir", "DiskFull", "ExportDir", "FileLock", "GridDir", "MissingFile", "RunDir", "RunRecord", "RunStore",
     "RunSummary", "RunWriter", "StoreError", "StudyDir", "StudyStatus", "TestProbs", "atomic_write",
     "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "best_epoch_of", "cell_key", "check_name",
-    "dataset_cache_for", "default_root", "file_key", "fold", "fold_batch", "is_dead_worker_error", "is_locked",
-    "load_run", "read_json", "read_json_object", "selection_key", "settle",
+    "dataset_cache_for", "default_root", "default_root_and_source", "file_key", "fold", "fold_batch",
+    "is_dead_worker_error", "is_locked", "load_run", "read_json", "read_json_object", "selection_key", "settle",
 ]

@@ -9,6 +9,7 @@
     exports.csv        one row per exported run;  export.log / report.log: TUI-started children
     search.json        a [search] grid's studies: trials, their states and values, the best (engine.search)
     report/            the grid's report
+    sync.json          what `finetune-tui sync` already sent to each tracker (sync.state)
     <run>/             one folder per run (RunDir)
 """
 
@@ -31,6 +32,7 @@ class GridDir:
     INFO, LOCK, CANCEL, LOG = "grid.json", "grid.lock", "cancel", "orchestrator.log"
     EXPORTS, EXPORT_LOG, REPORT_LOG, REPORT = "exports.csv", "export.log", "report.log", "report"
     SEARCH = "search.json"
+    SYNC_STATE = "sync.json"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -57,6 +59,7 @@ class GridDir:
     report_log = property(lambda self: self.path / self.REPORT_LOG)
     report_dir = property(lambda self: self.path / self.REPORT)
     search_file = property(lambda self: self.path / self.SEARCH)
+    sync_state_file = property(lambda self: self.path / self.SYNC_STATE)
 
     def exists(self) -> bool:
         return self.info_file.is_file()

@@ -18,8 +18,17 @@ DEFAULT_ROOT = "runs"
 
 
 def default_root() -> Path:
-    """The run store used when no --runs is given."""
-    return Path(DEFAULT_ROOT)
+    """The run store used when no --runs is given: FINETUNE_TUI_RUNS, else the settings file's ``runs``
+    (``engine.settings``), else ./runs. The one place this is decided."""
+    return default_root_and_source()[0]
+
+
+def default_root_and_source() -> tuple[Path, str]:
+    """``default_root()`` and where it came from (for ``finetune-tui settings``)."""
+    from engine.settings import runs_from_settings
+
+    root, source = runs_from_settings()
+    return (root, source) if root is not None else (Path(DEFAULT_ROOT), "default")
 
 
 @dataclass
@@ -81,9 +90,11 @@ def _size(path: Path) -> int:
 
 
 class RunStore:
-    """A run store: a folder of grid folders, and the dataset cache its runs share."""
+    """A run store: a folder of grid folders, the dataset cache its runs share, and the trackers' default
+    destinations (named so that no grid can take them: grid names start with a letter or digit)."""
 
-    DATASET_CACHE = (".cache", "datasets")  # a grid name can't start with "."
+    DATASET_CACHE = (".cache", "datasets")
+    TENSORBOARD, MLFLOW, MLFLOW_DB, MLFLOW_ARTIFACTS = "_tensorboard", "_mlflow", "mlflow.db", "artifacts"
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_root()
@@ -92,6 +103,20 @@ class RunStore:
     def dataset_cache(self) -> DatasetCacheDir:
         """The default dataset cache: ``<root>/.cache/datasets`` (``data.cache_dir`` chooses another)."""
         return DatasetCacheDir(self.root.joinpath(*self.DATASET_CACHE))
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """``finetune-tui sync tensorboard``'s default log folder: <root>/_tensorboard/<grid>/<run>/."""
+        return self.root / self.TENSORBOARD
+
+    @property
+    def mlflow_db(self) -> Path:
+        """``finetune-tui sync mlflow``'s default tracking store (SQLite), with its artifacts beside it."""
+        return self.root / self.MLFLOW / self.MLFLOW_DB
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / self.MLFLOW / self.MLFLOW_ARTIFACTS
 
     def grids(self) -> list[str]:
         try:
@@ -192,4 +217,4 @@ def check_name(name: str, what: str, limit: int = 64) -> str:
 
 
 __all__ = ["DEFAULT_ROOT", "MissingFile", "RunRecord", "RunStore", "check_name", "dataset_cache_for", "default_root",
-           "load_run"]
+           "default_root_and_source", "load_run"]

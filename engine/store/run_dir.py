@@ -11,8 +11,8 @@
     run.lock          flock held while a worker lives  cancel         present = stop this run
     worker.log        the worker's stderr              traceback.txt  the traceback of a crash
     skipped_images.txt  unreadable images left out (data.on_bad_image = "skip"): one "path<TAB>reason" a line
-    export/           ONNX files and their summary (ExportDir); .export.lock, .export.new/ (a re-export
-                      being written), .export.failed/ (a failed re-export that left the good one in place)
+    export/           ONNX files (model.onnx; model.preprocess.onnx, uint8 images in) and their summary
+                      (ExportDir); .export.lock, .export.new/ (a re-export being written), .export.failed/ (a failed re-export that left the good one in place)
 
 Readers never import torch: the TUI, the report and ``predict`` use them.
 """
@@ -63,6 +63,8 @@ class ExportDir:
 
     SUMMARY, DETAIL = "summary.json", "export.json"
     MODEL, FAILED_MODEL = "model.onnx", "model.parity_failed.onnx"
+    # the deployable file: uint8 images in, preprocessing and softmax in the graph (export.embed)
+    EMBEDDED, FAILED_EMBEDDED = "model.preprocess.onnx", "model.preprocess.parity_failed.onnx"
     # <run>/ siblings: the export lock; the export being written; the previous one during a swap;
     # a failed attempt kept for inspection next to a good export it did not replace
     LOCK, STAGING, RETIRED, FAILED_ATTEMPT = ".export.lock", ".export.new", ".export.old", ".export.failed"
@@ -78,6 +80,8 @@ class ExportDir:
     lock_file = property(lambda self: self.path.parent / self.LOCK)
     model = property(lambda self: self.path / self.MODEL)
     failed_model = property(lambda self: self.path / self.FAILED_MODEL)
+    embedded = property(lambda self: self.path / self.EMBEDDED)
+    failed_embedded = property(lambda self: self.path / self.FAILED_EMBEDDED)
     trt_cache = property(lambda self: self.path / "trt_cache")
     staging = property(lambda self: ExportDir(self.path.parent / self.STAGING))
     retired = property(lambda self: ExportDir(self.path.parent / self.RETIRED))
