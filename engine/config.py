@@ -19,8 +19,8 @@ import difflib
 import itertools
 import math
 import re
-import types
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache

@@ -1,9 +1,9 @@
 """Hyper-parameter axes and the [search] section (issue 10): the runs they make, their ids, their checks."""
 
 import json
+import tomllib
 
 import pytest
-import tomllib
 
 from engine.config import ConfigError, GridConfig, RunConfig, load_grid_file, run_id
 from finetune_tui.cli import build_parser, resolve_grid

@@ -1,9 +1,9 @@
 """One config path: preset/file, --set and flags merged once; command line beats the file's overrides too."""
 
 import json
+import tomllib
 
 import pytest
-import tomllib
 
 from engine import toml_writer
 from engine.config import ConfigError, GridConfig, RunConfig, apply_settings, load_grid_file
