@@ -89,7 +89,7 @@ class TrainConfig:
     head_patience: int = 1  # warm-up epochs without a better val loss that end it
     layer_decay: float = 0.8  # two_stage: LR multiplier per layer group from the head down to the stem
     # BatchNorm of trainable layers: frozen (the pretrained statistics; measured better for fine-tuning, issue 10)
-    # or train (batch statistics, updated as Keras does: the seed's)
+    # or train (batch statistics, updated as Keras does: the seed's); random weights always train them
     bn: str = "frozen"
     ema: bool = False  # evaluate and keep an exponential moving average of the weights (timm's ModelEmaV3)
     ema_decay: float = 0.998  # per step, warmed up (timm's use_warmup)

@@ -7,8 +7,9 @@ import threading
 import time
 
 from rich import box
-from rich.console import Console, Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.live import Live
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -130,33 +131,56 @@ def runs_table(records, title: str = "runs", group_by: str = "") -> Group:
     tables, notes = [], []
     for grid, recs in by_grid.items():
         axes = list(dict.fromkeys(k for rec in recs for k in rec.summary.axes))
-        # the box's one-space divider between cells and no padding or outer edge: names get the width
-        t = Table(title=f"{title}, grid {grid}", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                  padding=0, title_justify="left")
-        for col in ("dataset", "backbone", "strategy"):
-            t.add_column(col, no_wrap=True, overflow="ellipsis")
-        for key in axes:
-            t.add_column(key.rpartition(".")[2], no_wrap=True, justify="right")
-        t.add_column("status", no_wrap=True, overflow="ellipsis")
-        for col in ("epoch", "val", "test", "F1", "time"):
-            t.add_column(col, no_wrap=True, justify="right")
+        timed = any(rec.summary.status == "done" for rec in recs)
+        tables.append(_Widest(*[_grid_table(f"{title}, grid {grid}", recs, axes, with_time)
+                                for with_time in ((True, False) if timed else (False,))]))
         for rec in recs:
             s = rec.summary
-            t.add_row(s.dataset or rec.run_id, s.backbone, s.strategy,
-                      *[axis_value_text(s.axes[k]) if k in s.axes else "" for k in axes],
-                      Text(s.status, style=STATUS_STYLE.get(s.status, "magenta")), f"{s.epoch}/{s.epochs}",
-                      _pct(s.best_val_acc), _pct(s.test_accuracy), _pct(s.test_f1_macro),
-                      duration(run_seconds(s)) if s.status == "done" else "")
             note = rec.problem or s.error
             if note:  # Text, not markup: errors may hold brackets
                 kind = f"{s.status} ({s.error_kind.replace('_', ' ')}): " if s.error_kind and not rec.problem else ""
                 notes.append(Text.assemble((f"{s.grid}/{rec.run_id}: ", "bold"), (kind + note, "red")))
             for line in [] if rec.problem else s.notes:  # skipped or lost events, a refused checkpoint
                 notes.append(Text.assemble((f"{s.grid}/{rec.run_id}: ", "bold"), (line, "yellow")))
-        tables.append(t)
     if group_by:
         return Group(*tables, *notes, group_table(records, group_by))
     return Group(*tables, *notes)
+
+
+def _grid_table(title: str, recs: list, axes: list[str], with_time: bool) -> Table:
+    # the box's one-space divider between cells and no padding or outer edge: names get the width
+    t = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=0, title_justify="left")
+    for col in ("dataset", "backbone", "strategy"):
+        t.add_column(col, no_wrap=True, overflow="ellipsis")
+    for key in axes:
+        t.add_column(key.rpartition(".")[2], no_wrap=True, justify="right")
+    t.add_column("status", no_wrap=True, overflow="ellipsis")
+    for col in ("epoch", "val", "test", "F1", *(("time",) if with_time else ())):
+        t.add_column(col, no_wrap=True, justify="right")
+    for rec in recs:
+        s = rec.summary
+        t.add_row(s.dataset or rec.run_id, s.backbone, s.strategy,
+                  *[axis_value_text(s.axes[k]) if k in s.axes else "" for k in axes],
+                  Text(s.status, style=STATUS_STYLE.get(s.status, "magenta")), f"{s.epoch}/{s.epochs}",
+                  _pct(s.best_val_acc), _pct(s.test_accuracy), _pct(s.test_f1_macro),
+                  *((duration(run_seconds(s)) if s.status == "done" else "",) if with_time else ()))
+    return t
+
+
+class _Widest:
+    """The first of ``choices`` whose natural width fits the console; else the last (names stay whole on a
+    narrow terminal: the run time column is the first to go)."""
+
+    def __init__(self, *choices):
+        self.choices = choices
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for choice in self.choices[:-1]:
+            # measured unbounded: Rich clamps a measurement to the width it is given
+            if Measurement.get(console, options.update(max_width=10_000), choice).maximum <= options.max_width:
+                yield choice
+                return
+        yield self.choices[-1]
 
 
 def _group_value(summary: RunSummary, key: str) -> tuple:

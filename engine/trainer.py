@@ -182,6 +182,8 @@ class Trainer:
         )
         self.norm = norm_config(self.model.backbone)
         self.retired = retire_dead_channels(self.model.backbone) if self.weights.get("pretrained") else 0
+        # frozen BatchNorm keeps pretrained statistics; a randomly initialised net has none worth keeping
+        self.bn_mode = cfg.train.bn if self.weights.get("pretrained") else "train"
         if self.retired:
             log.info("retired %d dead BatchNorm channels of the pretrained backbone (running variance 0)",
                      self.retired)
@@ -270,7 +272,7 @@ class Trainer:
         self.optimizer = self._optimizer(apply_plan(self.model, self.groups, unit))
         ratios = [g["lr"] for g in self.optimizer.param_groups]
         self.scheduler = _Fixed()
-        set_train_mode(self.model, tc.bn)
+        set_train_mode(self.model, self.bn_mode)
         y_all = self.data["train"].y
         bs = self.cfg.data.batch_size
 
@@ -382,7 +384,7 @@ class Trainer:
         return logits, loss
 
     def train_epoch(self, epoch: int, gen: torch.Generator, aug_gen: torch.Generator | None) -> tuple[float, float, float]:
-        set_train_mode(self.model, self.cfg.train.bn)  # the cached-tail net shares these modules
+        set_train_mode(self.model, self.bn_mode)  # the cached-tail net shares these modules
         y_all = self.data["train"].y
         n, bs = len(y_all), self.cfg.data.batch_size
         steps = math.ceil(n / bs)

@@ -107,3 +107,21 @@ def test_runs_table_fits_80_columns_without_breaking_names():
     assert len(rows) == 8  # every row names it whole, on one line
     assert all("discriminative" in line or "frozen" in line for line in rows)
     assert "grid seed" in text and "grid other" in text and "…" not in text
+
+
+def test_runs_table_shows_run_time_where_it_fits_and_drops_it_before_names():
+    def rec(status, seconds):
+        return RunRecord(Path(f"/s/seed/footwear__efficientnet_lite0__discriminative_{status}"),
+                         RunSummary(run_id=f"footwear__efficientnet_lite0__discriminative_{status}", grid="seed",
+                                    dataset="footwear", backbone="efficientnet_lite0", strategy="discriminative",
+                                    status=status, epoch=20, epochs=20, best_val_acc=0.9123, test_accuracy=0.9,
+                                    test_f1_macro=0.8, total_seconds=seconds))
+
+    records = [rec("done", 65.0), rec("cancelled", None)]
+    wide, narrow = (Console(width=w, record=True, color_system=None) for w in (100, 80))
+    wide.print(runs_table(records))
+    narrow.print(runs_table(records))
+    wide_text, narrow_text = wide.export_text(), narrow.export_text()
+    assert " time" in wide_text and "1m05s" in wide_text
+    assert " time" not in narrow_text and "1m05s" not in narrow_text
+    assert max(len(line) for line in narrow_text.splitlines()) <= 80 and "…" not in narrow_text

@@ -283,8 +283,10 @@ def test_a_corrupt_image_is_one_line_and_unicode_paths_train_once_it_is_gone(tmp
             "--name", "u", "--runs", str(store)]
     r = cli(*args)
     assert "Traceback" not in r.stdout + r.stderr
-    if r.returncode == 2:  # the images are checked before the grid starts: one line for every bad file
-        assert str(broken) in one_line(r.stderr)
+    if r.returncode == 2:  # the images are checked before the grid starts: one line for every bad file,
+        line = one_line(r.stderr)  # the folder named once, each file relative to it
+        assert str(images) in line and "äpfel/kaputt.png (cannot identify image file)" in line
+        assert r.stderr.count("\n") == 1
     else:  # checked by the run that loads them: it fails as the user's to fix, naming the file
         assert r.returncode == 1, r.stderr
         (row,) = rows(store).values()
