@@ -118,7 +118,8 @@ def unmount(where: Path) -> None:
 def fill(fs: Path, leave: int = 0) -> Path:
     """A file taking all but ``leave`` bytes of the filesystem."""
     dummy = fs / "dummy"
-    with open(dummy, "wb") as fh:
+    # unbuffered: a write the filesystem refuses must not sit in a buffer that close() would retry (ENOSPC)
+    with open(dummy, "wb", buffering=0) as fh:
         todo = shutil.disk_usage(fs).free - leave
         try:
             while todo > 0:
