@@ -9,7 +9,6 @@ import builtins
 import errno
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from engine.store import load_run
 from engine.trainer import Trainer
 from engine.worker import EXIT_DISK_FULL, EXIT_FAILED
 from engine.worker import main as worker_main
+from tests.faults_fixtures import fill, mount_tmpfs, unmount
 from tests.trainer_fixtures import make_run, metrics_of, of_type, resume_point, set_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,34 +55,9 @@ def assert_last_good_checkpoint(rdir, point: int, best: int, rows: int) -> None:
 @pytest.fixture
 def small_fs(tmp_path):
     """An 8 MB tmpfs (test_efficientnet's resume point and best checkpoint are about 0.8 MB each)."""
-    mnt = tmp_path / "fs"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True,
-                              text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"can't run mount here: {exc}")
-    if done.returncode:
-        pytest.skip(f"mount -t tmpfs is not permitted here: {done.stderr.strip() or done.returncode}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
-
-
-def fill(fs: Path, leave: int) -> Path:
-    """A dummy file taking all but ``leave`` bytes of the filesystem (all of it when the last write hits ENOSPC)."""
-    dummy = fs / "dummy"
-    with open(dummy, "wb") as fh:
-        todo = shutil.disk_usage(fs).free - leave
-        try:
-            while todo > 0:
-                fh.write(b"\0" * min(todo, MB))
-                todo -= MB
-            fh.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-    return dummy
+    fs = mount_tmpfs(tmp_path / "fs", size_mb=8)
+    yield fs
+    unmount(fs)
 
 
 def test_full_filesystem_ends_the_run_and_it_resumes_once_space_is_back(small_fs):
