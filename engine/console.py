@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -26,7 +27,7 @@ def _pct(x: float | None) -> str:
 
 def duration(seconds: float | None) -> str:
     """``"47s"``, ``"3m05s"``, ``"1h02m"``; "" when unknown."""
-    if seconds is None:
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return ""
     s = int(round(seconds))
     if s < 60:

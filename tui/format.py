@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from engine.console import duration as console_duration
+
 BLOCKS = "▁▂▃▄▅▆▇█"
 MISSING = "–"
 
@@ -40,15 +42,8 @@ def rate(value: float | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """62 -> '1m02s', 3720 -> '1h02m'."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return MISSING
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    """62 -> '1m02s', 3720 -> '1h02m' (the console's spelling); MISSING when unknown."""
+    return console_duration(seconds) or MISSING
 
 
 def ms(value: float | None) -> str:
