@@ -108,6 +108,12 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def train_rows(n: int, batch_size: int) -> int:
+    """Rows of a shuffled training epoch: all of them, less the one that would be a last batch on its own
+    (BatchNorm in training mode refuses a batch of one)."""
+    return n - 1 if n > batch_size and n % batch_size == 1 else n
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -351,6 +357,8 @@ class Trainer:
         None where the activation cache stands in for them (``images=False``)."""
         n = len(self.data[split])
         order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
+        if gen is not None:  # training: BatchNorm can't take a batch of one image
+            order = order[:train_rows(n, bs)]
         if not images:
             yield from ((idx, None) for idx in order.split(bs))
             return
@@ -387,7 +395,7 @@ class Trainer:
         set_train_mode(self.model, self.bn_mode)  # the cached-tail net shares these modules
         y_all = self.data["train"].y
         n, bs = len(y_all), self.cfg.data.batch_size
-        steps = math.ceil(n / bs)
+        steps = math.ceil(train_rows(n, bs) / bs)
         total_loss = correct = seen = 0
         t0 = time.perf_counter()
         for step, (idx, xb) in enumerate(self._batches("train", bs, gen, images=not self._cached("train")), 1):
