@@ -53,7 +53,7 @@ def _write_range(args: tuple[str, int, int, int, int]) -> int:
         hue = np.array([(label * 37) % 256, (label * 91) % 256, (label * 153) % 256], dtype=np.float32)
         a, b = rng.uniform(-80, 80, size=2)
         img = hue[None, None, :] + a * xx[..., None] + b * yy[..., None]
-        cy, cx, r = rng.uniform(0.2, 0.8, size=2) * size, rng.uniform(0.1, 0.3) * size
+        (cy, cx), r = rng.uniform(0.2, 0.8, size=2) * size, rng.uniform(0.1, 0.3) * size
         img[((yy * size - cy) ** 2 + (xx * size - cx) ** 2) < r * r] = 255 - hue  # a disc: some structure
         out = Path(folder) / f"c{label}" / f"{i:06d}.png"
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(out, compress_level=1)
