@@ -123,6 +123,8 @@ def test_a_run_records_its_phases_and_its_total(tmp_path, capsys):
     assert finished.total_seconds > finished.train_seconds > 0
     results = json.loads((rdir / "results.json").read_text())
     assert results["total_seconds"] >= finished.total_seconds - 0.01 and results["phases"]["train"] > 0
+    cpu = results["cpu"]  # in-process here: pytest's own usage so far, at least this run's
+    assert cpu["user_seconds"] > 0 and cpu["system_seconds"] >= 0 and cpu["minor_faults"] > 1000
     summary = load_run(rdir).summary
     assert summary.total_seconds == finished.total_seconds and summary.phases == finished.phases
     line = ProgressView({}, plain=True).line("r", finished)

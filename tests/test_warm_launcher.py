@@ -34,6 +34,8 @@ def test_a_grid_runs_on_forked_workers(tmp_path):
         results = json.loads(rd.results_file.read_text())
         # forked warm: the process's start-up is the fork, not the imports (a cold worker: seconds)
         assert results["phases"]["startup"] < 1.0
+        # its own CPU from the fork on: the training, not the fork server's imports (seconds of CPU)
+        assert 0 < results["cpu"]["user_seconds"] + results["cpu"]["system_seconds"] < results["total_seconds"] * 2 + 1
         assert "INFO" in rd.worker_log.read_text()  # stderr went to worker.log
     pids = {load_run(gdir / rid).summary.pid for rid, _ in seen}
     assert len(pids) == 2 and os.getpid() not in pids  # a process per run
