@@ -14,7 +14,7 @@ validation). Once with ``data.stream = "always"`` (every split read from the
 cache batch by batch; this first run decodes the folder into the cache) and
 once with ``"never"`` (every split read into memory first): epoch seconds and
 the worker's peak RSS (its own ``ru_maxrss``, in results.json). Then the feed
-alone over the whole training split (98,000 rows, no train_limit), streamed
+alone over the whole training split (96,040 rows, no train_limit), streamed
 and held, each in its own process: seconds per pass (every batch turned into
 floats, the trainer's first step) and peak RSS.
 
