@@ -108,6 +108,12 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def train_rows(n: int, batch_size: int) -> int:
+    """Rows of a shuffled training epoch: all of them, less the one that would be a last batch on its own
+    (BatchNorm in training mode refuses a batch of one)."""
+    return n - 1 if n > batch_size and n % batch_size == 1 else n
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -351,6 +357,8 @@ class Trainer:
         None where the activation cache stands in for them (``images=False``)."""
         n = len(self.data[split])
         order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
+        if gen is not None:  # training: BatchNorm can't take a batch of one image
+            order = order[:train_rows(n, bs)]
         if not images:
             yield from ((idx, None) for idx in order.split(bs))
             return
@@ -387,7 +395,7 @@ class Trainer:
         set_train_mode(self.model, self.bn_mode)  # the cached-tail net shares these modules
         y_all = self.data["train"].y
         n, bs = len(y_all), self.cfg.data.batch_size
-        steps = math.ceil(n / bs)
+        steps = math.ceil(train_rows(n, bs) / bs)
         total_loss = correct = seen = 0
         t0 = time.perf_counter()
         for step, (idx, xb) in enumerate(self._batches("train", bs, gen, images=not self._cached("train")), 1):
@@ -680,13 +688,23 @@ class Trainer:
         for feed in self.data.values():
             feed.close()
         total = self.times.total()
-        results.update({"total_seconds": total, "phases": self.times.as_dict(), "peak_rss_mb": peak_rss_mb()})
+        results.update({"total_seconds": total, "phases": self.times.as_dict(), "peak_rss_mb": peak_rss_mb(),
+                        "cpu": cpu_usage()})
         self.dir.write_results(results)
         keys = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted",
                 "f1_weighted")
         self.writer.emit(ev.Finished(best_epoch=state.best_epoch, epochs_run=state.epoch,
                                      train_seconds=results["train_seconds"], test={k: results[k] for k in keys},
                                      total_seconds=round(total, 3), phases=self.times.as_dict()))
+
+
+def cpu_usage() -> dict[str, float]:
+    """This process's CPU seconds (all its threads) and minor page faults: a forked worker's parent never
+    waits for it, so its usage reaches no one's ``RUSAGE_CHILDREN`` (benchmarks read it here)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return {"user_seconds": round(r.ru_utime, 3), "system_seconds": round(r.ru_stime, 3), "minor_faults": r.ru_minflt}
 
 
 def peak_rss_mb() -> float:

@@ -513,3 +513,28 @@ def test_imagefolder_empty_or_missing(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no class folders"):
         load_dataset(f"imagefolder:{tmp_path / 'empty'}")
+
+
+def test_a_folder_lists_in_path_order_and_fingerprints_its_relative_paths(tmp_path):
+    # names where string order and Path order differ ("a-b/..." < "a/..." as strings, not as paths)
+    import hashlib
+
+    from engine.data import folder
+
+    root = tmp_path / "tree"
+    names = ["a/x.png", "a-b/x.png", "a.b/y.PNG", "a/b/z.png", "z.jpg", "Z.jpeg", "n o.png", "noext", "x.txt"]
+    for cls in ("cat", "dog"):
+        for name in names:
+            f = root / cls / name
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(b"\x89PNG" + name.encode())
+    tree = folder.check(f"imagefolder:{root}")
+    want = sorted(p for cls in ("cat", "dog") for p in (root / cls).rglob("*")
+                  if p.is_file() and p.suffix.lower() in folder.SUFFIXES)
+    assert list(tree.train.files) == want and len(want) == 14
+    h = hashlib.sha256(f"{tree.layout}\0cat/dog\0v\0".encode())
+    h.update(b"[train]")
+    for path, label in zip(want, tree.train.labels):
+        st = path.stat()
+        h.update(f"{path.relative_to(root)}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    assert folder.fingerprint(tree, "v") == h.hexdigest()

@@ -87,12 +87,15 @@ def test_feeds_stream_what_does_not_fit(tmp_path):
     limit_mb = 1
     out, plan = feeds(ds.arrays, ds.selection.splits(), torch.device("cpu"), limit_mb, "auto")
     assert not any(f.streamed for f in out.values())  # 24 rows of 192 bytes fit in 1 MB
+    assert plan.describe().endswith("; device budget 1 MB") and plan.describe().startswith("train held (0 MB)")
     out, plan = feeds(ds.arrays, ds.selection.splits(), torch.device("cpu"), 0, "always")
-    assert all(f.streamed for f in out.values()) and "streamed" in plan.describe()
+    assert all(f.streamed for f in out.values())
+    assert plan.describe().endswith("test streamed (0 MB); data.stream = always")  # not "device budget 0 MB"
     assert plan.sizes["train"] == len(ds.train) * row
     no_cache = open_dataset(f"imagefolder:{folder(tmp_path)}", image_size=8)
-    out, _ = feeds(no_cache.arrays, no_cache.selection.splits(), torch.device("cpu"), 0, "always")
+    out, plan = feeds(no_cache.arrays, no_cache.selection.splits(), torch.device("cpu"), 0, "always")
     assert not any(f.streamed for f in out.values())  # decoded in memory: nothing to stream from
+    assert plan.describe().endswith("test held (0 MB); decoded in memory (data.cache = false)")
 
 
 @pytest.mark.parametrize("strategy,augment", [("partial", True), ("frozen", False)])
@@ -120,6 +123,8 @@ def test_a_run_records_its_phases_and_its_total(tmp_path, capsys):
     assert finished.total_seconds > finished.train_seconds > 0
     results = json.loads((rdir / "results.json").read_text())
     assert results["total_seconds"] >= finished.total_seconds - 0.01 and results["phases"]["train"] > 0
+    cpu = results["cpu"]  # in-process here: pytest's own usage so far, at least this run's
+    assert cpu["user_seconds"] > 0 and cpu["system_seconds"] >= 0 and cpu["minor_faults"] > 1000
     summary = load_run(rdir).summary
     assert summary.total_seconds == finished.total_seconds and summary.phases == finished.phases
     line = ProgressView({}, plain=True).line("r", finished)

@@ -257,3 +257,18 @@ def test_class_weighting_and_augmentation_options_run(tmp_path):
     atomic_write_json(rdir / "config.json", cfg)
     assert worker_main([str(rdir)]) == 0
     assert load_run(rdir).summary.status == "done"
+
+
+def test_train_rows_leave_out_a_last_batch_of_one():
+    from engine.trainer import train_rows
+
+    assert [train_rows(n, 16) for n in (65, 64, 66, 17, 16, 1)] == [64, 64, 66, 16, 16, 1]
+
+
+def test_a_random_weights_full_run_whose_last_batch_would_be_one_image_trains(tmp_path):
+    # BatchNorm trains for random weights, and refuses a batch of one: the epoch leaves that image out
+    rdir = make_run(tmp_path, data={"train_limit": 65, "batch_size": 16, "image_size": 16}, strategy="full", epochs=1)
+    assert worker_main([str(rdir)]) == 0
+    steps = [(e.step, e.steps) for e in events_of(rdir) if e.type == "progress" and e.phase == "train"]
+    assert steps[-1] == (4, 4)
+    assert load_run(rdir).summary.status == "done"

@@ -34,6 +34,8 @@ def test_a_grid_runs_on_forked_workers(tmp_path):
         results = json.loads(rd.results_file.read_text())
         # forked warm: the process's start-up is the fork, not the imports (a cold worker: seconds)
         assert results["phases"]["startup"] < 1.0
+        # its own CPU from the fork on: the training, not the fork server's imports (seconds of CPU)
+        assert 0 < results["cpu"]["user_seconds"] + results["cpu"]["system_seconds"] < results["total_seconds"] * 2 + 1
         assert "INFO" in rd.worker_log.read_text()  # stderr went to worker.log
     pids = {load_run(gdir / rid).summary.pid for rid, _ in seen}
     assert len(pids) == 2 and os.getpid() not in pids  # a process per run
@@ -102,3 +104,13 @@ def test_the_child_gets_the_run_environment(tmp_path, monkeypatch):
     p.start()
     p.join(120)
     assert json.loads(out.read_text())["cuda"] == "3" and json.loads(out.read_text())["threads"] == 2
+
+
+def test_the_fork_server_freezes_what_it_imported():
+    # a worker's collections then leave the shared pages alone (no copy-on-write of the imports)
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import gc, engine.warm_preload; print(gc.get_freeze_count())"],
+                         capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert int(out.stdout) > 100_000  # torch, timm and scikit-learn's objects

@@ -78,9 +78,9 @@ def _visible_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _walk(folder: Path, found: list[tuple[Path, int, int]], seen: set[tuple[int, int]]) -> None:
+def _walk(folder: Path, found: list[tuple[str, int, int]], seen: set[tuple[int, int]]) -> None:
     """Every visible image file under ``folder`` (symlinks followed, once each; hidden names skipped) with its
-    size and mtime."""
+    size and mtime (paths as strings: a 100k-image folder is listed on every run's start)."""
     try:
         st = folder.stat()
         if (st.st_dev, st.st_ino) in seen:  # a link back up the tree
@@ -95,17 +95,19 @@ def _walk(folder: Path, found: list[tuple[Path, int, int]], seen: set[tuple[int,
         try:
             if entry.is_dir():
                 _walk(Path(entry.path), found, seen)
-            elif os.path.splitext(entry.name)[1].lower() in SUFFIXES and entry.is_file():
+            elif entry.name[entry.name.rfind("."):].lower() in SUFFIXES and entry.is_file():  # the name's suffix
                 st = entry.stat()
-                found.append((Path(entry.path), st.st_size, st.st_mtime_ns))
+                found.append((entry.path, st.st_size, st.st_mtime_ns))
         except OSError:  # a broken link or a file gone meanwhile: not an image we can list
             continue
 
 
 def _images(folder: Path) -> list[tuple[Path, int, int]]:
-    found: list[tuple[Path, int, int]] = []
+    found: list[tuple[str, int, int]] = []
     _walk(folder, found, set())
-    return sorted(found)  # Path order, as torchvision's ImageFolder (and earlier versions) sort
+    # Path order (part by part, as torchvision's ImageFolder and earlier versions sort), without comparing Paths
+    found.sort(key=lambda f: f[0].split(os.sep))
+    return [(Path(p), size, mtime) for p, size, mtime in found]
 
 
 def _list(folder: Path, classes: tuple[str, ...], dataset: str, require_all: bool) -> Listing:
@@ -169,10 +171,13 @@ def fingerprint(tree: Tree, extra: str = "") -> str:
     the tree), size and mtime; ``extra`` adds the rest (storage step, format version)."""
     h = hashlib.sha256()
     h.update(f"{tree.layout}\0{'/'.join(tree.classes)}\0{extra}\0".encode())
+    root = os.path.join(str(tree.root), "")
     for part, listing in tree.parts().items():
         h.update(f"[{part}]".encode())
         for path, label, (size, mtime) in zip(listing.files, listing.labels, listing.stamps):
-            h.update(f"{path.relative_to(tree.root)}\0{label}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))
+            name = str(path)  # the path relative to the tree (Path.relative_to costs more than the hash)
+            rel = name[len(root):] if name.startswith(root) else str(path.relative_to(tree.root))
+            h.update(f"{rel}\0{label}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 

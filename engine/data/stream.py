@@ -257,11 +257,14 @@ def read_into_device(reader: RowReader, rows: np.ndarray, device: torch.device, 
 class FeedPlan:
     held: dict[str, bool]  # split -> held on the device
     sizes: dict[str, int]  # split -> bytes of its uint8 images
-    limit: int  # the budget the decision was made against
+    limit: int  # the budget the decision was made against (auto)
+    mode: str = "auto"  # data.stream, or "memory": decoded without the cache, nothing to stream from
 
     def describe(self) -> str:
         parts = [f"{k} {'held' if v else 'streamed'} ({self.sizes[k] / 1e6:.0f} MB)" for k, v in self.held.items()]
-        return f"{', '.join(parts)}; device budget {self.limit / 1e6:.0f} MB"
+        why = {"auto": f"device budget {self.limit / 1e6:.0f} MB",
+               "memory": "decoded in memory (data.cache = false)"}.get(self.mode, f"data.stream = {self.mode}")
+        return f"{', '.join(parts)}; {why}"
 
 
 def feeds(arrays: SourceArrays, splits: dict[str, Rows], device: torch.device, configured_mb: int = 0,
@@ -281,4 +284,4 @@ def feeds(arrays: SourceArrays, splits: dict[str, Rows], device: torch.device, c
             out[name] = StreamedFeed(reader, r.rows, y, device)
     if all(held.values()):
         reader.close()
-    return out, FeedPlan(held, sizes, limit)
+    return out, FeedPlan(held, sizes, limit, mode if arrays.file is not None else "memory")
