@@ -34,8 +34,8 @@ from engine.model_meta import ModelMeta  # noqa: E402
 from engine.models import build_classifier, norm_config  # noqa: E402
 from engine.store import RunDir  # noqa: E402
 from export import metadata  # noqa: E402
-from export.embed import embed_preprocessing  # noqa: E402
 from export.benchmark import BenchConfig, bench_ort, bench_torch, provenance, ratios  # noqa: E402
+from export.embed import embed_preprocessing  # noqa: E402
 from export.onnx_export import export_onnx  # noqa: E402
 from export.ort_session import (  # noqa: E402
     CPU,
