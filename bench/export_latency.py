@@ -6,8 +6,14 @@ timed with export.benchmark on the same preprocessed batch: onnxruntime per avai
 provider (a provider that falls back to CPU is reported, not timed), PyTorch eager on the
 matching device, same thread count. Prints a markdown table and its provenance.
 
+``--embedded HxWxC,...`` also times the deployable file (``model.preprocess.onnx``: resize,
+normalisation and softmax in the graph, built by export.embed as ``finetune-tui export`` builds
+it) on random uint8 images of each source shape, next to the plain file on CPU: what a client
+pays for the preprocessing it no longer writes.
+
     .venv/bin/python bench/export_latency.py --backbones efficientnet_lite0,mobilenetv2 --image-size 64
     .venv/bin/python bench/export_latency.py --run runs/demo/footwear__efficientnet_lite0__full
+    .venv/bin/python bench/export_latency.py --providers cpu --embedded 28x28x1,480x640x3
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from engine.models import build_classifier, norm_config  # noqa: E402
 from engine.store import RunDir  # noqa: E402
 from export import metadata  # noqa: E402
 from export.benchmark import BenchConfig, bench_ort, bench_torch, provenance, ratios  # noqa: E402
+from export.embed import embed_preprocessing  # noqa: E402
 from export.onnx_export import export_onnx  # noqa: E402
 from export.ort_session import (  # noqa: E402
     CPU,
@@ -38,6 +45,7 @@ from export.ort_session import (  # noqa: E402
     resolve_provider,
     short_name,
 )
+from export.preprocess_graph import OPSET as EMBEDDED_OPSET  # noqa: E402
 from export.quantize import quantize_int8  # noqa: E402
 
 
@@ -56,6 +64,23 @@ def models(args) -> list[tuple[str, torch.nn.Module, ModelMeta]]:
     return out
 
 
+def time_embedded(label: str, plain: Path, meta: ModelMeta, shapes: list[tuple[int, ...]], batches: list[int],
+                  threads: int, cfg: BenchConfig, tmp: Path, plain_rows: dict[int, dict]) -> list[dict]:
+    """The deployable file on CPU, fed uint8 NHWC images of each source shape, beside the plain file's p50."""
+    dst = embed_preprocessing(plain, tmp / "m.preprocess.onnx",
+                              metadata.build_embedded(metadata.build(meta), opset=EMBEDDED_OPSET))
+    info = open_session(dst, CPU, threads=threads)
+    out = []
+    for h, w, c in shapes:
+        raw = np.random.default_rng(1).integers(0, 256, (64, h, w, c), dtype=np.uint8)
+        lat = bench_ort(info, raw, batches, cfg)
+        for b in batches:
+            plain_p50 = plain_rows[b]["ort_p50_ms"] if b in plain_rows else float("nan")
+            out.append({"model": label, "source": f"{h}x{w}x{c} uint8", "batch": b, "plain_p50_ms": plain_p50,
+                        **lat[str(b)], "added_ms_per_image": (lat[str(b)]["p50_ms"] - plain_p50) / b})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", help="a run folder: time its best checkpoint")
@@ -66,15 +91,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--int8", action="store_true", help="also time the static int8 model on CPU")
     p.add_argument("--min-seconds", type=float, default=2.0)
+    p.add_argument("--embedded", default="", metavar="HxWxC,...",
+                   help="also time model.preprocess.onnx on uint8 images of these source shapes (CPU)")
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args(argv)
+    shapes = [tuple(int(v) for v in s.lower().split("x")) for s in args.embedded.split(",") if s]
 
     batches = [int(b) for b in args.batches.split(",")]
     threads = args.threads or default_threads()
     cfg = BenchConfig(warmup_runs=10, min_runs=50, min_seconds=args.min_seconds, max_seconds=30.0)
     providers = [resolve_provider(x) for x in args.providers.split(",") if x] or available_providers()
     prov = provenance(threads, cfg)
-    rows, fallbacks = [], []
+    rows, fallbacks, embedded_rows = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for label, model, meta in models(args):
             path = export_onnx(model, Path(tmp) / "m.onnx", metadata.build(meta))
@@ -106,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
                                      "torch_img_per_s": torch_lat[device][b]["img_per_s"],
                                      "onnx_over_torch": ratio[b], "torch_device": device})
             model.to("cpu")
+            if shapes:
+                embedded_rows += time_embedded(label, path, meta, shapes, batches, threads, cfg, Path(tmp),
+                                               {r["batch"]: r for r in rows
+                                                if r["model"] == label and r["variant"] == "fp32"
+                                                and r["provider"] == short_name(CPU)})
     print(f"CPU: {prov['cpu']} ({prov['cpu_count']} CPUs, {threads} threads) | GPU: {prov['gpu'] or 'none'} | "
           f"onnxruntime {prov['onnxruntime']} ({', '.join(prov['onnxruntime_distributions'])}) | "
           f"torch {prov['torch']} | load avg {prov['load_avg_1m']} | warm-up {cfg.warmup_runs}, "
@@ -118,10 +151,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['model']} | {r['variant']} | {r['provider']} | {r['batch']} | {r['ort_p50_ms']:.2f} | "
               f"{r['ort_p90_ms']:.2f} | {r['ort_p99_ms']:.2f} | {r['ort_img_per_s']:.0f} | {r['torch_p50_ms']:.2f} | "
               f"{r['torch_img_per_s']:.0f} | {r['onnx_over_torch']:.2f} |")
+    if embedded_rows:
+        print()
+        print("| model | source images | batch | plain p50 ms | preprocess-in-graph p50 ms | p90 ms | img/s "
+              "| added ms per image |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        for r in embedded_rows:
+            print(f"| {r['model']} | {r['source']} | {r['batch']} | {r['plain_p50_ms']:.2f} | {r['p50_ms']:.2f} | "
+                  f"{r['p90_ms']:.2f} | {r['img_per_s']:.0f} | {r['added_ms_per_image']:.3f} |")
     for f in dict.fromkeys(fallbacks):
         print(f"\nfallback (not timed): {f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"provenance": prov, "rows": rows, "fallbacks": fallbacks}, indent=1))
+        Path(args.json).write_text(json.dumps({"provenance": prov, "rows": rows, "fallbacks": fallbacks,
+                                               "embedded": embedded_rows}, indent=1))
     return 0
 
 

@@ -44,7 +44,7 @@ def check_search(grid: GridConfig) -> None:
     try:
         import optuna  # noqa: F401
     except ImportError:
-        raise ConfigError("[search] needs the optuna package: pip install optuna") from None
+        raise ConfigError("[search] needs the optuna package, which is not installed; run: pip install 'finetune-tui[search]'") from None
 
 
 def distributions(space: dict) -> dict[str, "optuna.distributions.BaseDistribution"]:

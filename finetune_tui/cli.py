@@ -334,8 +334,10 @@ def cmd_settings(args) -> int:
         if args.themes:
             print("themes: " + ", ".join(theme_names()))
         if args.keys:
-            for binding_id, (keys, description) in binding_ids().items():
-                print(f"  {binding_id:<28}{keys:<16}{description}")
+            ids = binding_ids()
+            wide = max((len(keys) for keys, _ in ids.values()), default=0) + 2  # "escape,backspace" is 16
+            for binding_id, (keys, description) in ids.items():
+                print(f"  {binding_id:<28}{keys:<{wide}}{description}")
     return 0
 
 

@@ -114,6 +114,19 @@ def test_search_section_reads_and_round_trips(tmp_path):
     assert GridConfig.from_dict(tomllib.loads(grid.to_toml())) == grid
 
 
+def test_a_search_without_optuna_names_the_extra_to_install(tmp_path, monkeypatch, capsys):
+    """Optuna is the [search] extra, not the core: a grid that needs it says how to get it, in one line."""
+    from finetune_tui.cli import main
+
+    f = tmp_path / "s.toml"
+    f.write_text('datasets = ["digits"]\nbackbones = ["test_efficientnet"]\nstrategies = ["full"]\n'
+                 '[search]\ntrials = 2\n[search.space]\n"train.lr" = [1e-3, 1e-4]\n')
+    monkeypatch.setitem(__import__("sys").modules, "optuna", None)  # import optuna -> ImportError
+    assert main(["run", "--grid", str(f), "--show-config"]) == 2
+    assert capsys.readouterr().err == ("finetune-tui: error: [search] needs the optuna package, which is not "
+                                       "installed; run: pip install 'finetune-tui[search]'\n")
+
+
 def test_a_search_runs_its_trials_as_runs_and_prunes_through_the_cancel_path(tmp_path):
     from engine.config import DataConfig, ModelConfig, TrainConfig
     from engine.orchestrator import Orchestrator, prepare

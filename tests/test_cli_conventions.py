@@ -103,6 +103,7 @@ def test_settings_lists_binding_ids_and_themes(monkeypatch, capsys):
     assert re.search(r"^  app\.quit\s+q\s+Quit$", out, re.M)
     assert re.search(r"^  runs\.export\s+e\s+Export$", out, re.M)
     assert "nord" in out and "textual-dark" in out
+    assert re.search(r"^  detail\.back\s+escape,backspace\s+Back$", out, re.M)  # the keys never run into the words
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh"])

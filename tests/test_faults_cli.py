@@ -131,6 +131,32 @@ def test_unknown_backbone_and_missing_data_stop_run_before_anything_starts(tmp_p
     assert not (tmp_path / "runs").exists()
 
 
+# --- item 8: names and paths ------------------------------------------------------------------------------
+
+
+def test_two_folders_that_would_share_a_run_id_are_one_line_naming_both(tmp_path):
+    for name in ("shoes a", "shoes-a"):
+        (tmp_path / name).mkdir()
+    r = cli("run", "--datasets", f"imagefolder:{tmp_path / 'shoes a'},imagefolder:{tmp_path / 'shoes-a'}",
+            "--backbones", "test_efficientnet", "--runs", str(tmp_path / "runs"))
+    assert r.returncode == 2
+    line = one_line(r.stderr)
+    assert f"'imagefolder:{tmp_path / 'shoes a'}' and 'imagefolder:{tmp_path / 'shoes-a'}'" in line
+    assert "would both be named 'shoes-a'" in line and "imagefolder:NAME=PATH" in line
+    assert "duplicate runs" not in line and not (tmp_path / "runs").exists()
+
+
+def test_an_image_folder_that_is_a_file_says_so(tmp_path):
+    f = tmp_path / "shoes.txt"
+    f.write_text("not a folder\n")
+    r = cli("run", "--datasets", f"imagefolder:{f}", "--backbones", "test_efficientnet", "--runs",
+            str(tmp_path / "runs"))
+    assert r.returncode == 2
+    line = one_line(r.stderr)
+    assert f"{f} is a file, not a folder" in line and "doesn't exist" not in line
+    assert not (tmp_path / "runs" / "demo").exists()
+
+
 # --- item 8: a grid name never leaves the store ---------------------------------------------------------
 
 

@@ -25,6 +25,19 @@ def trained(tmp_path_factory):
     return root
 
 
+def test_checkpoints_are_as_readable_as_the_rest_of_the_store(trained):
+    """Item 8: safetensors and torch.save write 0600 temp files; the store makes them 0644 like its other files."""
+    import stat
+
+    from engine.store.atomic import FILE_MODE
+
+    for rd in GridDir(trained / "g").run_dirs():
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in rd.path.iterdir() if p.is_file()}
+        assert {"best.safetensors", "last_state.pt", "config.json", "events.jsonl"} <= set(modes)
+        assert modes["best.safetensors"] == modes["last_state.pt"] == modes["config.json"], modes
+        assert modes["config.json"] == FILE_MODE  # what the umask allows, as for any file the user writes
+
+
 def test_every_command_works_on_a_store_with_one_bad_event_line(trained, tmp_path):
     root = tmp_path / "runs"
     shutil.copytree(trained, root)

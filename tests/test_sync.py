@@ -190,7 +190,9 @@ def test_mlflow_sync_reads_back_and_adds_only_what_is_new(store, capsys):
     assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "val/acc")) == [1, 2, 3]
 
 
-def test_mlflow_experiment_option_and_uri(store, capsys, tmp_path):
+def test_mlflow_experiment_option_and_uri(store, capsys, tmp_path, monkeypatch):
+    # a URI of the user's own keeps MLflow's artifact default, ./mlruns of the working folder: not the checkout's
+    monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'other.db'}"
     code, out = sync(capsys, "mlflow", "g", "--runs", str(store["root"]), "--tracking-uri", uri,
                      "--experiment", "team")
@@ -199,6 +201,7 @@ def test_mlflow_experiment_option_and_uri(store, capsys, tmp_path):
 
     _, runs = mlflow_runs(MlflowClient(tracking_uri=uri), "team")
     assert f"g/{store['done'].run_id}" in runs
+    assert (tmp_path / "mlruns").is_dir()
 
 
 # --- the command line without the extras -----------------------------------------------------------
