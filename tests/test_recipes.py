@@ -201,9 +201,16 @@ def test_frozen_bn_keeps_pretrained_statistics_and_train_updates_them():
 
 
 def test_two_stage_run_warms_the_head_then_trains_everything(tmp_path):
+    import resource
+
     rdir = make_run(tmp_path, "two", strategy="two_stage", epochs=5, head_epochs=3, head_patience=1, lr=3e-3,
                     schedule="cosine", warmup_epochs=0.5)
+    before = resource.getrusage(resource.RUSAGE_SELF)
     assert worker_main([str(rdir)]) == 0
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    # the worker ran in this process: its CPU seconds are this process's, read as the run finished
+    cpu = json.loads((rdir / "results.json").read_text())["cpu_seconds"]
+    assert before.ru_utime + before.ru_stime - 1e-3 <= cpu <= after.ru_utime + after.ru_stime + 1e-3
     m = metrics_of(rdir)
     stages = m["stage"].tolist()
     head = stages.count(0)
