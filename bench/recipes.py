@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"recipe": recipe, "strategy": rec.summary.strategy, "status": rec.summary.status,
                          "accuracy": results.get("accuracy"), "f1": results.get("f1_macro"),
                          "train_s": results.get("train_seconds"), "epochs": results.get("epochs_run"),
+                         "cpu_s": results.get("cpu_seconds"),
                          "wall_s": (rec.summary.finished_at or 0) - (rec.summary.started_at or 0),
                          "run": str(rec.path)})
     import timm
@@ -119,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{platform.python_version()}; {args.backbone} ({args.weights}), {args.image_size} px, batch 64, "
           f"{args.train_limit or 'all'} training images, at most {args.epochs} epochs; load average "
           f"{load_before} before, {load()} after; {time.time() - t0:.0f} s in all. Time = training seconds "
-          f"(the epochs) / the run's wall time from start to finish (data, features, test included).\n")
+          f"(the epochs) / the run's wall time from start to finish (data, features, test included) / the "
+          f"worker's CPU seconds (user + system, all threads: what the run cost, whatever else the machine "
+          f"was doing).\n")
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))
     header = "| strategy | " + " | ".join(f"{r} acc | {r} F1 | {r} time" for r in recipes) + " |"
     print(header)
@@ -131,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             if row is None or row["accuracy"] is None:
                 cells += [row["status"] if row else "-", "", ""]
                 continue
-            cells += [f"{row['accuracy']:.4f}", f"{row['f1']:.4f}", f"{row['train_s']:.0f} / {row['wall_s']:.0f} s"]
+            cpu = f" / {row['cpu_s']:.0f}" if row.get("cpu_s") is not None else ""
+            cells += [f"{row['accuracy']:.4f}", f"{row['f1']:.4f}", f"{row['train_s']:.0f} / {row['wall_s']:.0f}{cpu} s"]
         print(f"| {s} | " + " | ".join(cells) + " |")
     (root / "bench_recipes.json").write_text(json.dumps(rows, indent=1))
     print(f"\nRun folders and bench_recipes.json: {root}")

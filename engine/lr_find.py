@@ -44,6 +44,12 @@ class LrCurve:
         return cls(**{k: v for k, v in obj.items() if k in names})
 
 
+def plot_ceiling(losses: list[float]) -> float:
+    """The top of a plot of the curve: the divergence at the end would flatten the valley, so it is cut at
+    1.5 times the starting loss (or the highest loss, if lower)."""
+    return min(max(losses), 1.5 * losses[0])
+
+
 def lr_at(step: int, steps: int, start: float = START, end: float = END) -> float:
     """The exponential ramp: ``start`` at step 0, ``end`` at step ``steps - 1``."""
     return start * (end / start) ** (step / max(1, steps - 1))

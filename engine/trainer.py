@@ -689,7 +689,7 @@ class Trainer:
             feed.close()
         total = self.times.total()
         results.update({"total_seconds": total, "phases": self.times.as_dict(), "peak_rss_mb": peak_rss_mb(),
-                        "cpu": cpu_usage()})
+                        "cpu": (cpu := cpu_usage()), "cpu_seconds": round(cpu["user_seconds"] + cpu["system_seconds"], 3)})
         self.dir.write_results(results)
         keys = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted",
                 "f1_weighted")
@@ -700,7 +700,8 @@ class Trainer:
 
 def cpu_usage() -> dict[str, float]:
     """This process's CPU seconds (all its threads) and minor page faults: a forked worker's parent never
-    waits for it, so its usage reaches no one's ``RUSAGE_CHILDREN`` (benchmarks read it here)."""
+    waits for it, so its usage reaches no one's ``RUSAGE_CHILDREN`` (benchmarks read it here). On a shared
+    machine CPU time says what a run cost where wall time only says how busy the machine was."""
     import resource
 
     r = resource.getrusage(resource.RUSAGE_SELF)

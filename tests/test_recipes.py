@@ -201,9 +201,16 @@ def test_frozen_bn_keeps_pretrained_statistics_and_train_updates_them():
 
 
 def test_two_stage_run_warms_the_head_then_trains_everything(tmp_path):
+    import resource
+
     rdir = make_run(tmp_path, "two", strategy="two_stage", epochs=5, head_epochs=3, head_patience=1, lr=3e-3,
                     schedule="cosine", warmup_epochs=0.5)
+    before = resource.getrusage(resource.RUSAGE_SELF)
     assert worker_main([str(rdir)]) == 0
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    # the worker ran in this process: its CPU seconds are this process's, read as the run finished
+    cpu = json.loads((rdir / "results.json").read_text())["cpu_seconds"]
+    assert before.ru_utime + before.ru_stime - 1e-3 <= cpu <= after.ru_utime + after.ru_stime + 1e-3
     m = metrics_of(rdir)
     stages = m["stage"].tolist()
     head = stages.count(0)
@@ -287,3 +294,30 @@ def test_full_on_grey_data_leaves_no_live_zero_variance_channel_and_onnx_parity_
     summary = export_run(runs["train"], benchmark=False)
     assert summary["status"] == "ok", summary["error"]
     assert summary["parity_max_abs_diff"] < 1e-4 and summary["top1_agreement"] == 1.0
+
+
+def test_clip_grad_bounds_the_global_gradient_norm_of_the_step():
+    from engine.precision import Amp, for_device
+
+    cpu = torch.device("cpu")
+    amp = Amp(for_device(cpu, False), cpu)
+    for clip, expected in ((0.0, 50.0), (1.0, 1.0)):
+        w = torch.nn.Parameter(torch.zeros(2))
+        opt = torch.optim.SGD([w], lr=1.0)
+        loss = (w * torch.tensor([30.0, 40.0])).sum()  # gradient (30, 40): norm 50
+        amp.backward_step(loss, opt, clip)
+        # SGD at lr 1 moves the weights by the (clipped) gradient: its norm is the step's length
+        assert torch.linalg.vector_norm(w.detach()).item() == pytest.approx(expected, rel=1e-5)
+        assert (w.detach() / -torch.linalg.vector_norm(w.detach())).tolist() == pytest.approx([0.6, 0.8])
+
+
+def test_tta_averages_the_probabilities_of_the_image_and_its_mirror():
+    from engine.augment import tta_logits
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 4, 3))  # not mirror-symmetric
+    x = torch.randn(5, 1, 2, 4)
+    mean = (torch.softmax(net(x), 1) + torch.softmax(net(x.flip(-1)), 1)) / 2
+    probs = torch.softmax(tta_logits(net, x), 1)
+    assert torch.allclose(probs, mean, atol=1e-6)
+    assert not torch.allclose(probs, torch.softmax(net(x), 1), atol=1e-3)  # the mirror image counted

@@ -29,9 +29,22 @@ def test_detail_reads_the_range_test_and_plots_loss_against_log_lr(tmp_path):
     assert detail.lr_find == CURVE
     assert any("LR range test (stage 1, 4 steps): lr 0.0001" in line.message for line in detail.logs)
     loss, chosen = lr_find_series(detail)
-    assert loss.x == (-6.0, -4.0, -2.0, 0.0) and loss.y == (1.0, 0.8, 0.5, 2.0)
+    # the last point (2.0) is above 1.5 x the starting loss: the divergence, left off the plot
+    assert loss.x == (-6.0, -4.0, -2.0) and loss.y == (1.0, 0.8, 0.5)
     assert chosen.x == (-4.0, -4.0) and chosen.y == (0.5, 0.8) and chosen.label == "chosen 0.0001"
     assert tail.poll() is None  # nothing changed
+
+
+def test_range_test_plot_leaves_the_divergence_off_so_the_valley_shows():
+    from types import SimpleNamespace
+
+    # a real curve's shape: flat at 2.3, a valley down to 2.1, then the loss explodes to 177
+    losses = [2.3, 2.3, 2.25, 2.1, 2.4, 6.9, 176.9]
+    lrs = [10.0 ** e for e in range(-7, 0)]
+    curve = LrCurve(lrs=lrs, losses=losses, raw_losses=losses, suggestion=1e-4, min_loss_lr=1e-4).to_dict()
+    loss, chosen = lr_find_series(SimpleNamespace(lr_find=curve))
+    assert loss.y == (2.3, 2.3, 2.25, 2.1, 2.4) and loss.x == (-7.0, -6.0, -5.0, -4.0, -3.0)
+    assert chosen.x == (-4.0, -4.0) and chosen.y == (2.1, 2.1)
 
 
 def _state(axes, key="g/r"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.lr_find import plot_ceiling
 from report.figures.common import new_figure, palette, pretty, save
 from report.loading import RunData
 
@@ -39,7 +40,7 @@ def panel(ax, curve: dict, title: str) -> None:
         ax.axvline(low, color="grey", ls=":", lw=1, label=f"lowest loss {low:.2g}")
     ax.set_xscale("log")
     losses = curve["losses"]
-    ax.set_ylim(min(losses) * 0.95, min(max(losses), 1.5 * losses[0]) * 1.05)  # the divergence is off the top
+    ax.set_ylim(min(losses) * 0.95, plot_ceiling(losses) * 1.05)  # the divergence is off the top
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")

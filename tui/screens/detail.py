@@ -13,6 +13,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
+from engine.lr_find import plot_ceiling
 from tui.messages import ReaderFailed, RunDetailChanged, StoreChanged
 from tui.run_tail import RunDetail, RunTail
 from tui.store_watcher import RunState
@@ -47,12 +48,15 @@ def lr_find_series(detail: RunDetail) -> list[Series]:
     lrs, losses = curve.get("lrs") or [], curve.get("losses") or []
     if not lrs or len(lrs) != len(losses) or not all(isinstance(v, (int, float)) and v > 0 for v in lrs):
         return []
-    x = tuple(math.log10(v) for v in lrs)
-    out = [Series("smoothed loss", x, tuple(losses))]
+    # the points past the plot's ceiling are the divergence: kept, they would squash the valley to a line
+    top = plot_ceiling(losses)
+    kept = [i for i, v in enumerate(losses) if v <= top]
+    x = tuple(math.log10(lrs[i]) for i in kept)
+    out = [Series("smoothed loss", x, tuple(losses[i] for i in kept))]
     chosen = curve.get("suggestion")
     if isinstance(chosen, (int, float)) and chosen > 0:
-        at = min(range(len(lrs)), key=lambda i: abs(math.log10(lrs[i] / chosen)))
-        out.append(Series(f"chosen {chosen:.2g}", (x[at], x[at]), (min(losses), losses[at])))
+        at = min(kept, key=lambda i: abs(math.log10(lrs[i] / chosen)))
+        out.append(Series(f"chosen {chosen:.2g}", (math.log10(lrs[at]),) * 2, (min(losses), losses[at])))
     return out
 
 
