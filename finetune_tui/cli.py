@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -156,13 +158,28 @@ def cmd_run(args) -> int:
     summaries = {rec.run_id: rec.summary for rec in RunStore(args.runs).runs(grid.name)}
     view = ProgressView(summaries, plain=True if args.plain else None)
     try:
-        with view:
+        with view, interrupt_on_termination():
             counts = orch.Orchestrator(gdir, on_event=view).run()
     except KeyboardInterrupt:
         print("\ninterrupted: unfinished runs stay resumable; run the same command again to resume", file=sys.stderr)
         return 130
     print(f"grid {grid.name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"  ({gdir})")
     return 0 if set(counts) <= {"done"} else 1
+
+
+@contextlib.contextmanager
+def interrupt_on_termination():
+    """SIGTERM and SIGHUP (a closed SSH session) stop a foreground grid as Ctrl-C does: its workers are asked to
+    stop and the runs stay resumable, instead of the process dying and leaving workers behind."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def add_lr_find_parser(sub) -> None:

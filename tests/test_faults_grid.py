@@ -193,6 +193,33 @@ def test_ctrl_c_keeps_the_run_resumable_and_a_tampered_resume_point_restarts_it_
     assert rd.results()["epochs_run"] == 3 and rd.metrics().epoch.tolist() == [1, 2, 3]  # all of it, retrained
 
 
+def test_sigterm_to_a_foreground_run_stops_its_worker_and_leaves_the_run_resumable(store):
+    args = ["run", *TINY, "--strategies", "full", "--epochs", "3", "--set", "train.patience=3", "--name", "t",
+            "--runs", str(store)]
+    proc = cli_background(*args, start_new_session=True)
+    rd = GridDir(store / "t").run(FULL)
+    assert wait_for(lambda: rd.events_file.exists() and epoch_of(rd) >= 1)
+    worker = load_run(rd).summary.pid
+    proc.send_signal(signal.SIGTERM)  # the command alone (a service manager, `kill PID`), not its group
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in out + err, err
+    assert wait_for(lambda: not pid_alive(worker), timeout=30), "the worker outlived its grid"
+    assert load_run(rd).summary.status == "cancelled"
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr
+    starts = [e for e in rd.events()[0] if isinstance(e, ev.Started)]
+    assert starts[-1].resumed_from_epoch >= 1
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:  # a zombie has exited
+        return fh.read().split(")")[-1].split()[0] != "Z"
+
+
 # --- SIGKILL of a worker, of the orchestrator ----------------------------------------------------------------
 
 
