@@ -15,7 +15,6 @@ from rich.text import Text
 
 from engine import events as ev
 from engine.store import RunSummary, fold
-from engine.store.heartbeat import local_host
 from engine.store.summary import axis_value_text
 
 STATUS_STYLE = {"queued": "dim", "running": "cyan", "done": "green", "failed": "red", "cancelled": "yellow"}
@@ -133,8 +132,8 @@ def runs_table(records, title: str = "runs", group_by: str = "") -> Group:
     for grid, recs in by_grid.items():
         axes = list(dict.fromkeys(k for rec in recs for k in rec.summary.axes))
         timed = any(rec.summary.status == "done" for rec in recs)
-        # a grid that trained elsewhere (a cluster's nodes) says where; the time column goes first when narrow
-        hosted = any(rec.summary.host and rec.summary.host != local_host() for rec in recs)
+        # a grid that trained on several machines (a cluster's nodes) says where; the time column goes first when narrow
+        hosted = len({rec.summary.host for rec in recs if rec.summary.host}) > 1
         layouts = [(t, h) for t in ((True, False) if timed else (False,)) for h in ((True,) if hosted else (False,))]
         if hosted:
             layouts.append((False, False))

@@ -60,6 +60,10 @@ def validate(grid: GridConfig, root: str | Path | None = None,
     from engine.strategies import get_strategy
 
     check_grid_name(grid.name)
+    if grid.executor == "ray":
+        from engine.ray_launcher import import_ray
+
+        import_ray()  # one line naming the extra when ray isn't installed, before anything is made
     from engine.search import check_search
 
     check_search(grid)

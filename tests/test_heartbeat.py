@@ -1,6 +1,7 @@
 """Liveness across hosts: a worker's heartbeat decides for runs on other machines (a flock can't reach
 them), the flock for this one's; a dead remote run names the host that stopped beating; hosts show in
-`runs` (within 80 columns) and the TUI only when a run trained elsewhere."""
+`runs` (within 80 columns) and the TUI's runs table when a grid trained on more than one machine (the
+detail view's config always says host / pid)."""
 
 from __future__ import annotations
 
@@ -105,9 +106,44 @@ def test_runs_shows_hosts_of_a_cluster_grid_within_80_columns(tmp_path):
     assert any("host" in line for line in lines)
 
 
-def test_local_runs_show_no_host_column(tmp_path):
-    rd = new_run(tmp_path, "g", "full")
-    done_on(rd, local_host(), [0.5], [0.9])
+def test_runs_of_one_machine_show_no_host_column(tmp_path):
+    for strategy in ("full", "partial"):
+        done_on(new_run(tmp_path, "g", strategy), local_host(), [0.5], [0.9])
+    records = [load_run(p) for p in sorted((tmp_path / "g").iterdir()) if RunDir(p).is_run()]
     console = Console(file=io.StringIO(), width=160)
-    console.print(runs_table([load_run(rd)]))
-    assert " host " not in console.file.getvalue()
+    console.print(runs_table(records))
+    assert " host " not in console.file.getvalue() and local_host() not in console.file.getvalue()
+
+
+def test_the_ray_executor_without_ray_is_one_line(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from finetune_tui.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    code = main(["run", "--runs", str(tmp_path), "--datasets", "digits", "--backbones", "test_efficientnet",
+                 "--strategies", "frozen", "--epochs", "1", "--image-size", "32", "--weights", "random",
+                 "--executor", "ray"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == "finetune-tui: error: the ray executor needs Ray: pip install 'finetune-tui[ray]' (or pip install ray)\n"
+    assert not any(tmp_path.iterdir())  # refused before any folder was made
+
+
+def test_executor_keys_go_through_the_one_parser(tmp_path, capsys):
+    import pytest
+
+    from engine.config import ConfigError, GridConfig, load_grid_file
+    from finetune_tui.cli import main
+
+    path = tmp_path / "g.toml"
+    path.write_text('executor = "ray"\nray_address = "10.0.0.5:6379"\nretries = 3\n')
+    grid = load_grid_file(path)
+    assert (grid.executor, grid.ray_address, grid.retries) == ("ray", "10.0.0.5:6379", 3)
+    assert GridConfig.from_dict(grid.to_dict(), stored=True) == grid
+    with pytest.raises(ConfigError, match="executor: 'slurm' is not one of local, ray"):
+        GridConfig.from_layers(({"executor": "slurm"}, "g.toml"))
+    code = main(["run", "--runs", str(tmp_path), "--grid", str(path), "--executor", "local", "--ray-address", "auto",
+                 "--datasets", "digits", "--show-config"])
+    out = capsys.readouterr().out
+    assert code == 0 and 'executor = "local"' in out and 'ray_address = "auto"' in out and "retries = 3" in out

@@ -49,7 +49,7 @@ class ColumnInfo:
     descending: bool = False  # sorting by it puts the largest first (accuracies, throughput)
     grids: bool = False  # shown only while runs of more than one grid are on screen
     axes: bool = False  # shown only while some run on screen has axis values
-    hosts: bool = False  # shown only while some run on screen trained on another machine (a cluster's node)
+    hosts: bool = False  # shown only while the runs on screen trained on more than one machine (a cluster's nodes)
 
 
 def _num_cell(value: float | None, text: str, style: Any = "") -> Cell:

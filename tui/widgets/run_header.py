@@ -5,7 +5,6 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from engine.store.heartbeat import local_host
 from tui import format as fmt
 from tui.columns import elapsed_seconds
 from tui.store_watcher import RunState
@@ -32,8 +31,6 @@ def header_text(run: RunState, now: float, palette: Palette) -> Text:
     line2 = [run.key]
     if s.device:
         line2.append(s.device)
-    if s.host and s.host != local_host():  # trained on another machine (a cluster's node)
-        line2.append(f"on {s.host}")
     if s.weights:
         line2.append(s.weights)
     text.append("  ".join(line2), style=palette.muted)

@@ -24,7 +24,6 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine.store.heartbeat import local_host
 from tui.columns import COLUMNS, IDENTITY, Cell, Context, matches, sort_key
 from tui.messages import HeaderClicked, RowHighlighted, RowSelected
 from tui.store_watcher import RunState
@@ -180,8 +179,7 @@ class RunsTable(ScrollView, can_focus=True):
         want_export = any(r.export is not None for r in runs.values())
         want_grids = not view.grid and len({k.split("/", 1)[0] for k in runs}) > 1
         want_axes = any(r.summary.axes for r in runs.values())
-        here = local_host()
-        want_hosts = any(r.summary.host and r.summary.host != here for r in runs.values())
+        want_hosts = len({r.summary.host for r in runs.values() if r.summary.host}) > 1  # runs of a cluster
         columns = [c.key for c in COLUMNS.values() if (want_export or not c.export) and (want_grids or not c.grids)
                    and (want_axes or not c.axes) and (want_hosts or not c.hosts)]
         if columns != self._columns or restyle:
