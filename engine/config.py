@@ -189,6 +189,9 @@ class GridConfig:
     # the Ray cluster (executor = "ray"): "" = the one this machine belongs to, else a new local one; auto; HOST:PORT
     ray_address: str = ""
     retries: int = 1  # times a run whose node was lost starts again elsewhere (from its last checkpoint)
+    # where a Ray run's files live: shared (the store on a filesystem every node mounts at the same path) or
+    # ship (none: each node trains in a scratch folder; events and files are shipped to the head's store)
+    ray_store: str = "shared"
     # the settings every run shares; its dataset, backbone and strategy are unused (the lists above set them)
     base: RunConfig = field(default_factory=RunConfig)
     # per-name settings: {"full": {"train.epochs": 3}} applies to every run whose
@@ -341,7 +344,8 @@ class StudyConfig:
 # --- the one parser ----------------------------------------------------------
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-GRID_KEYS = ("name", "datasets", "backbones", "strategies", "concurrency", "executor", "ray_address", "retries")
+GRID_KEYS = ("name", "datasets", "backbones", "strategies", "concurrency", "executor", "ray_address", "retries",
+             "ray_store")
 NAME_LISTS = ("datasets", "backbones", "strategies")  # the names an [overrides.NAME] table may use
 STUDY = "study"  # the section (TOML table) and the parser scope of a study's settings
 # run settings a grid sets from its lists, never from a setting
@@ -361,6 +365,7 @@ CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
     "strategies": lambda: tuple(STRATEGIES),
     "study.normalize": lambda: ("none", "l2", "standard"),
     "executor": lambda: ("local", "ray"),
+    "ray_store": lambda: ("shared", "ship"),
     "study.on_missing_weights": lambda: ("skip", "random", "fail"),
 }
 

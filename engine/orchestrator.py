@@ -430,7 +430,7 @@ def make_launcher(grid: GridConfig) -> Launcher:
     if grid.executor == "ray":
         from engine.ray_launcher import RayLauncher
 
-        return RayLauncher(grid.ray_address)
+        return RayLauncher(grid.ray_address, store=grid.ray_store)
     return default_launcher()
 
 

@@ -11,6 +11,16 @@ mounted at the same path on every node: the worker writes its folder there,
 and the orchestrator reads its events from events.jsonl (``EventTail``) as it
 does for the warm launcher.
 
+Without a shared filesystem (``ray_store = "ship"``) the worker trains in a
+scratch folder on its node, seeded with the run's files from the head (so a
+re-queued run resumes from its last_state.pt), and a shipping thread beside it
+forwards what it writes to a ``StoreSink`` actor on the head, which writes it
+into the head's store: new events.jsonl lines as they are written (every
+``SHIP_EVERY`` seconds), every other file once it changed (checkpoints,
+results, probabilities, metrics, worker.log, the heartbeat), and the head's
+cancel request back to the node. Files are shipped before the events that
+announce them, and once more when the worker ends, before its exit code.
+
 Faults: an actor whose node is gone ends its run with "node lost: HOST"
 (``lost_node``); the orchestrator re-queues it (``GridConfig.retries``) to
 resume from its last_state.pt on another node. The actors are *detached* and
@@ -28,7 +38,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
+import tempfile
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -36,6 +49,8 @@ from engine.errors import UserError
 from engine.launcher import PROJECT_ROOT, EventTail, Resources
 from engine.store import RunDir
 
+SHIP_EVERY = 0.5  # seconds between shipments of a run's new events and changed files (ray_store = "ship")
+SCRATCH_ENV = "FINETUNE_TUI_SCRATCH"  # where a node trains runs in ship mode (default: its temp folder)
 NAMESPACE = "finetune-tui"  # detached actors' namespace: a restarted orchestrator looks its runs up there
 KILLED = -signal.SIGKILL  # the exit code a run reads as when its actor was killed (ray.kill, a lost node)
 
@@ -82,7 +97,26 @@ class RunActor:
         node_id = ray.get_runtime_context().get_node_id()
         return node_id, node_label(node_id, ray.nodes()), os.getpid()
 
-    def run(self, run_dir: str, worker_args: list[str], threads: int) -> int:
+    def run(self, run_dir: str, worker_args: list[str], threads: int, sink=None, seed: dict | None = None) -> int:
+        """Train the run; with a ``sink`` (ship mode), in a scratch copy of its folder, shipping it to the head."""
+        if sink is None:
+            return self._train(run_dir, worker_args, threads)
+        # <scratch>/<the head's store>/<grid>/<run>: the names a run reads, and one dataset cache per node and store
+        store = Path(run_dir).parent.parent
+        local = (Path(os.environ.get(SCRATCH_ENV) or tempfile.gettempdir()) / "finetune-tui-ship"
+                 / hashlib.sha1(str(store).encode()).hexdigest()[:12] / Path(run_dir).parent.name / Path(run_dir).name)
+        shutil.rmtree(local, ignore_errors=True)
+        local.mkdir(parents=True)
+        for name, data in (seed or {}).items():
+            (local / name).write_bytes(data)
+        shipper = Shipper(RunDir(local), run_dir, sink).start()
+        try:
+            return self._train(str(local), [str(local)] + worker_args[1:], threads)
+        finally:
+            shipper.stop()  # the last events and files reach the head before the exit code does
+            shutil.rmtree(local, ignore_errors=True)
+
+    def _train(self, run_dir: str, worker_args: list[str], threads: int) -> int:
         from engine.store.heartbeat import HOST_ENV
         from engine.warm_launcher import prepare_child
 
@@ -102,6 +136,113 @@ class RunActor:
     def wait(self) -> int | None:
         """The run's exit code; queued behind ``run``, so a caller that lost ``run``'s result waits for its end."""
         return self.code
+
+
+class StoreSink:
+    """On the head (ship mode): writes what nodes ship into its store, through ``engine.store``'s writers."""
+
+    def append_events(self, run_dir: str, data: bytes) -> None:
+        with open(RunDir(run_dir).events_file, "ab") as fh:  # whole lines, in order, from the one shipper
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def write_file(self, run_dir: str, name: str, data: bytes) -> None:
+        from engine.store import atomic_write_bytes
+
+        atomic_write_bytes(Path(run_dir) / name, data)
+
+    def remove(self, run_dir: str, name: str) -> None:
+        (Path(run_dir) / name).unlink(missing_ok=True)
+
+    def cancel_reason(self, run_dir: str) -> str | None:
+        return RunDir(run_dir).cancel_reason()
+
+
+def shipped_names(rd: RunDir) -> list[str]:
+    """The files of a run folder that travel between a node's scratch copy and the head's store: every
+    plain file but the flock (meaningless elsewhere), the cancel request (the head's, pulled), the event
+    stream (shipped line by line) and temp files (names starting with a dot)."""
+    keep_out = {rd.LOCK, rd.CANCEL, rd.EVENTS}
+    try:
+        return sorted(p.name for p in rd.path.iterdir()
+                      if p.is_file() and not p.name.startswith(".") and p.name not in keep_out)
+    except FileNotFoundError:
+        return []
+
+
+def seed_files(run_dir: Path) -> dict[str, bytes]:
+    """A run's files from the head, to start (or resume) it in a node's scratch folder."""
+    rd = RunDir(run_dir)
+    names = [n for n in shipped_names(rd) if n != rd.HEARTBEAT] + ([rd.EVENTS] if rd.events_file.exists() else [])
+    return {name: (rd.path / name).read_bytes() for name in names}
+
+
+class Shipper:
+    """A node's side of ship mode: a thread forwarding a scratch run folder to the head's ``StoreSink``."""
+
+    def __init__(self, local: RunDir, head_dir: str, sink):
+        import ray
+
+        self.ray, self.local, self.head_dir, self.sink = ray, local, head_dir, sink
+        self._offset = local.events_file.stat().st_size if local.events_file.exists() else 0  # the head has these
+        self._sent = {name: _stamp(local.path / name) for name in shipped_names(local)}  # seeded from the head
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="shipper", daemon=True)
+
+    def start(self) -> "Shipper":
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while True:
+            done = self._stop.is_set()
+            try:
+                self.ship()
+            except Exception:  # the head out of reach for a moment: the next round sends it all
+                pass
+            if done:
+                return
+            self._stop.wait(SHIP_EVERY)
+
+    def ship(self) -> None:
+        ray, sink, head = self.ray, self.sink, self.head_dir
+        calls = []
+        names = shipped_names(self.local)
+        for name in names:  # files before the events that announce them
+            stamp = _stamp(self.local.path / name)
+            if stamp is not None and self._sent.get(name) != stamp:
+                calls.append(sink.write_file.remote(head, name, (self.local.path / name).read_bytes()))
+                self._sent[name] = stamp
+        for name in [n for n in self._sent if n not in names]:
+            calls.append(sink.remove.remote(head, name))  # the heartbeat, taken away at the worker's end
+            del self._sent[name]
+        ray.get(calls)
+        try:
+            with open(self.local.events_file, "rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+        except FileNotFoundError:
+            data = b""
+        end = data.rfind(b"\n") + 1
+        if end:
+            ray.get(sink.append_events.remote(head, data[:end]))
+            self._offset += end
+        reason = ray.get(sink.cancel_reason.remote(head))
+        if reason and self.local.cancel_reason() is None:
+            self.local.request_cancel(reason)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 class RayHandle:
@@ -180,7 +321,9 @@ class RayLauncher:
 
     local = False
 
-    def __init__(self, address: str = ""):
+    def __init__(self, address: str = "", store: str = "shared"):
+        self.store = store
+        self._sink = None
         self.ray = ray = import_ray()
         if not ray.is_initialized():
             try:
@@ -189,6 +332,19 @@ class RayLauncher:
             except ConnectionError as exc:
                 raise UserError(f"can't reach the Ray cluster at {address or 'this machine'}: {exc}") from None
         self._actor = ray.remote(RunActor)
+
+    def sink(self):
+        """The head's ``StoreSink`` (ship mode): an actor on this node, started on first use."""
+        if self._sink is None:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            here = self.ray.get_runtime_context().get_node_id()
+            # detached and named: the runs' shipping outlives an orchestrator that is restarted (and adopts them)
+            self._sink = self.ray.remote(StoreSink).options(
+                name=f"store-sink-{hashlib.sha1(here.encode()).hexdigest()[:12]}", namespace=NAMESPACE,
+                lifetime="detached", get_if_exists=True, num_cpus=0, max_concurrency=8,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False)).remote()
+        return self._sink
 
     def _nodes(self) -> list[dict]:
         return [n for n in self.ray.nodes() if n.get("Alive")]
@@ -217,7 +373,11 @@ class RayLauncher:
                                     runtime_env={"env_vars": env}).remote()
         worker_args = [str(run_dir)] + (["--device", "cuda:0"] if gpus else [])  # Ray pins the GPU it gives
         node = actor.node.remote()  # before run: an actor's calls run one at a time, in order
-        result = actor.run.remote(str(run_dir), worker_args, request.threads)
+        if self.store == "ship":
+            result = actor.run.remote(str(run_dir), worker_args, request.threads, self.sink(),
+                                      seed_files(Path(run_dir)))
+        else:
+            result = actor.run.remote(str(run_dir), worker_args, request.threads)
         return RayHandle(self.ray, actor, node, result, Path(run_dir), on_line)
 
     def adopt(self, run_dir: Path, on_line: Callable[[str], None]) -> RayHandle | None:

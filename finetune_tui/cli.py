@@ -103,6 +103,9 @@ def add_grid_flags(p) -> None:
                                                                "of a Ray cluster (pip install finetune-tui[ray])")
     p.add_argument("--ray-address", metavar="auto|HOST:PORT",
                    help="the Ray cluster to run on (default: the one this machine joined, else a new local one)")
+    p.add_argument("--ray-store", choices=["shared", "ship"],
+                   help="shared (default: the store on a filesystem every node mounts at one path) or ship (each "
+                        "node trains in a scratch folder, its events and files shipped to this machine's store)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any setting, e.g. --set train.patience=3 --set data.val_fraction=0.2")
     p.add_argument("--axis", action="append", default=[], metavar="KEY=V1,V2",
@@ -113,6 +116,7 @@ def add_grid_flags(p) -> None:
 FLAG_KEYS = {
     "name": "name", "datasets": "datasets", "backbones": "backbones", "strategies": "strategies",
     "concurrency": "concurrency", "executor": "executor", "ray_address": "ray_address",
+    "ray_store": "ray_store",
     "data_root": "data.data_root", "download": "data.download", "image_size": "data.image_size",
     "batch_size": "data.batch_size", "augment": "data.augment", "epochs": "train.epochs", "lr": "train.lr",
     "head": "model.head", "weights": "model.weights", "on_missing_weights": "model.on_missing_weights",

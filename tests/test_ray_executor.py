@@ -1,7 +1,8 @@
 """The ray executor on a real Ray cluster of two simulated nodes on this machine (``ray.cluster_utils.Cluster``,
 how Ray tests itself): a grid spread over both nodes, a node removed mid-run and its run resumed on the other,
 cancel, and an orchestrator restarted adopting a run still alive on the cluster. The store is the shared-
-filesystem mode (every simulated node sees this machine's tmp folder)."""
+filesystem mode (every simulated node sees this machine's tmp folder), and the ship mode, where nodes train in
+scratch folders and the head's store gets everything through its sink."""
 
 from __future__ import annotations
 
@@ -160,6 +161,37 @@ def test_a_lost_node_fails_the_run_and_it_resumes_on_the_other(cluster, tmp_path
         nodes.remove(victim)
         nodes.append(c.add_node(num_cpus=1))  # the module's cluster keeps two nodes
         c.wait_for_nodes()
+
+
+def test_ship_mode_forwards_events_and_files_to_the_head_store(cluster, tmp_path):
+    """No shared filesystem: each node trains in its scratch folder; the head's store gets the events as they
+    happen and every file once written, and the head's cancel request reaches the node."""
+    _, _, launcher = cluster
+    ship = RayLauncher(store="ship")  # on the module's cluster (ray is connected already)
+    two = RunConfig(data=BASE.data, model=BASE.model, train=TrainConfig(epochs=2, threads=1, device="cpu"))
+    gdir = prepare(grid("ship", strategies=("frozen", "full"), base=two, ray_store="ship",
+                        overrides={"full": {"train.epochs": 60, "train.patience": 100}}), tmp_path)
+    done, slow = RunDir(gdir / "digits__test_efficientnet__frozen"), RunDir(gdir / "digits__test_efficientnet__full")
+    seen: list[tuple[str, str, float]] = []
+    orch = Orchestrator(gdir, launcher=ship, on_event=lambda rid, e: seen.append((rid, e.type, time.time())))
+    assert ship.store == "ship"
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(orch.run()), daemon=True)
+    thread.start()
+    assert wait_for(lambda: load_run(slow).summary.epoch >= 1)  # forwarded as it happens: the run goes on
+    live = slow.liveness()
+    assert live.alive and live.remote and live.beat.dir != str(slow.path)  # beats from its scratch copy
+    slow.request_cancel("stop the shipped one")
+    thread.join(timeout=180)
+    assert result == {"done": 1, "cancelled": 1}
+    assert load_run(slow).summary.error == "stop the shipped one"
+    for rd in (done, slow):
+        assert not rd.lock_file.exists()  # the worker never touched the head's folder: its flock was elsewhere
+        assert not rd.heartbeat_file.exists()  # its end reached the head too
+        assert rd.worker_log.read_text().strip() and rd.state_file.exists() and rd.metrics_file.exists()
+    assert done.results()["accuracy"] > 0 and done.probs() is not None and done.has_checkpoint()
+    kinds = [kind for rid, kind, _ in seen if rid == done.run_id]
+    assert kinds.count("epoch") == 2 and kinds[-1] == "finished"  # the orchestrator tailed the shipped stream
 
 
 def test_actor_names_tell_stores_apart(tmp_path):

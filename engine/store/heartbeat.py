@@ -7,7 +7,10 @@ run would look dead, or a dead one alive. So a worker also rewrites
 every ``HEARTBEAT_EVERY`` seconds and removes it when it ends. A reader on
 the worker's own host trusts the flock (the kernel drops it the moment the
 process dies); a reader anywhere else trusts the heartbeat: older than
-``HEARTBEAT_TIMEOUT`` is dead. Hosts compare their clocks here, so a cluster
+``HEARTBEAT_TIMEOUT`` is dead. The beat also names the folder the worker
+trains in: a worker training in a copy of the run folder elsewhere (a Ray
+node's scratch folder, ``ray_store = "ship"``) holds its flock there, so
+a reader of this folder trusts the heartbeat then, whatever the host. Hosts compare their clocks here, so a cluster
 keeps them in step (NTP), as every cluster does.
 """
 
@@ -38,6 +41,7 @@ class Heartbeat:
     host: str
     pid: int
     ts: float  # time.time() of the beat, on the worker's clock
+    dir: str = ""  # the run folder the worker holds its flock in
 
     def age(self, now: float | None = None) -> float:
         return max(0.0, (time.time() if now is None else now) - self.ts)
@@ -52,14 +56,16 @@ def read_heartbeat(path: Path) -> Heartbeat | None:
         obj = read_json_object(path)
     except StoreError:  # missing, torn or unreadable: no beat to trust
         return None
-    host, pid, ts = obj.get("host"), obj.get("pid"), obj.get("ts")
-    if not isinstance(host, str) or not isinstance(pid, int) or not isinstance(ts, (int, float)):
+    host, pid, ts, folder = obj.get("host"), obj.get("pid"), obj.get("ts"), obj.get("dir", "")
+    if not isinstance(host, str) or not isinstance(pid, int) or not isinstance(ts, (int, float)) \
+            or not isinstance(folder, str):
         return None
-    return Heartbeat(host, pid, float(ts))
+    return Heartbeat(host, pid, float(ts), folder)
 
 
 def write_heartbeat(path: Path, host: str | None = None) -> None:
-    atomic_write_json(path, {"host": host or local_host(), "pid": os.getpid(), "ts": time.time()})
+    atomic_write_json(path, {"host": host or local_host(), "pid": os.getpid(), "ts": time.time(),
+                             "dir": os.path.realpath(Path(path).parent)})
 
 
 class Heartbeater:

@@ -20,6 +20,7 @@ Readers never import torch: the TUI, the report and ``predict`` use them.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -267,9 +268,13 @@ class RunDir:
         """Whether a worker lives, and how that was told: the flock where the worker's host is this one (or
         it left no heartbeat), its heartbeat where it runs elsewhere (a flock can't be trusted across hosts)."""
         beat = read_heartbeat(self.heartbeat_file)
-        if beat is not None and beat.host != local_host():
-            return Liveness(beat.fresh(), beat)
+        if beat is not None and (beat.host != local_host() or self._elsewhere(beat)):
+            return Liveness(beat.fresh(), beat, self._elsewhere(beat))
         return Liveness(is_locked(self.lock_file), beat)
+
+    def _elsewhere(self, beat: Heartbeat) -> bool:
+        """The worker holds its flock in another copy of this folder (a node's scratch copy, shipped here)."""
+        return bool(beat.dir) and beat.dir != os.path.realpath(self.path)
 
     def heartbeat(self) -> Heartbeat | None:
         return read_heartbeat(self.heartbeat_file)
@@ -343,11 +348,12 @@ class RunDir:
 class Liveness:
     alive: bool
     beat: Heartbeat | None  # the worker's last heartbeat, when it left one
+    elsewhere: bool = False  # its worker trains in another copy of the folder (ship mode)
 
     @property
     def remote(self) -> bool:
-        """Told by a heartbeat from another host."""
-        return self.beat is not None and self.beat.host != local_host()
+        """Told by a heartbeat: from another host, or from a worker whose flock is in another folder."""
+        return self.beat is not None and (self.beat.host != local_host() or self.elsewhere)
 
     def dead_because(self) -> str:
         """Why a dead worker reads as dead, for its error line (empty when the flock told)."""
