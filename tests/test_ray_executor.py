@@ -6,15 +6,18 @@ scratch folders and the head's store gets everything through its sink."""
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 
 import pytest
+from rich.console import Console
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'finetune-tui[ray]')")
 
 from engine import events as ev  # noqa: E402
 from engine.config import DataConfig, GridConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from engine.console import runs_table  # noqa: E402
 from engine.orchestrator import Orchestrator, prepare  # noqa: E402
 from engine.ray_launcher import NAMESPACE, RayLauncher, actor_name  # noqa: E402
 from engine.store import RunDir, load_run  # noqa: E402
@@ -83,7 +86,25 @@ def test_a_grid_spreads_over_both_nodes(cluster, tmp_path):
         rd = RunDir(gdir / rid)
         assert rd.results_file.exists() and rd.best.exists()
         assert not rd.heartbeat_file.exists()  # a worker that ended took its heartbeat with it
-    assert not launcher.ray.util.list_named_actors(all_namespaces=True)  # every run's actor was released
+    assert not [a for a in launcher.ray.util.list_named_actors(all_namespaces=True)
+                if a["name"].startswith("run-")]  # every run's actor was released
+    console = Console(file=io.StringIO(), width=80)
+    console.print(runs_table(load_run(RunDir(gdir / rid)) for rid in orch.grid_dir.run_ids()))
+    text = console.file.getvalue()
+    assert " host " in text and all(h in text for h in hosts)  # `runs` says which node trained each
+
+
+def test_the_run_command_takes_the_ray_executor(cluster, tmp_path, capsys):
+    from finetune_tui.cli import main
+
+    c, _, _ = cluster
+    code = main(["run", "--runs", str(tmp_path), "--name", "cli", "--datasets", "digits", "--backbones",
+                 "test_efficientnet", "--strategies", "frozen", "--epochs", "1", "--image-size", "32", "--weights",
+                 "random", "--device", "cpu", "--set", "train.threads=1", "--executor", "ray", "--ray-address",
+                 c.address, "--plain"])
+    assert code == 0, capsys.readouterr().err
+    summary = load_run(RunDir(tmp_path / "cli" / "digits__test_efficientnet__frozen")).summary
+    assert summary.status == "done" and summary.host.rpartition("#")[2] in {n.node_id[:6] for n in cluster[1]}
 
 
 def test_cancel_reaches_a_remote_run(cluster, tmp_path):
