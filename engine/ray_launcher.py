@@ -364,6 +364,11 @@ class RayLauncher:
         return max(1, total)
 
     def launch(self, run_dir: Path, request: Resources, on_line: Callable[[str], None]) -> RayHandle:
+        actor, node, result = self.start(run_dir, request)
+        return RayHandle(self.ray, actor, node, result, Path(run_dir), on_line)
+
+    def start(self, run_dir: Path, request: Resources):
+        """Start a run's actor: (actor, its node() result, its run() result)."""
         gpus = 1 if request.gpus and self.has_gpus() else 0
         env = {"PYTHONPATH": _pythonpath()}
         if request.threads:
@@ -378,7 +383,7 @@ class RayLauncher:
                                       seed_files(Path(run_dir)))
         else:
             result = actor.run.remote(str(run_dir), worker_args, request.threads)
-        return RayHandle(self.ray, actor, node, result, Path(run_dir), on_line)
+        return actor, node, result
 
     def adopt(self, run_dir: Path, on_line: Callable[[str], None]) -> RayHandle | None:
         """The live actor of a run an earlier orchestrator started, or None."""

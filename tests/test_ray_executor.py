@@ -130,10 +130,12 @@ def test_a_restarted_orchestrator_adopts_a_run_alive_on_the_cluster(cluster, tmp
 
     _, _, launcher = cluster
     gdir = prepare(grid("adopt", base=RunConfig(data=BASE.data, model=BASE.model,
-                                                train=TrainConfig(epochs=2, threads=1, device="cpu"))), tmp_path)
+                                                train=TrainConfig(epochs=12, patience=100, threads=1,
+                                                                  device="cpu"))), tmp_path)
     rd = RunDir(gdir / "digits__test_efficientnet__frozen")
-    launcher.launch(rd.path, Resources(threads=1), lambda line: None)  # as a dead orchestrator left it
-    assert wait_for(lambda: load_run(rd).summary.status == "running")
+    launcher.start(rd.path, Resources(threads=1))  # its orchestrator died right after: nobody watches it
+    assert wait_for(lambda: load_run(rd).summary.epoch >= 1)
+    assert load_run(rd).summary.status == "running"
 
     launched = []
 
@@ -145,15 +147,17 @@ def test_a_restarted_orchestrator_adopts_a_run_alive_on_the_cluster(cluster, tmp
             launched.append(run_dir)
             return super().launch(run_dir, request, on_line)
 
-    counts = Orchestrator(gdir, launcher=Counting()).run()
+    seen = []
+    counts = Orchestrator(gdir, launcher=Counting(), on_event=lambda rid, e: seen.append(e.type)).run()
     assert launched == []  # adopted, never trained twice
     assert counts == {"done": 1}
     assert [e.type for e in events_of(rd)].count("started") == 1
+    assert seen[-1] == "finished" and "epoch" in seen  # the adopter tailed its events to the end
 
 
 def test_a_lost_node_fails_the_run_and_it_resumes_on_the_other(cluster, tmp_path):
     c, nodes, launcher = cluster
-    base = RunConfig(data=BASE.data, model=BASE.model, train=TrainConfig(epochs=4, patience=100, threads=1,
+    base = RunConfig(data=BASE.data, model=BASE.model, train=TrainConfig(epochs=12, patience=100, threads=1,
                                                                            device="cpu"))
     gdir = prepare(grid("lost", base=base), tmp_path)
     rd = RunDir(gdir / "digits__test_efficientnet__frozen")
@@ -176,7 +180,7 @@ def test_a_lost_node_fails_the_run_and_it_resumes_on_the_other(cluster, tmp_path
         assert [s.host for s in started][0] == first_host and started[-1].host != first_host
         cut = events.index(failed[0])
         after = [e.epoch for e in events[cut:] if isinstance(e, ev.Epoch)]
-        assert after[0] >= 2 and after[-1] == 4  # resumed from its last_state.pt, not restarted
+        assert after[0] >= 2 and after[-1] == 12  # resumed from its last_state.pt, not restarted
         assert load_run(rd).summary.host == started[-1].host
     finally:
         nodes.remove(victim)
