@@ -184,7 +184,14 @@ class GridConfig:
     datasets: tuple[str, ...] = ("footwear",)  # dataset names (engine/data/recipes.py) or "imagefolder:PATH"
     backbones: tuple[str, ...] = ("efficientnet_lite0",)  # short names (engine/backbones.py) or any timm model name
     strategies: tuple[str, ...] = ("frozen", "partial", "full")  # fine-tuning strategies (engine/strategies.py)
-    concurrency: int = 0  # runs at once; 0 = one per GPU, or 1 on CPU
+    concurrency: int = 0  # runs at once; 0 = one per GPU, or 1 on CPU (on a Ray cluster: as many as it holds)
+    executor: str = "local"  # where runs train: local (workers on this machine) or ray (a Ray cluster's nodes)
+    # the Ray cluster (executor = "ray"): "" = the one this machine belongs to, else a new local one; auto; HOST:PORT
+    ray_address: str = ""
+    retries: int = 1  # times a run whose node was lost starts again elsewhere (from its last checkpoint)
+    # where a Ray run's files live: shared (the store on a filesystem every node mounts at the same path) or
+    # ship (none: each node trains in a scratch folder; events and files are shipped to the head's store)
+    ray_store: str = "shared"
     # the settings every run shares; its dataset, backbone and strategy are unused (the lists above set them)
     base: RunConfig = field(default_factory=RunConfig)
     # per-name settings: {"full": {"train.epochs": 3}} applies to every run whose
@@ -337,7 +344,8 @@ class StudyConfig:
 # --- the one parser ----------------------------------------------------------
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-GRID_KEYS = ("name", "datasets", "backbones", "strategies", "concurrency")
+GRID_KEYS = ("name", "datasets", "backbones", "strategies", "concurrency", "executor", "ray_address", "retries",
+             "ray_store")
 NAME_LISTS = ("datasets", "backbones", "strategies")  # the names an [overrides.NAME] table may use
 STUDY = "study"  # the section (TOML table) and the parser scope of a study's settings
 # run settings a grid sets from its lists, never from a setting
@@ -356,6 +364,8 @@ CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
     "train.strategy": lambda: tuple(STRATEGIES),
     "strategies": lambda: tuple(STRATEGIES),
     "study.normalize": lambda: ("none", "l2", "standard"),
+    "executor": lambda: ("local", "ray"),
+    "ray_store": lambda: ("shared", "ship"),
     "study.on_missing_weights": lambda: ("skip", "random", "fail"),
 }
 
@@ -390,6 +400,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.gradual_stage_epochs": (lambda v: v >= 1, "at least 1"),
     "train.label_smoothing": (lambda v: 0.0 <= v < 1.0, "0 or more, below 1"),
     "concurrency": (lambda v: v >= 0, "0 (automatic) or more"),
+    "retries": (lambda v: v >= 0, "0 (none) or more"),
     "study.image_size": (lambda v: 8 <= v <= 1024, "8 to 1024"),
     "study.batch_size": (lambda v: v >= 1, "at least 1"),
     "study.train_limit": (lambda v: v >= 0, "0 (all) or more"),

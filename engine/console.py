@@ -133,8 +133,13 @@ def runs_table(records, title: str = "runs", group_by: str = "") -> Group:
     for grid, recs in by_grid.items():
         axes = list(dict.fromkeys(k for rec in recs for k in rec.summary.axes))
         timed = any(rec.summary.status == "done" for rec in recs)
-        tables.append(_Widest(*[_grid_table(f"{title}, grid {grid}", recs, axes, with_time)
-                                for with_time in ((True, False) if timed else (False,))]))
+        # a grid that trained on several machines (a cluster's nodes) says where; the time column goes first when narrow
+        hosted = len({rec.summary.host for rec in recs if rec.summary.host}) > 1
+        layouts = [(t, h) for t in ((True, False) if timed else (False,)) for h in ((True,) if hosted else (False,))]
+        if hosted:
+            layouts.append((False, False))
+        tables.append(_Widest(*[_grid_table(f"{title}, grid {grid}", recs, axes, with_time, with_host)
+                                for with_time, with_host in layouts]))
         for rec in recs:
             s = rec.summary
             note = rec.problem or s.error
@@ -148,7 +153,7 @@ def runs_table(records, title: str = "runs", group_by: str = "") -> Group:
     return Group(*tables, *notes)
 
 
-def _grid_table(title: str, recs: list, axes: list[str], with_time: bool) -> Table:
+def _grid_table(title: str, recs: list, axes: list[str], with_time: bool, with_host: bool = False) -> Table:
     # the box's one-space divider between cells and no padding or outer edge: names get the width
     t = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=0, title_justify="left")
     for col in ("dataset", "backbone", "strategy"):
@@ -156,13 +161,16 @@ def _grid_table(title: str, recs: list, axes: list[str], with_time: bool) -> Tab
     for key in axes:
         t.add_column(key.rpartition(".")[2], no_wrap=True, justify="right")
     t.add_column("status", no_wrap=True, overflow="ellipsis")
+    if with_host:
+        t.add_column("host", no_wrap=True, overflow="ellipsis", max_width=24)
     for col in ("epoch", "val", "test", "F1", *(("time",) if with_time else ())):
         t.add_column(col, no_wrap=True, justify="right")
     for rec in recs:
         s = rec.summary
         t.add_row(s.dataset or rec.run_id, s.backbone, s.strategy,
                   *[axis_value_text(s.axes[k]) if k in s.axes else "" for k in axes],
-                  Text(s.status, style=STATUS_STYLE.get(s.status, "magenta")), f"{s.epoch}/{s.epochs}",
+                  Text(s.status, style=STATUS_STYLE.get(s.status, "magenta")), *((s.host,) if with_host else ()),
+                  f"{s.epoch}/{s.epochs}",
                   _pct(s.best_val_acc), _pct(s.test_accuracy), _pct(s.test_f1_macro),
                   *((duration(run_seconds(s)) if s.status == "done" else "",) if with_time else ()))
     return t
@@ -170,7 +178,7 @@ def _grid_table(title: str, recs: list, axes: list[str], with_time: bool) -> Tab
 
 class _Widest:
     """The first of ``choices`` whose natural width fits the console; else the last (names stay whole on a
-    narrow terminal: the run time column is the first to go)."""
+    narrow terminal: the run time column is the first to go, then the host column)."""
 
     def __init__(self, *choices):
         self.choices = choices

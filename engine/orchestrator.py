@@ -28,7 +28,7 @@ from engine import events as ev
 from engine.config import ConfigError, GridConfig, check_grid_name
 from engine.errors import DiskFull, StoreError, UserError, is_disk_full
 from engine.failures import MemoryWatch
-from engine.launcher import Launcher, RunHandle, project_env
+from engine.launcher import Launcher, Resources, RunHandle, project_env
 from engine.store import FileLock, GridDir, RunDir, RunStore, RunWriter, is_dead_worker_error, load_run
 from engine.warm_launcher import default_launcher
 
@@ -60,6 +60,10 @@ def validate(grid: GridConfig, root: str | Path | None = None,
     from engine.strategies import get_strategy
 
     check_grid_name(grid.name)
+    if grid.executor == "ray":
+        from engine.ray_launcher import import_ray
+
+        import_ray()  # one line naming the extra when ray isn't installed, before anything is made
     from engine.search import check_search
 
     check_search(grid)
@@ -147,12 +151,22 @@ class Orchestrator:
         self.grid_dir = GridDir(gdir)
         self.gdir = self.grid_dir.path
         self.grid = self.grid_dir.config()
-        self.launcher = launcher or default_launcher()  # engine.warm_launcher: forked from a warm process
+        self.launcher = launcher or make_launcher(self.grid)  # default: forked from a warm process
         self.on_event = on_event or (lambda run_id, event: None)
-        self.gpus = gpu_ids(self.grid.base.train.device)
-        self.concurrency = concurrency or self.grid.concurrency or max(1, len(self.gpus))
+        device = self.grid.base.train.device
+        if self.launcher.local:
+            self.gpus = gpu_ids(device)
+            request = Resources(gpus=1 if self.gpus else 0, gpu_pool=tuple(self.gpus))
+        else:  # a cluster: one GPU a run unless told the CPU (its launcher drops it where no node has one)
+            self.gpus = []
+            request = Resources(threads=self.grid.base.train.threads or 1, gpus=0 if device == "cpu" else 1)
+        self.concurrency = concurrency or self.grid.concurrency or self.launcher.capacity(request)
         cores = os.cpu_count() or 1
-        self.threads = self.grid.base.train.threads or (0 if self.gpus else max(1, cores // self.concurrency))
+        self.threads = self.grid.base.train.threads or (
+            request.threads if not self.launcher.local else 0 if self.gpus else max(1, cores // self.concurrency))
+        self.request = replace(request, threads=self.threads)
+        self.retries: dict[RunDir, int] = {}  # re-queues after a lost node, per run (grid.retries at most)
+        self.requeued: list[RunDir] = []  # runs a lost node took, to start again elsewhere
         self.lock = lock or self.grid_dir.lock()  # a detached start hands over the lock it took
         self.disk_full: DiskFull | None = None  # set once a write met a full disk: the grid stops
         self.unrecorded: dict[RunDir, ev.Event] = {}  # events a failed write left to record
@@ -199,7 +213,7 @@ class Orchestrator:
         queue = self.pending()
         active: list[Slot] = []
         try:
-            while queue or active or (self.search is not None and self.search.wants_more()
+            while queue or active or self.requeued or (self.search is not None and self.search.wants_more()
                                       and not self.grid_dir.cancel_reason() and self.disk_full is None):
                 if self.disk_full is not None and queue:
                     # nothing new starts on a full disk; the queued runs say why where that still fits
@@ -215,6 +229,8 @@ class Orchestrator:
                         if not s.cancel_sent:
                             self._ask_to_stop(s, grid_cancel)
                             s.cancel_sent = time.monotonic()
+                if self.requeued:
+                    queue[:0], self.requeued = self.requeued, []
                 if self.search is not None and not queue and len(active) < self.concurrency \
                         and self.disk_full is None and not self.interrupted:
                     trial = self.search.next_run()  # a search makes its next trial when a slot is free
@@ -254,13 +270,21 @@ class Orchestrator:
     def _start(self, rd: RunDir, active: list[Slot]) -> Slot:
         busy = [s.gpu for s in active]
         gpu = min(self.gpus, key=busy.count) if self.gpus else None
+        run_id = rd.run_id
+        adopt = getattr(self.launcher, "adopt", None)  # a cluster's runs outlive their orchestrator
+        handle = adopt(rd.path, lambda line: self._line(run_id, line)) if adopt is not None else None
+        if handle is not None:
+            log.info("%s: adopting its live worker (%s)", run_id, handle.id)
+            return Slot(rd, handle, gpu)
         if rd.alive():  # a worker left by a dead orchestrator: wait for it, don't double-train
             log.info("%s: adopting a live worker", rd.run_id)
             return Slot(rd, None, gpu)
-        run_id = rd.run_id
-        handle = self.launcher.launch(rd.path, gpu, self.threads, lambda line: self._line(run_id, line))
-        log.info("%s: started (pid %s, gpu %s)", run_id, handle.pid, gpu)
-        return Slot(rd, handle, gpu, memory=MemoryWatch(handle.pid))
+        handle = self.launcher.launch(rd.path, replace(self.request, gpu_index=gpu),
+                                      lambda line: self._line(run_id, line))
+        log.info("%s: started (%s on %s, gpu %s)", run_id, getattr(handle, "id", f"pid {handle.pid}"),
+                 getattr(handle, "host", "") or "a node not chosen yet", gpu)
+        memory = MemoryWatch(handle.pid) if self.launcher.local and handle.pid else None
+        return Slot(rd, handle, gpu, memory=memory)
 
     def _sample(self, s: Slot) -> None:
         """A memory sample of a live worker, about once a second."""
@@ -285,6 +309,9 @@ class Orchestrator:
         code = s.handle.poll()
         if code is None:
             return False
+        lost = getattr(s.handle, "lost_node", "")
+        if lost:
+            return self._lost(s, lost)
         if code < 0 and self.interrupted:
             final = ev.Cancelled(reason="grid interrupted")
         elif code < 0 and s.cancel_sent:
@@ -305,6 +332,22 @@ class Orchestrator:
         self._ensure_terminal(s.run, final)
         if code == EXIT_DISK_FULL or load_run(s.run).summary.error_kind == "disk_full":
             self._stop_for(DiskFull(s.run.path))
+        return True
+
+    def _lost(self, s: Slot, host: str) -> bool:
+        """The node a run was on is gone: the run failed, and starts again elsewhere (from its last_state.pt)
+        while it has retries left and nothing asked it to stop."""
+        self._ensure_terminal(s.run, ev.Failed(error=f"node lost: {host}", kind="killed"))
+        s.run.clear_heartbeat()  # its host's last beat is a dead worker's: don't wait for it to age
+        used = self.retries.get(s.run, 0)
+        stopping = s.cancel_sent or self.interrupted or self.grid_dir.cancel_reason() or self.disk_full
+        if used < self.grid.retries and not stopping:
+            self.retries[s.run] = used + 1
+            log.info("%s: node lost: %s; starting it again elsewhere (retry %d of %d)", s.run.run_id, host,
+                     used + 1, self.grid.retries)
+            self.requeued.append(s.run)
+        else:
+            log.info("%s: node lost: %s; no retries left", s.run.run_id, host)
         return True
 
     def _ensure_terminal(self, rd: RunDir, final: ev.Event) -> None:
@@ -380,6 +423,15 @@ class Orchestrator:
             if s.handle is not None and s.handle.poll() is None:
                 s.handle.kill()
             self._finished(s)
+
+
+def make_launcher(grid: GridConfig) -> Launcher:
+    """The grid's executor: workers forked on this machine (``local``), or a Ray cluster's (``ray``)."""
+    if grid.executor == "ray":
+        from engine.ray_launcher import RayLauncher
+
+        return RayLauncher(grid.ray_address, store=grid.ray_store)
+    return default_launcher()
 
 
 # --- detached start ----------------------------------------------------------

@@ -11,7 +11,6 @@ import math
 import os
 import platform
 import random
-import socket
 import time
 from contextlib import nullcontext
 from dataclasses import replace
@@ -43,6 +42,7 @@ from engine.resume import LoopState, capture_rng, restore_rng
 from engine.schedules import build_schedule
 from engine.speed import channels_last, eval_batch
 from engine.store import RunDir, RunWriter, dataset_cache_for
+from engine.store.heartbeat import local_host
 from engine.strategies import (
     apply_plan,
     is_warmup,
@@ -573,7 +573,7 @@ class Trainer:
         state, point = self.try_resume()
         init_norms = self.group_norms()
         self.writer.emit(ev.Started(
-            run_id=cfg.run_id, pid=os.getpid(), host=socket.gethostname(), device=device_label(self.device),
+            run_id=cfg.run_id, pid=os.getpid(), host=local_host(), device=device_label(self.device),
             device_name=device_name(self.device), versions=versions(), config=cfg.to_dict(), weights=self.weights,
             data={"classes": list(self.splits.classes), "train": len(self.data["train"]), "val": len(self.data["val"]),
                   "test": len(self.data["test"]), "image_size": cfg.data.image_size, "source": self.splits.source,

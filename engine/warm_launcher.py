@@ -21,15 +21,14 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Callable
 
-from engine.launcher import Launcher, SubprocessLauncher, worker_command
+from engine.launcher import EventTail, Launcher, Resources, SubprocessLauncher, local_capacity, worker_command
 from engine.store import RunDir
+from engine.store.heartbeat import local_host
 
 PRELOAD = ["engine.warm_preload"]
-TAIL_EVERY = 0.1  # seconds between reads of a live run's events.jsonl
 _CHILD_ENV = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONUNBUFFERED", "PYTHONPATH")
 
 _context = None
@@ -76,46 +75,17 @@ def _child(run_dir: str, argv: list[str], env: dict[str, str], threads: int) -> 
 
 
 class WarmHandle:
-    """A forked worker as the orchestrator sees it (``RunHandle``): pid, poll, terminate, kill."""
+    """A forked worker as the orchestrator sees it (``RunHandle``): id, host, pid, poll, terminate, kill."""
 
     def __init__(self, process, run_dir: Path, on_line: Callable[[str], None]):
         self.process = process
         self.pid = process.pid
-        self._events = RunDir(run_dir).events_file
-        self._offset = self._events.stat().st_size if self._events.exists() else 0
-        self._on_line = on_line
-        self._code: int | None = None
-        self._thread = threading.Thread(target=self._tail, name=f"tail-{self.pid}", daemon=True)
-        self._thread.start()
-
-    def _deliver(self) -> None:
-        try:
-            with open(self._events, "rb") as fh:
-                fh.seek(self._offset)
-                data = fh.read()
-        except FileNotFoundError:
-            return
-        end = data.rfind(b"\n")
-        if end < 0:
-            return
-        self._offset += end + 1
-        for raw in data[: end + 1].splitlines():
-            try:
-                self._on_line(raw.decode("utf-8", errors="replace"))
-            except Exception:  # a display bug must never stop the tail
-                pass
-
-    def _tail(self) -> None:
-        while True:
-            code = self.process.exitcode  # only this thread asks the process: its sentinel is read once
-            self._deliver()
-            if code is not None:
-                self._code = code
-                return
-            time.sleep(TAIL_EVERY)
+        self.id = f"pid {process.pid}"
+        self.host = local_host()
+        self._tail = EventTail(run_dir, on_line, lambda: process.exitcode, name=f"tail-{self.pid}")
 
     def poll(self) -> int | None:
-        return self._code
+        return self._tail.code
 
     def terminate(self) -> None:
         self._signal(signal.SIGTERM)
@@ -124,7 +94,7 @@ class WarmHandle:
         self._signal(signal.SIGKILL)
 
     def _signal(self, sig: int) -> None:
-        if self._code is not None:
+        if self._tail.code is not None:
             return
         try:
             os.kill(self.pid, sig)
@@ -135,8 +105,14 @@ class WarmHandle:
 class WarmLauncher:
     """``engine.launcher.Launcher`` forking workers from the warm fork server."""
 
-    def launch(self, run_dir: Path, gpu: int | None, threads: int, on_line: Callable[[str], None]) -> WarmHandle:
-        argv, env = worker_command(run_dir, gpu, threads)
+    local = True
+
+    def capacity(self, request: Resources) -> int:
+        return local_capacity(request)
+
+    def launch(self, run_dir: Path, request: Resources, on_line: Callable[[str], None]) -> WarmHandle:
+        threads = request.threads
+        argv, env = worker_command(run_dir, request.gpu_index, threads)
         worker_args = argv[argv.index("engine.worker") + 1:]  # RUN_DIR [--device cuda:0]
         process = context().Process(target=_child, args=(str(run_dir), worker_args, env, threads),
                                     name=f"worker {Path(run_dir).name}")

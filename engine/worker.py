@@ -2,7 +2,8 @@
 
 Prints events (JSON lines) and nothing else on stdout; logs and tracebacks go
 to stderr (the orchestrator points it at worker.log). Holds ``run.lock`` for
-its whole life, so anyone can tell a live run from a dead one.
+its whole life, so anyone on its host can tell a live run from a dead one, and
+beats ``heartbeat.json`` for hosts a flock doesn't reach (``engine.store.heartbeat``).
 
 Exit codes: 0 done or cancelled, 1 failed (a failed event says why), 3 another
 worker holds the run, 4 the disk is full and not even the failed event could
@@ -21,6 +22,7 @@ from pathlib import Path
 from engine import events as ev
 from engine.errors import DiskFull, StoreError
 from engine.store import RunDir, RunWriter
+from engine.store.heartbeat import Heartbeater
 
 log = logging.getLogger("engine.worker")
 
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s is already being trained by another worker", rd.path)
         return EXIT_BUSY
     signal.signal(signal.SIGTERM, _sigterm)
+    beat = Heartbeater(rd.heartbeat_file).start()
     writer = None
     cfg = None
     try:
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if writer is not None:
             writer.close()
+        beat.stop()
         lock.release()
 
 

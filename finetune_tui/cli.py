@@ -99,7 +99,15 @@ def add_grid_flags(p) -> None:
     p.add_argument("--augment", action="store_true", default=None, help="random crop, flip, colour jitter")
     p.add_argument("--class-weighting", action="store_true", default=None, help="inverse-frequency loss weights")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--concurrency", type=int, help="runs at once (default: one per GPU, 1 on CPU)")
+    p.add_argument("--concurrency", type=int, help="runs at once (default: one per GPU, 1 on CPU; on a Ray "
+                                                   "cluster as many as it holds)")
+    p.add_argument("--executor", choices=["local", "ray"], help="where runs train: local (default) or ray, the nodes "
+                                                               "of a Ray cluster (pip install finetune-tui[ray])")
+    p.add_argument("--ray-address", metavar="auto|HOST:PORT",
+                   help="the Ray cluster to run on (default: the one this machine joined, else a new local one)")
+    p.add_argument("--ray-store", choices=["shared", "ship"],
+                   help="shared (default: the store on a filesystem every node mounts at one path) or ship (each "
+                        "node trains in a scratch folder, its events and files shipped to this machine's store)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any setting, e.g. --set train.patience=3 --set data.val_fraction=0.2")
     p.add_argument("--axis", action="append", default=[], metavar="KEY=V1,V2",
@@ -109,7 +117,8 @@ def add_grid_flags(p) -> None:
 # run flag (argparse dest) -> the config key it sets; parsed like any other setting
 FLAG_KEYS = {
     "name": "name", "datasets": "datasets", "backbones": "backbones", "strategies": "strategies",
-    "concurrency": "concurrency",
+    "concurrency": "concurrency", "executor": "executor", "ray_address": "ray_address",
+    "ray_store": "ray_store",
     "data_root": "data.data_root", "download": "data.download", "image_size": "data.image_size",
     "batch_size": "data.batch_size", "augment": "data.augment", "epochs": "train.epochs", "lr": "train.lr",
     "head": "model.head", "weights": "model.weights", "on_missing_weights": "model.on_missing_weights",

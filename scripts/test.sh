@@ -2,7 +2,7 @@
 # Install with the test tools and every optional part, then run the whole test suite (2 processes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS=test,sync,search bash scripts/setup.sh
+EXTRAS=test,sync,search,ray bash scripts/setup.sh
 # real Fashion-MNIST for the tests that compare against it (Debian's package; best effort: they skip without it)
 if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then
   SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo "sudo -n")

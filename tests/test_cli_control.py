@@ -134,9 +134,9 @@ class CountingLauncher(SubprocessLauncher):
     def __init__(self):
         self.launched = []
 
-    def launch(self, run_dir, gpu, threads, on_line):
+    def launch(self, run_dir, request, on_line):
         self.launched.append(Path(run_dir).name)
-        return super().launch(run_dir, gpu, threads, on_line)
+        return super().launch(run_dir, request, on_line)
 
 
 def test_orchestrator_adopts_a_live_worker_and_keeps_its_cancel(tmp_path):
@@ -176,7 +176,12 @@ while True:
 class StubbornLauncher:
     """Starts a 'worker' that holds run.lock and ignores its cancel file."""
 
-    def launch(self, run_dir, gpu, threads, on_line):
+    local = True
+
+    def capacity(self, request):
+        return 1
+
+    def launch(self, run_dir, request, on_line):
         import threading
 
         from engine.launcher import _pump

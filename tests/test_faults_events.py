@@ -18,6 +18,7 @@ import pytest
 
 from engine import events as ev
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from engine.launcher import SubprocessLauncher
 from engine.store import GridDir, RunDir, RunWriter, load_run
 from tests.store_fixtures import add_to_grid, emit, finished_events, new_run
 from tests.tui_fixtures import make_app, screen_text, until
@@ -267,8 +268,8 @@ def test_the_orchestrator_survives_a_full_disk_and_stops_the_grid_resumable(tmp_
 
     launched = []
 
-    class Launcher:
-        def launch(self, run_dir, gpu, threads, on_line):
+    class Launcher(SubprocessLauncher):
+        def launch(self, run_dir, request, on_line):
             launched.append(run_dir.name)
             return Gone()
 
@@ -290,8 +291,8 @@ def test_the_orchestrator_survives_a_full_disk_and_stops_the_grid_resumable(tmp_
         def poll(self):
             return 0
 
-    class Finishing:
-        def launch(self, run_dir, gpu, threads, on_line):
+    class Finishing(SubprocessLauncher):
+        def launch(self, run_dir, request, on_line):
             launched.append(run_dir.name)
             emit(RunDir(run_dir), finished_events(config(run_dir.name.rsplit("__", 1)[1]), [0.5], [1.0]))
             return Done()

@@ -9,6 +9,7 @@ import signal
 import time
 
 from engine.config import DataConfig, GridConfig, ModelConfig, RunConfig, TrainConfig
+from engine.launcher import Resources
 from engine.orchestrator import Orchestrator, prepare
 from engine.store import RunDir, load_run
 from engine.warm_launcher import WarmLauncher
@@ -47,7 +48,7 @@ def test_exit_codes_and_signals_are_the_workers(tmp_path):
                               strategies=("full",), base=slow), tmp_path)
     rd = RunDir(gdir / "digits__test_efficientnet__full")
     lines: list[str] = []
-    handle = WarmLauncher().launch(rd.path, None, 1, lines.append)
+    handle = WarmLauncher().launch(rd.path, Resources(threads=1), lines.append)
     deadline = time.time() + 120
     while time.time() < deadline and not any('"type":"epoch"' in line for line in lines):
         time.sleep(0.1)
@@ -60,7 +61,7 @@ def test_exit_codes_and_signals_are_the_workers(tmp_path):
     assert handle.poll() == 0
     assert '"type":"cancelled"' in lines[-1]  # the last event was delivered before the exit code
     assert load_run(rd).summary.status == "cancelled"
-    handle2 = WarmLauncher().launch(rd.path, None, 1, lambda line: None)  # resumes; then a hard kill
+    handle2 = WarmLauncher().launch(rd.path, Resources(threads=1), lambda line: None)  # resumes; then a hard kill
     time.sleep(0.5)
     handle2.kill()
     deadline = time.time() + 30

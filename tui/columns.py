@@ -49,6 +49,7 @@ class ColumnInfo:
     descending: bool = False  # sorting by it puts the largest first (accuracies, throughput)
     grids: bool = False  # shown only while runs of more than one grid are on screen
     axes: bool = False  # shown only while some run on screen has axis values
+    hosts: bool = False  # shown only while the runs on screen trained on more than one machine (a cluster's nodes)
 
 
 def _num_cell(value: float | None, text: str, style: Any = "") -> Cell:
@@ -133,6 +134,8 @@ COLUMNS: dict[str, ColumnInfo] = {
         ColumnInfo("axes", "axes", _text(lambda r: r.summary.axes_text), axes=True,
                    help="the values of the grid's axes (or search trial) this run takes"),
         ColumnInfo("status", "status", _status, width=10),
+        ColumnInfo("host", "host", _text(lambda r: r.summary.host), hosts=True,
+                   help="the machine the run trains on (a Ray cluster's node)"),
         ColumnInfo("epoch", "epoch", _epoch, width=5, numeric=True, descending=True),
         ColumnInfo("val_acc", "val acc", lambda r, c: _num_cell(r.summary.val_acc, fmt.pct(r.summary.val_acc)),
                    width=7, numeric=True, help="validation accuracy, last epoch (%)", descending=True),

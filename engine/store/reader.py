@@ -76,7 +76,8 @@ def load_run(run_dir: str | Path | RunDir, grid: str = "") -> RunRecord:
     else:
         fold_batch(summary, rd.scan_events())
     if summary.status == "running":
-        settle(summary, rd.alive(), rd.path)
+        live = rd.liveness()
+        settle(summary, live.alive, rd.path, because=live.dead_because())
     elif summary.status == "queued":
         settle(summary, rd.alive(), rd.path, grid_running=GridDir(rd.path.parent).running())
     return RunRecord(rd.path, summary)

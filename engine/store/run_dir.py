@@ -9,6 +9,7 @@
     lr_find.json      the LR range test's curve and chosen LR (train.lr = "find", engine.lr_find)
     test_probs.npz    probs, labels, preds, index over the test split
     run.lock          flock held while a worker lives  cancel         present = stop this run
+    heartbeat.json    the live worker's host, pid and last beat (liveness across hosts, store/heartbeat.py)
     worker.log        the worker's stderr              traceback.txt  the traceback of a crash
     skipped_images.txt  unreadable images left out (data.on_bad_image = "skip"): one "path<TAB>reason" a line
     export/           ONNX files (model.onnx; model.preprocess.onnx, uint8 images in) and their summary
@@ -19,6 +20,7 @@ Readers never import torch: the TUI, the report and ``predict`` use them.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -32,6 +34,7 @@ from engine.store.atomic import (
     atomic_write_text,
     read_json_object,
 )
+from engine.store.heartbeat import Heartbeat, local_host, read_heartbeat
 from engine.store.locks import FileLock, is_locked
 
 if TYPE_CHECKING:
@@ -116,7 +119,7 @@ class RunDir:
     BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last_state.pt"  # LAST: older versions' only
     RESULTS, PROBS, LR_FIND = "results.json", "test_probs.npz", "lr_find.json"
     LOCK, CANCEL, WORKER_LOG, TRACEBACK = "run.lock", "cancel", "worker.log", "traceback.txt"
-    SKIPPED = "skipped_images.txt"
+    SKIPPED, HEARTBEAT = "skipped_images.txt", "heartbeat.json"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -153,6 +156,7 @@ class RunDir:
     worker_log = property(lambda self: self.path / self.WORKER_LOG)
     traceback_file = property(lambda self: self.path / self.TRACEBACK)
     skipped_file = property(lambda self: self.path / self.SKIPPED)
+    heartbeat_file = property(lambda self: self.path / self.HEARTBEAT)
     export = property(lambda self: ExportDir(self.path / "export"))
 
     def is_run(self) -> bool:
@@ -257,8 +261,27 @@ class RunDir:
     # --- liveness and control ----------------------------------------------------
 
     def alive(self) -> bool:
-        """A worker holds run.lock right now."""
-        return is_locked(self.lock_file)
+        """A worker lives: it holds run.lock (its host is this one), or beats (another host)."""
+        return self.liveness().alive
+
+    def liveness(self) -> "Liveness":
+        """Whether a worker lives, and how that was told: the flock where the worker's host is this one (or
+        it left no heartbeat), its heartbeat where it runs elsewhere (a flock can't be trusted across hosts)."""
+        beat = read_heartbeat(self.heartbeat_file)
+        if beat is not None and (beat.host != local_host() or self._elsewhere(beat)):
+            return Liveness(beat.fresh(), beat, self._elsewhere(beat))
+        return Liveness(is_locked(self.lock_file), beat)
+
+    def _elsewhere(self, beat: Heartbeat) -> bool:
+        """The worker holds its flock in another copy of this folder (a node's scratch copy, shipped here)."""
+        return bool(beat.dir) and beat.dir != os.path.realpath(self.path)
+
+    def heartbeat(self) -> Heartbeat | None:
+        return read_heartbeat(self.heartbeat_file)
+
+    def clear_heartbeat(self) -> None:
+        """Forget a dead worker's last beat (its node is known lost)."""
+        self.heartbeat_file.unlink(missing_ok=True)
 
     def lock(self) -> FileLock:
         return FileLock(self.lock_file)
@@ -319,6 +342,24 @@ class RunDir:
         except (OSError, UnicodeDecodeError) as exc:
             raise StoreError(f"{self.skipped_file} can't be read ({exc})") from None
         return [tuple(line.split("\t", 1)) if "\t" in line else (line, "") for line in text.splitlines() if line]
+
+
+@dataclass(frozen=True)
+class Liveness:
+    alive: bool
+    beat: Heartbeat | None  # the worker's last heartbeat, when it left one
+    elsewhere: bool = False  # its worker trains in another copy of the folder (ship mode)
+
+    @property
+    def remote(self) -> bool:
+        """Told by a heartbeat: from another host, or from a worker whose flock is in another folder."""
+        return self.beat is not None and (self.beat.host != local_host() or self.elsewhere)
+
+    def dead_because(self) -> str:
+        """Why a dead worker reads as dead, for its error line (empty when the flock told)."""
+        if not self.remote or self.alive:
+            return ""
+        return f"no heartbeat from {self.beat.host} for {self.beat.age():.0f} s"
 
 
 def _cancel_reason(path: Path) -> str | None:

@@ -7,7 +7,8 @@ Two rules live here and nowhere else:
   ``best_val_acc`` is that epoch's validation accuracy, and runs are ranked by
   it (``selection_key``). The test set never takes part in choosing.
 - **dead worker**: a run whose events say ``running`` but whose worker holds
-  no lock any more died without a final event (``settle``).
+  no lock any more (or, on another host, stopped beating) died without a
+  final event (``settle``).
 
 Folding never trusts what it reads: events come checked field by field
 (``engine.events``), values nested in their dicts are taken only when they have
@@ -261,16 +262,23 @@ def fold_batch(summary: RunSummary, batch: ev.EventBatch) -> RunSummary:
     return summary
 
 
-def dead_worker_reason(run_dir) -> tuple[str, str]:
-    """(message, kind) for a worker that stopped without a final event; a nearly full disk is named."""
+def dead_worker_reason(run_dir, because: str = "") -> tuple[str, str]:
+    """(message, kind) for a worker that stopped without a final event; a nearly full disk is named, and
+    ``because`` (how it was told: "no heartbeat from HOST for N s")."""
     free = free_megabytes(run_dir)
     if free is not None and free < LOW_DISK_MB:
         return f"worker stopped without a final event; {disk_full_message(run_dir, free)}", "disk_full"
+    if because:
+        return f"worker stopped without a final event ({because}); run the grid again to resume it", "killed"
     return DEAD_WORKER, "killed"
 
 
-def settle(summary: RunSummary, alive: bool, run_dir, grid_running: bool | None = None) -> RunSummary:
+def settle(summary: RunSummary, alive: bool, run_dir, grid_running: bool | None = None,
+           because: str = "") -> RunSummary:
     """The dead-worker rule: ``running`` without a live worker is ``failed`` (in place).
+
+    ``alive`` comes from ``RunDir.liveness``: the worker's flock on its own host, its heartbeat from
+    anywhere else (``because`` says which heartbeat stopped).
 
     Given ``grid_running`` (whether an orchestrator holds the grid), a ``queued`` run of a grid that
     nothing drives, on a nearly full disk, is ``failed`` too: its grid stopped for lack of space before it
@@ -278,7 +286,7 @@ def settle(summary: RunSummary, alive: bool, run_dir, grid_running: bool | None 
     """
     if summary.status == "running" and not alive:
         summary.status = "failed"
-        summary.error, summary.error_kind = dead_worker_reason(run_dir)
+        summary.error, summary.error_kind = dead_worker_reason(run_dir, because)
     elif summary.status == "queued" and grid_running is False and not alive:
         free = free_megabytes(run_dir)
         if free is not None and free < LOW_DISK_MB:

@@ -179,8 +179,9 @@ class RunsTable(ScrollView, can_focus=True):
         want_export = any(r.export is not None for r in runs.values())
         want_grids = not view.grid and len({k.split("/", 1)[0] for k in runs}) > 1
         want_axes = any(r.summary.axes for r in runs.values())
+        want_hosts = len({r.summary.host for r in runs.values() if r.summary.host}) > 1  # runs of a cluster
         columns = [c.key for c in COLUMNS.values() if (want_export or not c.export) and (want_grids or not c.grids)
-                   and (want_axes or not c.axes)]
+                   and (want_axes or not c.axes) and (want_hosts or not c.hosts)]
         if columns != self._columns or restyle:
             self._columns = columns
             self._shown.clear()
