@@ -65,7 +65,7 @@ def main() -> int:
     args = ap.parse_args()
 
     cfg = StudyConfig(datasets=(args.dataset,), data_root=args.data_root, image_size=args.size, train_limit=1)
-    splits = adapter.load_splits(args.dataset, cfg)
+    splits, _ = adapter.load_splits(args.dataset, cfg)
     x = splits.test.x[: args.n]
     dev = torch.device("cpu")
     backbone = adapter.pretrained_backbone(args.model, args.size, "fail")

@@ -193,6 +193,9 @@ def summary_text(sdir) -> str:
                          f"{r['davies_bouldin']:>6.3f} {r['silhouette_kmeans']:>6.3f} {r['davies_bouldin_kmeans']:>6.3f} "
                          f"{r['ari']:>6.3f} {r['nmi']:>6.3f} {r['knn_accuracy']:>6.3f} "
                          f"{r['linear_probe_accuracy']:>6.3f} {r['img_per_s']:>6.0f}")
+        skipped = frame[(frame["dataset"] == ds) & (frame["status"] == "skipped")]
+        for _, r in skipped.iterrows():  # an extractor that can't be had here is a row that says why
+            lines.append(f"  {str(r['extractor'])[:50]:<50} skipped: {r.get('note', '')}")
         if len(rows):
             lines.append("  (sil, DB: of the true classes; sil km, DB km: of the k-means clusters)")
     for note in st.notes:

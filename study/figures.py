@@ -39,7 +39,7 @@ def _legend(fig, classes: list[str], colours: np.ndarray) -> None:
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], marker="o", linestyle="", color=colours[i], label=c) for i, c in enumerate(classes)]
-    per_row = max(1, int(fig.get_figwidth() / 1.35))  # about what fits across the figure
+    per_row = max(1, int(fig.get_figwidth() / 1.2))  # about what fits across the figure
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(classes), per_row), fontsize=8,
                frameon=False)
 
@@ -98,9 +98,9 @@ def before_after(ds: str, before: tuple[pd.Series, dict], after: tuple[pd.Series
     return save(fig, path)
 
 
-def metrics_table(ds: str, rows: pd.DataFrame, path: Path) -> Path:
-    """Every extractor's scores as a table figure (best per column in bold); the seed's rows below for
-    full Fashion-MNIST."""
+def metrics_table(ds: str, rows: pd.DataFrame, path: Path, skipped: pd.DataFrame | None = None) -> Path:
+    """Every extractor's scores as a table figure (best per column in bold), then the extractors skipped here
+    (each saying why); the seed's rows below for full Fashion-MNIST."""
     seed = ds == results.SEED_DATASET
     best = results.best_per_column(rows)
     header = ["extractor", "dim", "silhouette ↑", "Davies-Bouldin ↓", "sil. k-means ↑", "DB k-means ↓", "ARI ↑",
@@ -111,6 +111,12 @@ def metrics_table(ds: str, rows: pd.DataFrame, path: Path) -> Path:
         cells += [f"{float(row[c]):.3f}" for c in TABLE_COLUMNS[2:10]] + [f"{float(row['img_per_s']):.0f}"]
         body.append(cells)
         bold.append([best.get(c) == idx for c in TABLE_COLUMNS])
+    n_scored = len(body)
+    for _, row in (skipped if skipped is not None else pd.DataFrame()).iterrows():
+        why = str(row.get("note", "")).split(": ")[0]  # the reason's head; metrics.csv keeps it whole
+        body.append([textwrap.shorten(f"{row['extractor']}: skipped ({why})", 80)]
+                    + ["–"] * (len(header) - 1))
+        bold.append([False] * len(header))
     if seed:
         for _, r in results.SEED_TABLE.iterrows():
             sil, db = f"{r['silhouette']:.3f}", f"{r['davies_bouldin']:.3f}"
@@ -126,8 +132,9 @@ def metrics_table(ds: str, rows: pd.DataFrame, path: Path) -> Path:
                f"and NMI of k-means with k = the number of classes; kNN and linear probe fitted on {n_probe} "
                f"training images; features: {'as extracted' if norm == 'none' else norm}. Bold: this study's best per "
                f"column."
-               + (" Grey rows: the seed's table (its one silhouette and Davies-Bouldin shown under both)."
-                  if seed else ""))
+               + (" Grey rows: extractors skipped here, then the seed's table (its one silhouette and "
+                  "Davies-Bouldin shown under both)." if seed else " Grey rows: extractors skipped here."
+                  if n_scored < len(body) else ""))
     fig = new_figure(12.5, 0.75 + 0.27 * (len(body) + 1))
     fig.suptitle(textwrap.fill(caption, 150), fontsize=8)
     ax = fig.add_subplot(1, 1, 1)
@@ -146,7 +153,7 @@ def metrics_table(ds: str, rows: pd.DataFrame, path: Path) -> Path:
             cell.set_facecolor("#eeeeee")
         elif bold[r - 1][c]:
             cell.set_text_props(weight="bold")
-        if r > len(rows):
+        if r > n_scored:
             cell.set_facecolor("#f0f0f0")
         if c == 0:
             cell.set_text_props(ha="left")
@@ -165,7 +172,8 @@ def draw_dataset(sdir: StudyDir, ds: str) -> list[str]:
     found = results.points(sdir, list(cells.values()))
     classes = [str(c) for c in (sdir.cell(next(iter(cells.values()))) or {}).get("classes", [])]
     panels = [(rows.loc[idx], found[c]) for idx, c in cells.items() if c in found]
-    steps = [("metrics table", lambda: metrics_table(ds, rows, sdir.metrics_png(ds))),
+    skipped = frame[(frame["dataset"] == ds) & (frame["status"] == "skipped")]
+    steps = [("metrics table", lambda: metrics_table(ds, rows, sdir.metrics_png(ds), skipped)),
              ("points CSV", lambda: write_points(sdir, ds, panels))]
     if panels and results.same_points(dict(zip(cells.values(), [p for _, p in panels]))):
         for method in METHODS:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from engine.config import ConfigError, DataConfig, ModelConfig, RunConfig, StudyConfig, TrainConfig
 from engine.store import RunStore, StoreError, StudyDir, cell_key
@@ -130,6 +131,17 @@ def test_study_scores_every_cell(done_study):
     assert any(line.startswith("digits / small_cnn: silhouette") for line in lines)
 
 
+def test_the_data_comes_through_the_stores_dataset_cache(done_study):
+    root, sdir, _, _ = done_study
+    assert {c["data_cache"] for c in sdir.cells()} == {"built"}  # the study decoded digits into the store's cache
+    from engine.study import adapter
+
+    again, how = adapter.load_splits("digits", sdir.config(), RunStore(root).dataset_cache)
+    assert how == "hit"  # a later study (or run) of the store reads it back: the same bits
+    fresh, off = adapter.load_splits("digits", sdir.config())
+    assert off == "off" and torch.equal(again.test.x, fresh.test.x) and torch.equal(again.train.y, fresh.train.y)
+
+
 def test_every_panel_shows_the_same_points(done_study):
     _, sdir, _, _ = done_study
     found = results.points(sdir, [cell_key("digits", e) for e in (RUN, "test_efficientnet@32", "small_cnn",
@@ -201,6 +213,10 @@ def test_unavailable_weights_skip_with_one_line(tmp_path):
     frame = pd.read_csv(sdir.metrics_csv).set_index("extractor")
     assert frame.loc["resnet50@32", "status"] == "skipped" and "unavailable" in frame.loc["resnet50@32", "note"]
     assert frame.loc["small_cnn", "status"] == "done"
+    from study.cli import summary_text
+
+    (row,) = [ln for ln in summary_text(sdir).splitlines() if ln.strip().startswith("resnet50@32")]
+    assert row.split()[1:6] == ["skipped:", "pretrained", "weights", "for", "resnet50"]  # a row of the table
     failing = control.prepare(small_study("w2", ("resnet50",), on_missing_weights="fail"), tmp_path)
     status = StudyRunner(failing).run()
     assert status.status == "failed" and "pretrained weights for resnet50 unavailable" in status.error

@@ -111,6 +111,22 @@ async def test_study_screen_follows_a_running_study_and_cancels_it(tmp_path):
         lock.release()
 
 
+async def test_study_screen_resumes_a_cancelled_study_only(tmp_path):
+    write_study(tmp_path, "stopped", default_cells()[:1], status="cancelled")
+    write_study(tmp_path, "finished", default_cells()[:1], status="done")
+    app = make_app(tmp_path, study="stopped")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, StudyScreen) and app.screen.view is not None)
+        await pilot.press("R")
+        await until(pilot, lambda: app.actions.calls == [("resume study", "stopped")])
+        app.screen.study, app.screen.view, app.screen._seen = "finished", None, ()
+        app.screen._poll()
+        await until(pilot, lambda: app.screen.view is not None and app.screen.view.name == "finished")
+        await pilot.press("R")  # a finished study has nothing to resume: a notice, no call
+        await pilot.pause(0.2)
+        assert app.actions.calls == [("resume study", "stopped")]
+
+
 async def test_study_screen_on_a_store_without_studies(tmp_path):
     store = store_finished(tmp_path / "runs")
     app = make_app(store.root)

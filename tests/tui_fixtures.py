@@ -426,6 +426,10 @@ class Recorder(StoreActions):
         self.calls.append(("resume", grid))
         return grid
 
+    def resume_study(self, study: str) -> str:
+        self.calls.append(("resume study", study))
+        return study
+
 
 def make_app(root, **kw):
     """The app on ``root`` with a fixed clock, a fast poll and recorded start/resume actions."""

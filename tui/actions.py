@@ -169,6 +169,11 @@ class StoreActions:
         _cli(["resume", grid, "--runs", str(self.root)])
         return grid
 
+    def resume_study(self, study: str) -> str:
+        """Resume a cancelled or failed study detached (``finetune-tui study resume``): finished cells are kept."""
+        _cli(["study", "resume", study, "--runs", str(self.root)])
+        return study
+
     def cancel_run(self, run_dir: Path) -> None:
         RunDir(run_dir).request_cancel("cancelled from the TUI")
 

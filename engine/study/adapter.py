@@ -17,22 +17,29 @@ import numpy as np
 import torch
 
 from engine.config import StudyConfig
-from engine.data import DatasetSplits, check_dataset, load_dataset
+from engine.data import DatasetSplits, check_dataset, open_dataset
 from engine.data.recipes import draw_balanced
+from engine.store import DatasetCacheDir
 from engine.transforms import preprocess
 
 Step = Callable[[int, int], None]  # (images done, images in all); may raise to cancel
 
 
-def check_data(name: str, cfg: StudyConfig) -> None:
+def check_data(name: str, cfg: StudyConfig, cache: DatasetCacheDir | None = None) -> None:
     """Fail fast (DataError, one line) when a dataset can't be had; downloads it once if allowed."""
-    check_dataset(name, cfg.data_root, download=cfg.download)
+    check_dataset(name, cfg.data_root, download=cfg.download, cache=cache)
 
 
-def load_splits(name: str, cfg: StudyConfig) -> DatasetSplits:
-    """The dataset as training sees it (same recipe, same test split); train limited, class-balanced, seeded."""
-    return load_dataset(name, cfg.data_root, seed=cfg.seed, download=cfg.download, image_size=cfg.image_size,
-                        train_limit=cfg.train_limit)
+def load_splits(name: str, cfg: StudyConfig, cache: DatasetCacheDir | None = None) -> tuple[DatasetSplits, str]:
+    """The dataset as training sees it (same recipe, same test split); train limited, class-balanced, seeded;
+    and how the dataset cache served it ("built", "hit", "waited"; "off" without a cache).
+
+    ``cache``: the run store's dataset cache, so a study decodes a dataset once and reuses what the store's
+    runs decoded already (same bits as without it: ``engine.data.load_dataset``).
+    """
+    opened = open_dataset(name, cfg.data_root, seed=cfg.seed, download=cfg.download, image_size=cfg.image_size,
+                          train_limit=cfg.train_limit, cache=cache)
+    return opened.materialise(), str(opened.arrays.notes.get("cache", "off"))
 
 
 def balanced_positions(y: np.ndarray, n: int, seed: int) -> np.ndarray:

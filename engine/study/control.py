@@ -27,7 +27,7 @@ def validate(cfg: StudyConfig, store: RunStore) -> None:
 
     resolve(cfg, store)
     for ds in cfg.datasets:
-        adapter.check_data(ds, cfg)
+        adapter.check_data(ds, cfg, store.dataset_cache)
 
 
 def prepare(cfg: StudyConfig, root: str | Path) -> StudyDir:

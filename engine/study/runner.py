@@ -119,7 +119,7 @@ class StudyRunner:
         pending = [e for e in extractors if self.sdir.cell(cell_key(ds, e.name)) is None]
         if pending:
             self.progress.stage(f"loading {ds}", current=ds)
-            splits = adapter.load_splits(ds, self.cfg)
+            splits, self.data_cache = adapter.load_splits(ds, self.cfg, self.store.dataset_cache)
             sample = self._sample(ds, splits)
             for ex in pending:
                 self._cell(ds, splits, sample, ex)
@@ -178,7 +178,8 @@ class StudyRunner:
             "train_seconds": feats.train_seconds, "seed": cfg.seed,
             "pca_variance": [float(v) for v in proj["pca_variance"]], "pca_seconds": proj["pca_seconds"],
             "tsne_seconds": proj["tsne_seconds"], "tsne_perplexity": proj["tsne_perplexity"],
-            "tsne_pca_dims": proj["tsne_pca_dims"], "source": splits.source, "versions": adapter.versions(),
+            "tsne_pca_dims": proj["tsne_pca_dims"], "source": splits.source, "data_cache": self.data_cache,
+            "versions": adapter.versions(),
             "finished": time.time(), **scores, **feats.extra,
         }
         self.sdir.write_cell(cell, record)

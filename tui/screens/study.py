@@ -33,6 +33,8 @@ class StudyScreen(Screen):
         Binding("o", "open_study", "Study", tooltip="Pick another study of the store", id="study.open"),
         Binding("x", "cancel", "Cancel", tooltip="Ask the running study to stop (it stays resumable)",
                 id="study.cancel"),
+        Binding("R", "resume", "Resume", tooltip="Resume a stopped study in the background (finished cells are kept)",
+                id="study.resume"),
     ]
 
     def __init__(self, name: str = "") -> None:
@@ -177,6 +179,15 @@ class StudyScreen(Screen):
         self.app.push_screen(ConfirmScreen(f"Cancel study [b]{self.study}[/b]?",
                                            "It stops after its current step; finished cells are kept, and "
                                            "`finetune-tui study resume` goes on from there."), confirmed)
+
+    def action_resume(self) -> None:
+        view = self.view
+        if view is None or view.status.status in ("running", "queued", "done"):
+            state = view.status.status if view is not None else "not readable"
+            self.notify(f"study {self.study} is {state}: nothing to resume", title="resume")
+            return
+        self.app.run_store_action(f"study {self.study} resumed", self.app.actions.resume_study, self.study)
+        self.notify(f"resuming study {self.study}…", title="resume")
 
     def _cancel_study(self, name: str) -> None:
         from engine.store import RunStore
