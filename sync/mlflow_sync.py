@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from engine.store import GridDir, RunStore
-from sync.source import RunHistory, report_files
+from sync.source import RunHistory, report_files, run_histories
 from sync.state import Counts, SyncState, file_changed, fingerprint
 
 KIND = "mlflow"
@@ -177,12 +177,7 @@ def sync_grid(gdir: GridDir, target: MlflowTarget, progress=None) -> Counts:
     parent_id, _ = _open_run(target, experiment_id, grid_st, f"{gdir.name}/", gdir.name, None,
                              {TAG_GRID: gdir.name, TAG_KIND: "grid"})
     histories = []
-    for rd in gdir.run_dirs():
-        try:
-            history = RunHistory.read(rd)
-        except Exception as exc:  # an unreadable run is reported and skipped, the others go on
-            total.skipped.append(f"{rd.run_id}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
-            continue
+    for rd, history in run_histories(gdir, total.skipped):
         histories.append(history)
         total.add(sync_run(target, experiment_id, parent_id, history, state.run(rd.run_id)))
         state.save()

@@ -80,6 +80,18 @@ class RunHistory:
         return history
 
 
+def run_histories(gdir: GridDir, skipped: list[str]):
+    """(run folder, its history) for each readable run of ``gdir``; an unreadable run is one line in ``skipped``
+    and the others go on."""
+    for rd in gdir.run_dirs():
+        try:
+            history = RunHistory.read(rd)
+        except Exception as exc:
+            skipped.append(f"{rd.run_id}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            continue
+        yield rd, history
+
+
 def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
     """{"data": {"image_size": 64}} -> {"data.image_size": 64}: the keys ``--set`` takes."""
     out: dict[str, Any] = {}

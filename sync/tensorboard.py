@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from engine.store import GridDir
-from sync.source import RunHistory, report_files
+from sync.source import RunHistory, report_files, run_histories
 from sync.state import Counts, SyncState, file_changed, fingerprint
 
 KIND = "tensorboard"
@@ -147,12 +147,7 @@ def sync_grid(gdir: GridDir, logdir: Path, progress=None) -> Counts:
     logdir = Path(logdir).resolve()
     state = SyncState(gdir, f"{KIND} {logdir}")
     total = Counts()
-    for rd in gdir.run_dirs():
-        try:
-            history = RunHistory.read(rd)
-        except Exception as exc:  # an unreadable run is reported and skipped, the others go on
-            total.skipped.append(f"{rd.run_id}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
-            continue
+    for rd, history in run_histories(gdir, total.skipped):
         total.add(sync_run(history, logdir / gdir.name / rd.run_id, state.run(rd.run_id)))
         state.save()
         if progress:

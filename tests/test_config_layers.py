@@ -88,9 +88,9 @@ def test_precedence_survives_grid_json():
     again = GridConfig.from_dict(stored["config"], "grid.json")
     assert again == grid
     assert set(epochs_by_run(again).values()) == {5}
-    # grid.json keeps today's keys, and the axes and search of issue 10
+    # grid.json keeps today's keys, the axes and search of issue 10 and the executor keys of issue 12
     assert set(stored["config"]) == {"name", "datasets", "backbones", "strategies", "concurrency", "base", "overrides",
-                                     "axes", "search"}
+                                     "axes", "search", "executor", "ray_address", "ray_store", "retries"}
 
 
 def _show_config(capsys, *argv):

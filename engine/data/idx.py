@@ -85,47 +85,57 @@ def read_idx(path: Path, ndim: int, home: str = _HOME) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _read_split(images: Path, labels: Path) -> ArraySplit:
-    x, y = read_idx(images, 3), read_idx(labels, 1)
+def read_split(images: Path, labels: Path, classes: tuple[str, ...], home: str = _HOME) -> ArraySplit:
+    """One split of an idx dataset (Fashion-MNIST, MNIST): grey images (N, 1, H, W) and labels in 0..classes-1."""
+    x, y = read_idx(images, 3, home=home), read_idx(labels, 1, home=home)
     if len(x) != len(y):
         raise DataError(f"{images} holds {len(x)} images but {labels} holds {len(y)} labels")
-    if len(y) and y.max() >= len(CLASSES):
-        raise DataError(f"{labels}: label {int(y.max())} outside 0..{len(CLASSES) - 1}")
+    if len(y) and y.max() >= len(classes):
+        raise DataError(f"{labels}: label {int(y.max())} outside 0..{len(classes) - 1}")
     return ArraySplit.whole(x[:, None], y)  # grey: C == 1
+
+
+def load_files(files: dict[str, Path], classes: tuple[str, ...], title: str, home: str = _HOME) -> RawDataset:
+    """The whole dataset from its four located files."""
+    train = read_split(files["train_images"], files["train_labels"], classes, home)
+    test = read_split(files["test_images"], files["test_labels"], classes, home)
+    folder = files["train_images"].parent
+    log.info("read %s from %s: %d train, %d test", title, folder, len(train.y), len(test.y))
+    return RawDataset(train, test, classes, f"{title} from {folder}")
 
 
 def load(root: Path, dataset: str) -> RawDataset:
     """All of Fashion-MNIST (60,000 train, 10,000 test, 28x28 grey)."""
-    files = locate(root, dataset)
-    train = _read_split(files["train_images"], files["train_labels"])
-    test = _read_split(files["test_images"], files["test_labels"])
-    folder = files["train_images"].parent
-    log.info("read %s from %s: %d train, %d test", TITLE, folder, len(train.y), len(test.y))
-    return RawDataset(train, test, CLASSES, f"{TITLE} from {folder}")
+    return load_files(locate(root, dataset), CLASSES, TITLE)
 
 
 def check(root: Path, dataset: str) -> None:
     locate(root, dataset)
 
 
-def download(root: Path, dataset: str) -> None:
-    """Fetch the four .gz files into ``<root>/FashionMNIST/raw`` (torchvision's layout, md5-checked)."""
-    from torchvision.datasets import FashionMNIST
+def download_from(source, folder: Path, dataset: str, title: str, by_hand: str) -> None:
+    """Fetch a torchvision idx dataset's four .gz files into ``folder`` (its mirrors in turn, md5-checked);
+    ``by_hand`` ends the message when every mirror fails."""
     from torchvision.datasets.utils import download_url
 
-    folder = Path(root) / "FashionMNIST" / "raw"
     errors = []
-    for filename, md5 in FashionMNIST.resources:
-        for mirror in FashionMNIST.mirrors:
+    for filename, md5 in source.resources:
+        for mirror in source.mirrors:
             try:
                 download_url(mirror + filename, root=str(folder), filename=filename, md5=md5)
                 break
             except Exception as exc:  # offline, HTTP error, bad md5: try the next mirror
                 errors.append(" ".join(str(exc).split())[:120] or type(exc).__name__)
         else:
-            raise DataError(
-                f"dataset {dataset!r}: download of {TITLE} file {filename} failed ({errors[-1]}); "
-                f"apt-get install dataset-fashion-mnist, or download the four .gz files by hand from {_HOME} "
-                f"into {Path(root) / 'fashion-mnist'}"
-            )
-    log.info("downloaded %s into %s", TITLE, folder)
+            raise DataError(f"dataset {dataset!r}: download of {title} file {filename} failed ({errors[-1]}); "
+                            f"{by_hand}")
+    log.info("downloaded %s into %s", title, folder)
+
+
+def download(root: Path, dataset: str) -> None:
+    """Fetch the four .gz files into ``<root>/FashionMNIST/raw`` (torchvision's layout, md5-checked)."""
+    from torchvision.datasets import FashionMNIST
+
+    download_from(FashionMNIST, Path(root) / "FashionMNIST" / "raw", dataset, TITLE,
+                  f"apt-get install dataset-fashion-mnist, or download the four .gz files by hand from {_HOME} "
+                  f"into {Path(root) / 'fashion-mnist'}")

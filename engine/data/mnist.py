@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import idx
 from .errors import DataError
-from .raw import ArraySplit, RawDataset
+from .raw import RawDataset
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +44,9 @@ def locate(root: Path, dataset: str) -> dict[str, Path]:
     )
 
 
-def _read_split(images: Path, labels: Path) -> ArraySplit:
-    x, y = idx.read_idx(images, 3, home=_HOME), idx.read_idx(labels, 1, home=_HOME)
-    if len(x) != len(y):
-        raise DataError(f"{images} holds {len(x)} images but {labels} holds {len(y)} labels")
-    if len(y) and y.max() >= len(CLASSES):
-        raise DataError(f"{labels}: label {int(y.max())} outside 0..{len(CLASSES) - 1}")
-    return ArraySplit.whole(x[:, None], y)  # grey: C == 1
-
-
 def load(root: Path, dataset: str) -> RawDataset:
     """All of MNIST (60,000 train, 10,000 test, 28x28 grey)."""
-    files = locate(root, dataset)
-    train = _read_split(files["train_images"], files["train_labels"])
-    test = _read_split(files["test_images"], files["test_labels"])
-    folder = files["train_images"].parent
-    log.info("read %s from %s: %d train, %d test", TITLE, folder, len(train.y), len(test.y))
-    return RawDataset(train, test, CLASSES, f"{TITLE} from {folder}")
+    return idx.load_files(locate(root, dataset), CLASSES, TITLE, _HOME)
 
 
 def check(root: Path, dataset: str) -> None:
@@ -70,20 +56,6 @@ def check(root: Path, dataset: str) -> None:
 def download(root: Path, dataset: str) -> None:
     """Fetch the four .gz files into ``<root>/MNIST/raw`` (torchvision's layout and mirrors, md5-checked)."""
     from torchvision.datasets import MNIST
-    from torchvision.datasets.utils import download_url
 
-    folder = Path(root) / "MNIST" / "raw"
-    errors = []
-    for filename, md5 in MNIST.resources:
-        for mirror in MNIST.mirrors:
-            try:
-                download_url(mirror + filename, root=str(folder), filename=filename, md5=md5)
-                break
-            except Exception as exc:  # offline, HTTP error, bad md5: try the next mirror
-                errors.append(" ".join(str(exc).split())[:120] or type(exc).__name__)
-        else:
-            raise DataError(
-                f"dataset {dataset!r}: download of {TITLE} file {filename} failed ({errors[-1]}); "
-                f"download the four .gz files by hand from {_HOME} into {Path(root) / 'mnist'}"
-            )
-    log.info("downloaded %s into %s", TITLE, folder)
+    idx.download_from(MNIST, Path(root) / "MNIST" / "raw", dataset, TITLE,
+                      f"download the four .gz files by hand from {_HOME} into {Path(root) / 'mnist'}")

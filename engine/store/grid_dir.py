@@ -16,11 +16,11 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.errors import StoreError
 from engine.store.atomic import MissingFile, atomic_write_json, atomic_write_text, read_json_object
+from engine.store.folder import StoreFolder
 from engine.store.locks import FileLock, is_locked
 from engine.store.run_dir import RunDir, _cancel_reason
 
@@ -28,27 +28,11 @@ if TYPE_CHECKING:
     from engine.config import GridConfig
 
 
-class GridDir:
+class GridDir(StoreFolder):
     INFO, LOCK, CANCEL, LOG = "grid.json", "grid.lock", "cancel", "orchestrator.log"
     EXPORTS, EXPORT_LOG, REPORT_LOG, REPORT = "exports.csv", "export.log", "report.log", "report"
     SEARCH = "search.json"
     SYNC_STATE = "sync.json"
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def __repr__(self) -> str:
-        return f"GridDir({str(self.path)!r})"
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, GridDir) and other.path == self.path
-
-    def __hash__(self) -> int:
-        return hash(self.path)
-
-    @property
-    def name(self) -> str:
-        return self.path.name
 
     info_file = property(lambda self: self.path / self.INFO)
     lock_file = property(lambda self: self.path / self.LOCK)

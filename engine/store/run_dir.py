@@ -34,6 +34,7 @@ from engine.store.atomic import (
     atomic_write_text,
     read_json_object,
 )
+from engine.store.folder import StoreFolder
 from engine.store.heartbeat import Heartbeat, local_host, read_heartbeat
 from engine.store.locks import FileLock, is_locked
 
@@ -112,7 +113,7 @@ class ExportDir:
         return FileLock(self.lock_file)
 
 
-class RunDir:
+class RunDir(StoreFolder):
     """A run folder; cheap to make (no I/O until a method is called)."""
 
     CONFIG, EVENTS, SUMMARY, METRICS = "config.json", "events.jsonl", "summary.json", "metrics.csv"
@@ -121,17 +122,6 @@ class RunDir:
     LOCK, CANCEL, WORKER_LOG, TRACEBACK = "run.lock", "cancel", "worker.log", "traceback.txt"
     SKIPPED, HEARTBEAT = "skipped_images.txt", "heartbeat.json"
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def __repr__(self) -> str:
-        return f"RunDir({str(self.path)!r})"
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, RunDir) and other.path == self.path
-
-    def __hash__(self) -> int:
-        return hash(self.path)
 
     @property
     def run_id(self) -> str:

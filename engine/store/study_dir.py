@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Callable
 
 from engine.errors import StoreError
 from engine.store.atomic import MissingFile, atomic_write, atomic_write_json, atomic_write_text, read_json_object
+from engine.store.folder import StoreFolder
 from engine.store.locks import FileLock, is_locked
 from engine.store.run_dir import _cancel_reason
 
@@ -78,28 +79,12 @@ class StudyStatus:
         return asdict(self)
 
 
-class StudyDir:
+class StudyDir(StoreFolder):
     """A study folder; cheap to make (no I/O until a method is called)."""
 
     INFO, LOCK, CANCEL, LOG, STATUS, METRICS = "study.json", "study.lock", "cancel", "study.log", "status.json", \
         "metrics.csv"
     CELLS, POINTS, SAMPLES, MODELS = "cells", "points", "samples", "models"
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def __repr__(self) -> str:
-        return f"StudyDir({str(self.path)!r})"
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, StudyDir) and other.path == self.path
-
-    def __hash__(self) -> int:
-        return hash(self.path)
-
-    @property
-    def name(self) -> str:
-        return self.path.name
 
     info_file = property(lambda self: self.path / self.INFO)
     lock_file = property(lambda self: self.path / self.LOCK)
