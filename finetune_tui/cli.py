@@ -179,11 +179,16 @@ def cmd_run(args) -> int:
 @contextlib.contextmanager
 def interrupt_on_termination():
     """SIGTERM and SIGHUP (a closed SSH session) stop a foreground grid as Ctrl-C does: its workers are asked to
-    stop and the runs stay resumable, instead of the process dying and leaving workers behind."""
+    stop and the runs stay resumable, instead of the process dying and leaving workers behind. Ctrl-C counts even
+    where the shell started us with SIGINT ignored (a background job of a script); a SIGHUP ignored on purpose
+    (nohup) stays ignored."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    wanted = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        wanted.append(signal.SIGHUP)
+    previous = {sig: signal.signal(sig, interrupt) for sig in wanted}
     try:
         yield
     finally:

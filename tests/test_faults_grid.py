@@ -167,7 +167,7 @@ def test_ctrl_c_keeps_the_run_resumable_and_a_tampered_resume_point_restarts_it_
     assert wait_for(lambda: rd.events_file.exists() and epoch_of(rd) >= 1 and rd.state_file.exists())
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "Traceback" not in out + err
+    assert proc.returncode == 130 and "Traceback" not in out + err, out + err
     assert [ln for ln in err.splitlines() if ln.strip()] == [
         "interrupted: unfinished runs stay resumable; run the same command again to resume"]
     assert load_run(rd).summary.status == "cancelled"
