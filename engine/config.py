@@ -770,22 +770,27 @@ def check_grid_name(name: str, what: str = "grid") -> str:
     return name
 
 
-def read_grid_file(path: str | Path) -> dict[str, Any]:
-    """A TOML grid file's table (its ``name`` defaults to the file's stem), not yet parsed."""
-    path = Path(path)
+def _read_toml(path: Path, what: str, missing_hint: str) -> dict[str, Any]:
+    """A TOML file's table; every way of not being one is a ConfigError naming the file (``what``: grid, study)."""
     try:
         with open(path, "rb") as fh:
-            obj = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
-        from engine.presets import PRESETS  # presets import this module
-
-        raise ConfigError(f"grid file {path} not found; pass a TOML file or --preset {'|'.join(PRESETS)}") from None
+        raise ConfigError(f"{what} file {path} not found; {missing_hint}") from None
     except IsADirectoryError:
-        raise ConfigError(f"grid file {path} is a folder; pass a TOML file") from None
+        raise ConfigError(f"{what} file {path} is a folder; pass a TOML file") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"grid file {path}: invalid TOML: {exc}") from None
+        raise ConfigError(f"{what} file {path}: invalid TOML: {exc}") from None
     except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib raises this before it parses anything
-        raise ConfigError(f"grid file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML") from None
+        raise ConfigError(f"{what} file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML") from None
+
+
+def read_grid_file(path: str | Path) -> dict[str, Any]:
+    """A TOML grid file's table (its ``name`` defaults to the file's stem), not yet parsed."""
+    from engine.presets import PRESETS  # presets import this module
+
+    path = Path(path)
+    obj = _read_toml(path, "grid", f"pass a TOML file or --preset {'|'.join(PRESETS)}")
     obj.setdefault("name", path.stem)
     return obj
 
@@ -793,15 +798,7 @@ def read_grid_file(path: str | Path) -> dict[str, Any]:
 def read_study_file(path: str | Path) -> dict[str, Any]:
     """A TOML study file's table (one ``[study]`` table; its ``name`` defaults to the file's stem), not yet parsed."""
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            obj = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"study file {path} not found; pass a TOML file with a [study] table") from None
-    except IsADirectoryError:
-        raise ConfigError(f"study file {path} is a folder; pass a TOML file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"study file {path}: invalid TOML: {exc}") from None
+    obj = _read_toml(path, "study", "pass a TOML file with a [study] table")
     table = obj.get(STUDY)
     if not isinstance(table, dict):
         raise ConfigError(f"study file {path} has no [study] table; see `finetune-tui study run --show-config`")
