@@ -19,16 +19,16 @@ import time
 from typing import TYPE_CHECKING
 
 from engine.errors import StoreError
-from engine.store.atomic import MissingFile, atomic_write_json, atomic_write_text, read_json_object
-from engine.store.folder import StoreFolder
-from engine.store.locks import FileLock, is_locked
-from engine.store.run_dir import RunDir, _cancel_reason
+from engine.store.atomic import MissingFile, atomic_write_json, read_json_object
+from engine.store.folder import ControlledFolder
+from engine.store.run_dir import RunDir
 
 if TYPE_CHECKING:
     from engine.config import GridConfig
 
 
-class GridDir(StoreFolder):
+class GridDir(ControlledFolder):
+    CANCEL_REASON = "grid cancelled by user"
     INFO, LOCK, CANCEL, LOG = "grid.json", "grid.lock", "cancel", "orchestrator.log"
     EXPORTS, EXPORT_LOG, REPORT_LOG, REPORT = "exports.csv", "export.log", "report.log", "report"
     SEARCH = "search.json"
@@ -96,21 +96,3 @@ class GridDir(StoreFolder):
         found = {p.name for p in subdirs if p.name in ids or RunDir(p).is_run()}
         ordered = [i for i in ids if i in found] + sorted(found - set(ids))
         return [RunDir(self.path / i) for i in ordered]
-
-    # --- liveness and control ----------------------------------------------------
-
-    def running(self) -> bool:
-        """An orchestrator holds grid.lock right now."""
-        return is_locked(self.lock_file)
-
-    def lock(self) -> FileLock:
-        return FileLock(self.lock_file)
-
-    def request_cancel(self, reason: str = "grid cancelled by user") -> None:
-        atomic_write_text(self.cancel_file, reason + "\n")
-
-    def cancel_reason(self) -> str | None:
-        return _cancel_reason(self.cancel_file)
-
-    def clear_cancel(self) -> None:
-        self.cancel_file.unlink(missing_ok=True)

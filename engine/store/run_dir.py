@@ -34,7 +34,7 @@ from engine.store.atomic import (
     atomic_write_text,
     read_json_object,
 )
-from engine.store.folder import StoreFolder
+from engine.store.folder import StoreFolder, cancel_reason_in
 from engine.store.heartbeat import Heartbeat, local_host, read_heartbeat
 from engine.store.locks import FileLock, is_locked
 
@@ -280,7 +280,7 @@ class RunDir(StoreFolder):
         atomic_write_text(self.cancel_file, reason + "\n")
 
     def cancel_reason(self) -> str | None:
-        return _cancel_reason(self.cancel_file)
+        return cancel_reason_in(self.cancel_file)
 
     def clear_cancel(self) -> None:
         self.cancel_file.unlink(missing_ok=True)
@@ -352,10 +352,3 @@ class Liveness:
         return f"no heartbeat from {self.beat.host} for {self.beat.age():.0f} s"
 
 
-def _cancel_reason(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8").strip() or "cancelled"
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except (OSError, UnicodeDecodeError):
-        return "cancelled"

@@ -27,10 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from engine.errors import StoreError
-from engine.store.atomic import MissingFile, atomic_write, atomic_write_json, atomic_write_text, read_json_object
-from engine.store.folder import StoreFolder
-from engine.store.locks import FileLock, is_locked
-from engine.store.run_dir import _cancel_reason
+from engine.store.atomic import MissingFile, atomic_write, atomic_write_json, read_json_object
+from engine.store.folder import ControlledFolder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -79,9 +77,10 @@ class StudyStatus:
         return asdict(self)
 
 
-class StudyDir(StoreFolder):
+class StudyDir(ControlledFolder):
     """A study folder; cheap to make (no I/O until a method is called)."""
 
+    CANCEL_REASON = "study cancelled by user"
     INFO, LOCK, CANCEL, LOG, STATUS, METRICS = "study.json", "study.lock", "cancel", "study.log", "status.json", \
         "metrics.csv"
     CELLS, POINTS, SAMPLES, MODELS = "cells", "points", "samples", "models"
@@ -226,21 +225,3 @@ class StudyDir(StoreFolder):
     def write_with(self, path: Path, write: Callable[[str], None]) -> None:
         """Atomically write one of this study's files with ``write(tmp_path)`` (CSVs, figures, models)."""
         atomic_write(path, write)
-
-    # --- liveness and control --------------------------------------------------------
-
-    def running(self) -> bool:
-        """The study's process holds study.lock right now."""
-        return is_locked(self.lock_file)
-
-    def lock(self) -> FileLock:
-        return FileLock(self.lock_file)
-
-    def request_cancel(self, reason: str = "study cancelled by user") -> None:
-        atomic_write_text(self.cancel_file, reason + "\n")
-
-    def cancel_reason(self) -> str | None:
-        return _cancel_reason(self.cancel_file)
-
-    def clear_cancel(self) -> None:
-        self.cancel_file.unlink(missing_ok=True)
