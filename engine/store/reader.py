@@ -148,23 +148,21 @@ class RunStore:
             raise StoreError(f"{name!r} is a grid in {self.root}, not a study; pick another study name")
         return StudyDir(self.root / name)
 
+    def _existing(self, folder, what: str, plural: str, names):
+        """``folder`` when it exists; else a StoreError naming the store's other ``plural``."""
+        if not folder.exists():
+            known = names()
+            hint = f"{plural} there: {', '.join(known)}" if known else f"it has no {plural} yet"
+            raise StoreError(f"no {what} {folder.name!r} in {self.root}; {hint}")
+        return folder
+
     def find_study(self, name: str) -> StudyDir:
         """An existing study by name; StoreError listing the store's studies otherwise."""
-        sdir = self.study(name)
-        if not sdir.exists():
-            known = self.studies()
-            hint = f"studies there: {', '.join(known)}" if known else "it has no studies yet"
-            raise StoreError(f"no study {name!r} in {self.root}; {hint}")
-        return sdir
+        return self._existing(self.study(name), "study", "studies", self.studies)
 
     def find_grid(self, name: str) -> GridDir:
         """An existing grid by name; StoreError listing the store's grids otherwise."""
-        gdir = self.grid(name)
-        if not gdir.exists():
-            known = self.grids()
-            hint = f"grids there: {', '.join(known)}" if known else "it has no grids yet"
-            raise StoreError(f"no grid {name!r} in {self.root}; {hint}")
-        return gdir
+        return self._existing(self.grid(name), "grid", "grids", self.grids)
 
     def find_run(self, grid: str, run_id: str) -> RunDir:
         gdir = self.find_grid(grid)
