@@ -82,12 +82,21 @@ def small_fs(tmp_path):
 
 
 def test_a_full_disk_stops_the_grid_with_one_line_and_it_resumes(small_fs):
-    args = ["run", *TINY, "--strategies", "frozen,full", "--epochs", "3", "--set", "train.patience=3",
+    # the backpropagating run goes first: it is stopped mid-run (SIGSTOP after its first epoch) while the disk
+    # fills, so its next checkpoint, event or summary write meets ENOSPC however fast the machine is
+    args = ["run", *TINY, "--strategies", "full,frozen", "--epochs", "3", "--set", "train.patience=3",
             "--name", "g", "--runs", str(small_fs)]
     proc = cli_background(*args)
     gdir = GridDir(small_fs / "g")
-    assert wait_for(lambda: gdir.run(FROZEN).events_file.exists() and epoch_of(gdir.run(FROZEN)) >= 1)
-    dummy = fill(small_fs, leave=0)  # the next checkpoint, event or summary write meets ENOSPC
+    first = gdir.run(FULL)
+    assert wait_for(lambda: first.events_file.exists() and epoch_of(first) >= 1, every=0.02)
+    worker = lock_pid(first.lock_file)
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        assert not first.results_file.exists() and epoch_of(first) < 3, "the first run ended before it was paused"
+        dummy = fill(small_fs, leave=0)
+    finally:
+        os.kill(worker, signal.SIGCONT)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 2, out + err
     assert re.fullmatch(rf"finetune-tui: error: disk full: \d+ MB free on {re.escape(str(gdir.path))}; free some "
@@ -95,22 +104,22 @@ def test_a_full_disk_stops_the_grid_with_one_line_and_it_resumes(small_fs):
     assert not gdir.running()
     # nothing is left "queued" or "running" with nothing driving it: both say the disk is full
     got = rows(small_fs)
-    assert {r: (got[r]["status"], got[r]["error_kind"]) for r in got} == {FROZEN: ("failed", "disk_full"),
-                                                                            FULL: ("failed", "disk_full")}
+    assert {r: (got[r]["status"], got[r]["error_kind"]) for r in got} == {FULL: ("failed", "disk_full"),
+                                                                            FROZEN: ("failed", "disk_full")}
     assert all("disk full: " in got[r]["error"] for r in got)
     # marked by the orchestrator where the disk still took it, else read so by settle (its grid stopped)
-    assert re.match(r"not started: (its grid stopped; )?disk full: ", got[FULL]["error"]), got[FULL]["error"]
+    assert re.match(r"not started: (its grid stopped; )?disk full: ", got[FROZEN]["error"]), got[FROZEN]["error"]
     listing = " ".join(cli("runs", "--runs", str(small_fs)).stdout.split())
-    assert re.search(rf"g/{FULL}: failed \(disk full\): not started: (its grid stopped; )?disk full:", listing)
+    assert re.search(rf"g/{FROZEN}: failed \(disk full\): not started: (its grid stopped; )?disk full:", listing)
     tui = StoreWatcher(small_fs).poll().runs  # the TUI's reader says the same
     assert {k: (r.status, r.summary.error_kind) for k, r in tui.items()} == {
-        f"g/{FROZEN}": ("failed", "disk_full"), f"g/{FULL}": ("failed", "disk_full")}
+        f"g/{FULL}": ("failed", "disk_full"), f"g/{FROZEN}": ("failed", "disk_full")}
     # space back: the same command resumes the grid to its end, the first run from its checkpoint
     dummy.unlink()
     again = cli(*args)
     assert again.returncode == 0, again.stderr
     assert {r: row["status"] for r, row in rows(small_fs).items()} == {FROZEN: "done", FULL: "done"}
-    starts = [e for e in gdir.run(FROZEN).events()[0] if isinstance(e, ev.Started)]
+    starts = [e for e in first.events()[0] if isinstance(e, ev.Started)]
     assert starts[-1].resumed_from_epoch >= 1
     assert set(results_of(small_fs)) == {f"g/{r}/{f}" for r in (FROZEN, FULL)
                                          for f in ("results.json", "best.safetensors")}
