@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from ..preprocess import Storage
@@ -35,9 +36,18 @@ __all__ = ["DEFAULT_SIZE", "PREFIX", "SUFFIXES", "TEST_FRACTION", "Listing", "Tr
 
 @dataclass(frozen=True)
 class Listing:
-    files: tuple[Path, ...]
+    # paths as strings: a run that finds its folder in the cache lists and fingerprints it, and making 100k
+    # Path objects would cost more than the listing itself; ``files`` makes them when something reads images
+    names: tuple[str, ...]
     labels: tuple[int, ...]
     stamps: tuple[tuple[int, int], ...] = ()  # (size in bytes, mtime in ns) of each file, for the fingerprint
+
+    @cached_property
+    def files(self) -> tuple[Path, ...]:
+        return tuple(map(Path, self.names))
+
+    def __len__(self) -> int:
+        return len(self.names)
 
 
 @dataclass(frozen=True)
@@ -66,7 +76,7 @@ class Tree:
 
     @property
     def n_images(self) -> int:
-        return sum(len(p.files) for p in self.parts().values())
+        return sum(len(p) for p in self.parts().values())
 
 
 def parse(name: str) -> Path:
@@ -102,12 +112,12 @@ def _walk(folder: Path, found: list[tuple[str, int, int]], seen: set[tuple[int, 
             continue
 
 
-def _images(folder: Path) -> list[tuple[Path, int, int]]:
+def _images(folder: Path) -> list[tuple[str, int, int]]:
     found: list[tuple[str, int, int]] = []
     _walk(folder, found, set())
     # Path order (part by part, as torchvision's ImageFolder and earlier versions sort), without comparing Paths
     found.sort(key=lambda f: f[0].split(os.sep))
-    return [(Path(p), size, mtime) for p, size, mtime in found]
+    return found
 
 
 def _list(folder: Path, classes: tuple[str, ...], dataset: str, require_all: bool) -> Listing:
@@ -116,7 +126,7 @@ def _list(folder: Path, classes: tuple[str, ...], dataset: str, require_all: boo
     if extra:
         raise DataError(f"dataset {dataset!r}: {folder} has class folder(s) {', '.join(extra)} "
                         f"that {folder.parent / 'train'} lacks; every class needs training images")
-    files: list[Path] = []
+    files: list[str] = []
     labels: list[int] = []
     stamps: list[tuple[int, int]] = []
     for label, cls in enumerate(classes):
@@ -151,7 +161,7 @@ def scan(root: Path, dataset: str) -> Tree:
         # Only val/ next to train/: it is the held-out set, so it serves as test.
         test_dir = "test" if "test" in lists else "val"
         val = lists.get("val") if test_dir == "test" else None
-        if not lists[test_dir].files:
+        if not lists[test_dir].names:
             raise DataError(f"dataset {dataset!r}: {held_out[test_dir]} holds no class folders with images; "
                             f"{_LAYOUT_HINT}")
         return Tree(root, classes, train, lists[test_dir], val, test_dir)
@@ -169,16 +179,14 @@ def storage(size: int) -> Storage:
 def fingerprint(tree: Tree, extra: str = "") -> str:
     """A hash of what decoding the tree depends on: its layout, classes, and every file's path (relative to
     the tree), size and mtime; ``extra`` adds the rest (storage step, format version)."""
-    h = hashlib.sha256()
-    h.update(f"{tree.layout}\0{'/'.join(tree.classes)}\0{extra}\0".encode())
     root = os.path.join(str(tree.root), "")
+    lines = [f"{tree.layout}\0{'/'.join(tree.classes)}\0{extra}\0"]
     for part, listing in tree.parts().items():
-        h.update(f"[{part}]".encode())
-        for path, label, (size, mtime) in zip(listing.files, listing.labels, listing.stamps):
-            name = str(path)  # the path relative to the tree (Path.relative_to costs more than the hash)
-            rel = name[len(root):] if name.startswith(root) else str(path.relative_to(tree.root))
-            h.update(f"{rel}\0{label}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
+        lines.append(f"[{part}]")
+        for name, label, (size, mtime) in zip(listing.names, listing.labels, listing.stamps):
+            rel = name[len(root):] if name.startswith(root) else str(Path(name).relative_to(tree.root))
+            lines.append(f"{rel}\0{label}\0{size}\0{mtime}\n")
+    return hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def check(name: str) -> Tree:

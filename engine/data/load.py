@@ -112,10 +112,9 @@ def folder_plan(name: str, tree: folder.Tree, size: int, progress: Progress | No
     fp = folder.fingerprint(tree, json.dumps(stored.to_dict(), sort_keys=True) + cache_mod.FORMAT)[:32]
     key = f"{_safe(folder_spec(name).name)}-{size}px-{_hash(str(tree.root.resolve()))[:8]}"
     listings = tree.parts()
-    files = [f for listing in listings.values() for f in listing.files]
     labels = np.concatenate([np.asarray(listing.labels, dtype=np.int64) for listing in listings.values()])
-    index = np.concatenate([np.arange(len(listing.files), dtype=np.int64) for listing in listings.values()])
-    part = np.concatenate([np.full(len(listing.files), PARTS.index(p), dtype=np.int8) for p, listing in listings.items()])
+    index = np.concatenate([np.arange(len(listing), dtype=np.int64) for listing in listings.values()])
+    part = np.concatenate([np.full(len(listing), PARTS.index(p), dtype=np.int8) for p, listing in listings.items()])
 
     def report(done: int, total: int) -> None:
         if cache is not None:
@@ -124,6 +123,7 @@ def folder_plan(name: str, tree: folder.Tree, size: int, progress: Progress | No
             progress(done, total)
 
     def build(open_rows: cache_mod.OpenRows) -> cache_mod.Described:
+        files = [f for listing in listings.values() for f in listing.files]  # Paths only when decoding (a hit lists)
         rows = open_rows(len(files), (3, size, size))
         bad = decode_files(files, stored, rows.put, report)
         kept = part.copy()
