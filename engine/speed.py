@@ -12,11 +12,11 @@ if larger).
 
 The allocator: glibc returns large freed blocks to the kernel (blocks above
 its mmap threshold are unmapped on free; the heap top is trimmed), so every
-training step faults its activations in again, page by page: 17,000 minor
-faults per Lite0 step at 64 px, and most of a grid's system CPU time. A fixed
-32 MB mmap threshold and a 1 GB trim threshold keep those pages in the
-process for the next step (448 faults per step, measured with
-``bench/cpu_formats.py --faults``).
+training step faults its activations in again, page by page (the issue's
+grid: 29.5 million minor faults, a third of its CPU time in the kernel). A
+fixed 32 MB mmap threshold and a 1 GB trim threshold keep those pages in the
+process for the next step: 1,434 faults per Lite0 step at 64 px with glibc's
+defaults against 548 (``bench/cpu_formats.py --faults``, BENCHMARKS.md).
 """
 
 from __future__ import annotations
