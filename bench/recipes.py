@@ -14,12 +14,12 @@ Recipes:
 - ``modern``: cosine schedule with warm-up, AdamW, EMA of the weights, label
   smoothing 0.1, pretrained BatchNorm statistics, and LRs a fine-tune can move
   (``full`` 3e-4 instead of the seed's 1e-5).
-- ``recommended``: ``modern`` plus a head-only warm-up before the backbone trains
+- ``warmup``: ``modern`` plus a head-only warm-up before the backbone trains
   (what ``two_stage`` does by default, here given to every strategy).
 
     python bench/recipes.py [--epochs 8] [--image-size 64] [--train-limit 0] [--threads 2]
                             [--strategies frozen,partial,full,gradual,discriminative,two_stage]
-                            [--recipes seed,modern,recommended] [--runs DIR]
+                            [--recipes seed,modern,warmup] [--runs DIR]
 
 An idle machine matters: the script refuses nothing, but it records the load.
 """
@@ -53,7 +53,7 @@ RECIPES: dict[str, dict] = {
                           "train.head_epochs": 0, "train.ema": False, "train.label_smoothing": 0.0},
              "lr": {}},
     "modern": {"settings": MODERN, "lr": {"partial": 3e-4, "full": 3e-4, "two_stage": 5e-4}},
-    "recommended": {"settings": {**MODERN, "train.head_epochs": 3},
+    "warmup": {"settings": {**MODERN, "train.head_epochs": 3},
                     "lr": {"partial": 3e-4, "full": 3e-4, "two_stage": 5e-4}},
 }
 

@@ -6,7 +6,7 @@ A batch goes through, in order (``engine.transforms.prepare_batch`` calls the ho
    works on batched uint8 tensors on any device) at the stored size, before the
    resize. A v2 transform draws one operation per call, so the batch is split
    into chunks of ``CHUNK`` images, each drawing its own.
-2. ``on_float``: the crop, flip and colour jitter of ``data.augment``
+2. ``on_float``: the crop, flip (unless ``data.flip`` is off) and colour jitter of ``data.augment``
    (``engine.transforms.augment``, per image, from the run's augment generator).
 3. ``on_normalised``: random erasing (timm's ``RandomErasing``, per image).
 4. ``mix``: Mixup / CutMix (timm's ``Mixup``), which turns the labels into soft
@@ -38,6 +38,7 @@ class AugmentPolicy:
         from torchvision.transforms import v2
 
         self.crop_flip_jitter = data.augment
+        self.flip = data.flip
         self.auto = None
         if data.auto_augment == "randaugment":
             self.auto = v2.RandAugment(num_ops=2, magnitude=data.augment_magnitude)
@@ -74,7 +75,7 @@ class AugmentPolicy:
             return x
         from engine.transforms import augment
 
-        return augment(x, generator)
+        return augment(x, generator, flip=self.flip)
 
     def on_normalised(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.erasing is None else self.erasing(x)

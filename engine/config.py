@@ -47,6 +47,7 @@ class DataConfig:
     val_fraction: float = 0.1  # carved out of train, stratified, seeded
     batch_size: int = 64  # images per training step
     augment: bool = False  # random crop + flip + colour jitter, on the device, per batch
+    flip: bool = True  # augment's horizontal flip; off for images of one orientation (footwear: every shoe faces left)
     train_limit: int = 0  # keep at most this many training images (class-balanced); 0 = all
     cache: bool = True  # decode each dataset once into the dataset cache, shared by every run of every grid
     cache_dir: str = ""  # where the dataset cache lives; "" = <run store>/.cache/datasets

@@ -24,17 +24,18 @@ def preprocess(x: torch.Tensor, image_size: int, mean, std) -> torch.Tensor:
     return prepare_batch(x, image_size, mean, std)
 
 
-def augment(x: torch.Tensor, generator: torch.Generator, pad_frac: float = 0.125, jitter: float = 0.2) -> torch.Tensor:
-    """Per-sample random crop (pad + shift), horizontal flip and colour jitter on a float batch in [0,1].
+def augment(x: torch.Tensor, generator: torch.Generator, pad_frac: float = 0.125, jitter: float = 0.2,
+            flip: bool = True) -> torch.Tensor:
+    """Per-sample random crop (pad + shift), horizontal flip (``flip``) and colour jitter on a float batch in [0,1].
 
     Applied after resizing, before normalisation; every sample draws its own
     parameters from ``generator`` (on the batch's device) so runs are seeded.
     """
     n, _, h, w = x.shape
     dev = x.device
-    # flip
-    flip = torch.rand(n, device=dev, generator=generator) < 0.5
-    x = torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
+    if flip:
+        mirrored = torch.rand(n, device=dev, generator=generator) < 0.5
+        x = torch.where(mirrored.view(n, 1, 1, 1), x.flip(-1), x)
     # crop: reflect-pad then take a shifted window, one shift per sample
     pad = max(1, int(round(h * pad_frac)))
     padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine.augment import AugmentPolicy, soft_cross_entropy
-from engine.config import DataConfig, TrainConfig
+from engine.config import DataConfig, RunConfig, TrainConfig
 from engine.lr_find import lr_at, range_test, valley
 from engine.schedules import build_schedule
 from engine.strategies import n_stages, plan, stage_for_epoch, stage_span, warmup_over
@@ -164,6 +164,27 @@ def test_augmentation_policies_change_training_batches_only():
         changed = (out - plain).abs().flatten(1).amax(1) > 1e-6
         assert changed.sum() >= 8, data  # most images changed
     assert not AugmentPolicy(DataConfig(), TrainConfig(), 3, torch.device("cpu")).changes_inputs
+
+
+def test_flip_off_keeps_every_image_facing_its_way_while_crop_and_jitter_still_apply():
+    from engine.transforms import augment
+
+    # an image that is bright on its left half only: a mirrored copy is bright on the right
+    x = torch.zeros(64, 3, 16, 16)
+    x[..., :8] = 0.8
+    flipped = augment(x.clone(), torch.Generator().manual_seed(0), jitter=0.0)
+    kept = augment(x.clone(), torch.Generator().manual_seed(0), jitter=0.0, flip=False)
+
+    def right_heavy(b):
+        return b[..., 8:].mean(dim=(1, 2, 3)) > b[..., :8].mean(dim=(1, 2, 3))
+
+    assert 16 <= right_heavy(flipped).sum() <= 48  # about half mirrored
+    assert right_heavy(kept).sum() == 0
+    assert not torch.equal(kept, x)  # the crop still shifts them
+    policy = AugmentPolicy(DataConfig(augment=True, flip=False), TrainConfig(), 3, torch.device("cpu"))
+    out = policy.on_float(x.clone(), torch.Generator().manual_seed(1))
+    assert policy.changes_inputs and right_heavy(out).sum() == 0
+    assert RunConfig.from_dict({"data": {"augment": True, "flip": False}}).data.flip is False
 
 
 def test_range_test_finds_the_valley_of_a_known_curve():
