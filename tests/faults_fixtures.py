@@ -3,10 +3,12 @@ one-line error checks, and the machine's own limits (a small tmpfs, a memory cgr
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -91,6 +93,17 @@ def stop_all(root: Path) -> None:
             except (OSError, ValueError):
                 pass
         wait_for(lambda: not gdir.running(), timeout=60)
+
+
+@contextlib.contextmanager
+def paused(pid: int):
+    """The process stopped (SIGSTOP) for the block, continued after: what a test does to it meanwhile (a full
+    disk, a signal left pending) lands mid-run however fast the machine trains."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 # --- a small filesystem ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from tests.faults_fixtures import (
     fill,
     mount_tmpfs,
     one_line,
+    paused,
     results_of,
     rows,
     stop_all,
@@ -90,13 +91,9 @@ def test_a_full_disk_stops_the_grid_with_one_line_and_it_resumes(small_fs):
     gdir = GridDir(small_fs / "g")
     first = gdir.run(FULL)
     assert wait_for(lambda: first.events_file.exists() and epoch_of(first) >= 1, every=0.02)
-    worker = lock_pid(first.lock_file)
-    os.kill(worker, signal.SIGSTOP)
-    try:
+    with paused(lock_pid(first.lock_file)):
         assert not first.results_file.exists() and epoch_of(first) < 3, "the first run ended before it was paused"
         dummy = fill(small_fs, leave=0)
-    finally:
-        os.kill(worker, signal.SIGCONT)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 2, out + err
     assert re.fullmatch(rf"finetune-tui: error: disk full: \d+ MB free on {re.escape(str(gdir.path))}; free some "
@@ -173,8 +170,10 @@ def test_ctrl_c_keeps_the_run_resumable_and_a_tampered_resume_point_restarts_it_
             "--runs", str(store)]
     proc = cli_background(*args, start_new_session=True)
     rd = GridDir(store / "c").run(FULL)
-    assert wait_for(lambda: rd.events_file.exists() and epoch_of(rd) >= 1 and rd.state_file.exists())
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
+    assert wait_for(lambda: rd.events_file.exists() and epoch_of(rd) >= 1 and rd.state_file.exists(), every=0.02)
+    with paused(lock_pid(rd.lock_file)):  # the worker gets its Ctrl-C mid-run, however fast it trains
+        assert epoch_of(rd) < 3, "the run ended before it was paused"
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in out + err, out + err
     assert [ln for ln in err.splitlines() if ln.strip()] == [
@@ -207,9 +206,11 @@ def test_sigterm_to_a_foreground_run_stops_its_worker_and_leaves_the_run_resumab
             "--runs", str(store)]
     proc = cli_background(*args, start_new_session=True)
     rd = GridDir(store / "t").run(FULL)
-    assert wait_for(lambda: rd.events_file.exists() and epoch_of(rd) >= 1)
+    assert wait_for(lambda: rd.events_file.exists() and epoch_of(rd) >= 1, every=0.02)
     worker = load_run(rd).summary.pid
-    proc.send_signal(signal.SIGTERM)  # the command alone (a service manager, `kill PID`), not its group
+    with paused(worker):  # so the stop reaches it mid-run, however fast it trains
+        assert epoch_of(rd) < 3, "the run ended before it was paused"
+        proc.send_signal(signal.SIGTERM)  # the command alone (a service manager, `kill PID`), not its group
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in out + err, err
     assert wait_for(lambda: not pid_alive(worker), timeout=30), "the worker outlived its grid"
