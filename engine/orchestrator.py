@@ -166,6 +166,9 @@ class Orchestrator:
             request.threads if not self.launcher.local else 0 if self.gpus else max(1, cores // self.concurrency))
         self.request = replace(request, threads=self.threads)
         self.retries: dict[RunDir, int] = {}  # re-queues after a lost node, per run (grid.retries at most)
+        # re-queued after a lost node: its actor died with the node, so it starts anew rather than being
+        # adopted (the cluster may still list the dead actor by name for a moment)
+        self.relaunch: set[RunDir] = set()
         self.requeued: list[RunDir] = []  # runs a lost node took, to start again elsewhere
         self.lock = lock or self.grid_dir.lock()  # a detached start hands over the lock it took
         self.disk_full: DiskFull | None = None  # set once a write met a full disk: the grid stops
@@ -272,6 +275,9 @@ class Orchestrator:
         gpu = min(self.gpus, key=busy.count) if self.gpus else None
         run_id = rd.run_id
         adopt = getattr(self.launcher, "adopt", None)  # a cluster's runs outlive their orchestrator
+        if rd in self.relaunch:
+            self.relaunch.discard(rd)
+            adopt = None
         handle = adopt(rd.path, lambda line: self._line(run_id, line)) if adopt is not None else None
         if handle is not None:
             log.info("%s: adopting its live worker (%s)", run_id, handle.id)
@@ -346,6 +352,7 @@ class Orchestrator:
             log.info("%s: node lost: %s; starting it again elsewhere (retry %d of %d)", s.run.run_id, host,
                      used + 1, self.grid.retries)
             self.requeued.append(s.run)
+            self.relaunch.add(s.run)
         else:
             log.info("%s: node lost: %s; no retries left", s.run.run_id, host)
         return True

@@ -42,6 +42,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -52,6 +53,7 @@ from engine.store import RunDir
 SHIP_EVERY = 0.5  # seconds between shipments of a run's new events and changed files (ray_store = "ship")
 SCRATCH_ENV = "FINETUNE_TUI_SCRATCH"  # where a node trains runs in ship mode (default: its temp folder)
 NAMESPACE = "finetune-tui"  # detached actors' namespace: a restarted orchestrator looks its runs up there
+NAME_RELEASE_WAIT = 30.0  # seconds a new actor waits for its run's previous actor to release the name
 KILLED = -signal.SIGKILL  # the exit code a run reads as when its actor was killed (ray.kill, a lost node)
 
 
@@ -373,9 +375,20 @@ class RayLauncher:
         env = {"PYTHONPATH": _pythonpath()}
         if request.threads:
             env.update(OMP_NUM_THREADS=str(request.threads), MKL_NUM_THREADS=str(request.threads))
-        actor = self._actor.options(name=actor_name(run_dir), namespace=NAMESPACE, lifetime="detached",
-                                    num_cpus=request.cpus, num_gpus=gpus, max_restarts=0,
-                                    runtime_env={"env_vars": env}).remote()
+        options = self._actor.options(name=actor_name(run_dir), namespace=NAMESPACE, lifetime="detached",
+                                      num_cpus=request.cpus, num_gpus=gpus, max_restarts=0,
+                                      runtime_env={"env_vars": env})
+        deadline = time.monotonic() + NAME_RELEASE_WAIT
+        while True:
+            try:
+                actor = options.remote()
+                break
+            except self.ray.exceptions.ActorAlreadyExistsError:
+                # the run's previous actor, killed or gone with its node, until the cluster lets go of its name
+                if time.monotonic() > deadline:  # the orchestrator marks the run failed with this line
+                    raise OSError(f"Ray still holds the actor name {actor_name(run_dir)!r} of this run's previous "
+                                  f"actor after {NAME_RELEASE_WAIT:.0f} s; run the grid again to resume") from None
+                time.sleep(0.25)
         worker_args = [str(run_dir)] + (["--device", "cuda:0"] if gpus else [])  # Ray pins the GPU it gives
         node = actor.node.remote()  # before run: an actor's calls run one at a time, in order
         if self.store == "ship":

@@ -162,3 +162,43 @@ def test_cli_user_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and "epochs: expected an integer" in r.stderr
     r = run_cli("runs", "--runs", str(tmp_path), "--grid", "nope")
     assert r.returncode == 2 and "no grid 'nope'" in r.stderr
+
+
+class _ClusterLauncher:
+    """A cluster launcher's interface, recording what the orchestrator asks of it (no cluster)."""
+
+    local = False
+
+    def __init__(self):
+        self.adopted: list[str] = []
+        self.launched: list[str] = []
+
+    def capacity(self, request):
+        return 1
+
+    def adopt(self, run_dir, on_line):
+        self.adopted.append(os.path.basename(run_dir))
+        return None
+
+    def launch(self, run_dir, request, on_line):
+        self.launched.append(os.path.basename(run_dir))
+        return type("Handle", (), {"pid": 0, "id": "actor fake", "host": "", "lost_node": ""})()
+
+
+def test_a_run_requeued_after_its_node_was_lost_starts_a_new_actor_rather_than_adopting(tmp_path):
+    # the cluster may still list a dead actor under the run's name for a moment: adopting it would lose the
+    # run a second time and use up its retry (seen as a flaky lost-node test)
+    grid = GridConfig(name="n", datasets=("digits",), backbones=("test_efficientnet",), strategies=("frozen",),
+                      base=replace(BASE, train=replace(BASE.train, device="cpu")))
+    gdir = prepare(grid, tmp_path)
+    cluster = _ClusterLauncher()
+    orch = Orchestrator(gdir, launcher=cluster)
+    (rd,) = orch.pending()
+    slot = orch._start(rd, [])
+    assert (cluster.adopted, cluster.launched) == ([rd.run_id], [rd.run_id])  # first start: adopt if alive
+    assert orch._lost(slot, "node-a") and orch.requeued == [rd]
+    assert load_run(rd).summary.error == "node lost: node-a"
+    orch._start(rd, [])
+    assert (cluster.adopted, cluster.launched) == ([rd.run_id], [rd.run_id] * 2)  # retried: a new actor
+    orch._start(rd, [])  # any later start (e.g. an orchestrator restarted) may adopt again
+    assert cluster.adopted == [rd.run_id] * 2
