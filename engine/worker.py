@@ -29,8 +29,18 @@ log = logging.getLogger("engine.worker")
 EXIT_DONE, EXIT_FAILED, EXIT_BUSY, EXIT_DISK_FULL = 0, 1, 3, 4
 
 
-def _sigterm(signum, frame):  # turn SIGTERM into the same path as Ctrl-C
-    raise KeyboardInterrupt("terminated")
+_stopping = False
+
+
+def _stop_signal(signum, frame):
+    """SIGTERM takes the same path as Ctrl-C, once: Ctrl-C reaches the worker and its orchestrator's SIGTERM
+    follows, often before the first has been handled (both pending at once); a second KeyboardInterrupt
+    inside the first one's handling would turn a cancel into a crash."""
+    global _stopping
+    if _stopping:
+        return
+    _stopping = True
+    raise KeyboardInterrupt("terminated" if signum == signal.SIGTERM else "interrupted")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     if not lock.acquire():
         log.error("%s is already being trained by another worker", rd.path)
         return EXIT_BUSY
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGTERM, _stop_signal)
+    signal.signal(signal.SIGINT, _stop_signal)
     beat = Heartbeater(rd.heartbeat_file).start()
     writer = None
     cfg = None
