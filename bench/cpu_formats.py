@@ -5,12 +5,14 @@ compared with:
 
 - inference (``forward_features``, what the feature cache, validation and test
   run): NCHW vs channels_last at batch 32, 64, 128, 256;
-- a training step (forward, backward, Adam): NCHW vs channels_last;
+- a training step (forward, backward, Adam): NCHW vs channels_last, then bf16
+  autocast vs fp32 and (``--compile``) ``torch.compile`` vs eager, each pair in
+  alternating rounds (medians);
 - page faults per training step with glibc's default allocator settings vs
   ``engine.speed.keep_freed_memory`` (each in a fresh subprocess: the setting
   must come before torch allocates).
 
-    python bench/cpu_formats.py [--model efficientnet_lite0] [--size 64] [--threads 2] [--seconds 4]
+    python bench/cpu_formats.py [--model efficientnet_lite0] [--size 64] [--threads 2] [--seconds 4] [--compile] [--bn-frozen]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -49,6 +52,13 @@ print((r1.ru_minflt - r0.ru_minflt) / n, r1.ru_stime - r0.ru_stime, r1.ru_utime 
 """
 
 
+def _cpu_flag(flag: str) -> bool:
+    try:
+        return flag in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+
+
 def rate(fn, batch: int, seconds: float) -> float:
     fn()
     n, t0 = 0, time.perf_counter()
@@ -64,15 +74,20 @@ def main() -> int:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seconds", type=float, default=4.0, help="per figure")
+    p.add_argument("--compile", action="store_true", help="also time a torch.compile'd step (compiling takes minutes)")
+    p.add_argument("--bn-frozen", action="store_true", help="training steps with BatchNorm in eval mode (train.bn)")
     p.add_argument("--json")
     args = p.parse_args()
+    from engine.speed import keep_freed_memory
+
+    keep_freed_memory()  # what every worker does first; the page-fault figures below compare it in subprocesses
     import timm
     import torch
 
     torch.set_num_threads(args.threads)
     prov = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
-            "timm": timm.__version__, "model": args.model, "size": args.size, "threads": args.threads,
-            "load_start": [round(x, 2) for x in os.getloadavg()]}
+            "timm": timm.__version__, "model": args.model, "size": args.size, "threads": args.threads, "bn_frozen": args.bn_frozen,
+            "load_start": [round(x, 2) for x in os.getloadavg()], "amx_bf16": _cpu_flag("amx_bf16")}
     print("provenance:", json.dumps(prov), flush=True)
     out: dict = {"provenance": prov, "inference": [], "train": {}, "faults": {}}
     model = timm.create_model(args.model, num_classes=3).eval()
@@ -87,23 +102,56 @@ def main() -> int:
         out["inference"].append(row)
         print(f"inference batch {bs:3d}: NCHW {row['nchw']:6.0f} img/s, channels_last {row['channels_last']:6.0f} "
               f"img/s ({row['channels_last'] / row['nchw']:.2f}x)", flush=True)
-    for fmt in ("nchw", "channels_last"):
-        mf = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+    def train_step(mf, dtype=None, compiled=False):
+        """A training step's closure (its own model and optimiser), warmed up (compiled first, when asked)."""
         m = timm.create_model(args.model, num_classes=3).to(memory_format=mf)
+        if args.bn_frozen:  # train.bn = "frozen", the engine's default: BatchNorm layers in eval mode
+            for mod in m.modules():
+                if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+                    mod.eval()
         opt = torch.optim.Adam(m.parameters())
         x = torch.randn(64, 3, args.size, args.size).contiguous(memory_format=mf)
         y = torch.randint(0, 3, (64,))
+        net = torch.compile(m) if compiled else m
 
         def step():
-            loss = torch.nn.functional.cross_entropy(m(x), y)
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+                loss = torch.nn.functional.cross_entropy(net(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
 
-        out["train"][fmt] = rate(step, 64, args.seconds)
-    print(f"training step batch 64: NCHW {out['train']['nchw']:.1f} img/s, channels_last "
-          f"{out['train']['channels_last']:.1f} img/s ({out['train']['channels_last'] / out['train']['nchw']:.2f}x)",
-          flush=True)
+        t0 = time.perf_counter()
+        for _ in range(2):
+            step()
+        out["train"].setdefault("warmup_seconds", {})[f"{mf}-{dtype}-{compiled}"] = time.perf_counter() - t0
+        return step
+
+    def versus(name_a: str, a, name_b: str, b, rounds: int = 3) -> tuple[float, float]:
+        """Median img/s of two steps measured in alternating rounds (this VM's speed drifts between runs)."""
+        got = {name_a: [], name_b: []}
+        for _ in range(rounds):
+            for name, fn in ((name_a, a), (name_b, b)):
+                got[name].append(rate(fn, 64, args.seconds / rounds))
+        out["train"][f"{name_a}_vs_{name_b}"] = got
+        return statistics.median(got[name_a]), statistics.median(got[name_b])
+
+    eager = train_step(torch.channels_last)
+    t = out["train"]
+    t["nchw"], t["channels_last"] = versus("nchw", train_step(torch.contiguous_format), "channels_last", eager)
+    print(f"training step batch 64: NCHW {t['nchw']:.1f} img/s, channels_last {t['channels_last']:.1f} img/s "
+          f"({t['channels_last'] / t['nchw']:.2f}x)", flush=True)
+    # why CPU runs train in fp32 eager (engine/precision.py): bf16 autocast and torch.compile against it
+    t["bf16"], fp32 = versus("bf16", train_step(torch.channels_last, torch.bfloat16), "fp32", eager)
+    print(f"training step, channels_last: bf16 autocast {t['bf16']:.1f} img/s vs fp32 {fp32:.1f} "
+          f"({t['bf16'] / fp32:.2f}x; CPU has AMX-BF16: {prov['amx_bf16']})", flush=True)
+    if args.compile:
+        t0 = time.perf_counter()
+        compiled = train_step(torch.channels_last, compiled=True)
+        took = time.perf_counter() - t0
+        t["compiled"], fp32 = versus("compiled", compiled, "eager", eager)
+        print(f"training step, channels_last: torch.compile {t['compiled']:.1f} img/s vs eager {fp32:.1f} "
+              f"({t['compiled'] / fp32:.2f}x; compiling and two steps {took:.0f} s)", flush=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads)}
     for mode in ("default", "keep"):
         res = subprocess.run([sys.executable, "-c", _FAULTS, mode, args.model, str(args.size), str(args.threads)],
