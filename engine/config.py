@@ -88,7 +88,9 @@ class TrainConfig:
     #                        sooner when its val loss stops improving; -1 = the strategy's (two_stage 5, others 0)
     head_lr: float = 1e-3  # the head-only warm-up's LR
     head_patience: int = 1  # warm-up epochs without a better val loss that end it
-    layer_decay: float = 0.8  # two_stage: LR multiplier per layer group from the head down to the stem
+    # two_stage: LR multiplier per layer group from the head down to the stem; 0.9 puts Lite0's stem at 1/6 of the
+    # head's LR, where 0.8 (1/44) lost 0.4 points on footwear (BENCHMARKS.md, issue 10)
+    layer_decay: float = 0.9
     # BatchNorm of trainable layers: frozen (the pretrained statistics; measured better for fine-tuning, issue 10)
     # or train (batch statistics, updated as Keras does: the seed's); random weights always train them
     bn: str = "frozen"

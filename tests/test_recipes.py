@@ -100,7 +100,7 @@ def test_two_stage_leaves_the_head_warm_up_when_val_loss_stops_improving():
     warm, fine = plan(cfg, 4, 0), plan(cfg, 4, 1)
     assert warm.n_trainable == 0 and warm.head_lr == 1e-3
     assert fine.n_trainable == 4 and fine.head_lr == 3e-4
-    assert fine.group_lrs == pytest.approx([3e-4 * 0.8 ** 4, 3e-4 * 0.8 ** 3, 3e-4 * 0.8 ** 2, 3e-4 * 0.8])
+    assert fine.group_lrs == pytest.approx([3e-4 * 0.9 ** 4, 3e-4 * 0.9 ** 3, 3e-4 * 0.9 ** 2, 3e-4 * 0.9])
     # what a schedule spans: the warm-up its maximum, the last stage the epochs left
     assert stage_span(replace_epochs(cfg, 12), 0, 1) == 5 and stage_span(replace_epochs(cfg, 12), 1, 4) == 9
 
