@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exhaustive", type=int, default=12, help="try every combination up to this many runs")
     ap.add_argument("--png", help="draw the most-missed test images here")
     ap.add_argument("--top", type=int, default=64, help="images drawn")
-    ap.add_argument("--data-root", default="data")
+    ap.add_argument("--data-root", default="data", help="tried before the runs' own data_root")
     args = ap.parse_args(argv)
 
     paths = run_dirs(args.paths)
@@ -136,21 +136,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {k} | {acc:.4f} | {round((1 - acc) * n)} | {', '.join(names[i] for i in members)} |")
 
     if args.png:
-        import json
+        from report.images import ImageCache, check_alignment
+        from report.loading import load_run_data
 
-        from engine.data.load import load_dataset
-
-        config = json.loads((paths[0] / RunDir.CONFIG).read_text())
-        ds = load_dataset(config["data"]["dataset"], args.data_root, val_fraction=config["data"]["val_fraction"],
-                          seed=config["train"]["seed"])
-        if not np.array_equal(ds.test.y.numpy(), labels):
-            raise SystemExit(f"{paths[0]}: its test labels don't match {config['data']['dataset']!r} as loaded now")
+        run = load_run_data(paths[0])
+        images = ImageCache(args.data_root).get(run.dataset, [run])  # the report's loader and its checks
+        problem = check_alignment(images, run)
+        if problem:
+            raise SystemExit(problem)
         preds = probs.argmax(2)
         # the wrong class the runs that miss an image pick most often
         missed = np.stack([((preds == c) & wrong).sum(0) for c in range(probs.shape[2])])  # (C, N)
         majority = missed.argmax(0)
         order = np.argsort(-share, kind="stable")[:args.top]
-        draw(Path(args.png), ds.test.x.numpy(), order[share[order] > 0], labels, majority, share, ds.classes)
+        draw(Path(args.png), images.test_x, order[share[order] > 0], labels, majority, share, images.classes)
         print(f"\nwrote {args.png}")
     return 0
 
