@@ -293,7 +293,7 @@ class Trainer:
             for group, ratio in zip(self.optimizer.param_groups, ratios):
                 group["lr"] = lr * ratio
             idx, xb = next(order)
-            _, loss = self.train_step(self._inputs("train", idx, xb, self.aug_gen), y_all[idx.to(self.device)])
+            _, loss, _ = self.train_step(self._inputs("train", idx, xb, self.aug_gen), y_all[idx.to(self.device)])
             done[0] += 1
             self._progress("lr_find", done[0], tc.lr_find_steps, loss.item(), None)
             self._check_cancel()
@@ -372,12 +372,16 @@ class Trainer:
             return self.cache[split][idx.to(self.cache[split].device)]
         return self._prep(xb, gen)
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on a batch (Mixup/CutMix, loss, clipping, step, EMA, schedule): (logits, loss)."""
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimizer step on a batch (Mixup/CutMix, loss, clipping, step, EMA, schedule).
+
+        (logits, loss, truth): ``truth`` is what train accuracy scores against, each mixed image's dominant class.
+        """
         tc = self.cfg.train
-        target = None
+        target, truth = None, y
         if self.policy.soft_targets:
             x, target = self.policy.mix(x, y)
+            truth = target.argmax(1)
         with self._autocast():
             logits = self.net(x)
             if target is None:
@@ -389,7 +393,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         self.scheduler.after_step()
-        return logits, loss
+        return logits, loss, truth
 
     def train_epoch(self, epoch: int, gen: torch.Generator, aug_gen: torch.Generator | None) -> tuple[float, float, float]:
         set_train_mode(self.model, self.bn_mode)  # the cached-tail net shares these modules
@@ -401,12 +405,12 @@ class Trainer:
         for step, (idx, xb) in enumerate(self._batches("train", bs, gen, images=not self._cached("train")), 1):
             x = self._inputs("train", idx, xb, aug_gen)
             y = y_all[idx.to(self.device)]
-            logits, loss = self.train_step(x, y)
+            logits, loss, truth = self.train_step(x, y)
             loss_value = loss.item()
             if not math.isfinite(loss_value):  # events and metrics can't hold it, and nothing good follows
                 raise Diverged(diverged_message("loss", loss_value, epoch))
             total_loss += loss_value * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
+            correct += (logits.argmax(1) == truth).sum().item()
             seen += len(y)
             rate = seen / max(time.perf_counter() - t0, 1e-9)
             self._progress("train", step, steps, total_loss / seen, rate, epoch)
