@@ -279,6 +279,25 @@ def test_footwear_from_idx_files(tmp_path, no_system_data):
     np.testing.assert_array_equal(np.array([5, 7, 9])[ds.val.y.numpy()], src["train_y"][ds.val.index.numpy()])
 
 
+def test_footwear_all_keeps_every_footwear_image(tmp_path, no_system_data):
+    src = write_fashion_mnist(tmp_path / "fashion-mnist")  # 20 train and 10 test images per class
+    ds = load_dataset("footwear_all", tmp_path, val_fraction=0.2)
+    assert ds.classes == ("sandal", "sneaker", "ankle boot")
+    assert per_class(torch.cat([ds.train.y, ds.val.y]), 3) == [20, 20, 20] and per_class(ds.test.y, 3) == [10, 10, 10]
+    kept = np.sort(np.concatenate([ds.train.index.numpy(), ds.val.index.numpy()]))
+    np.testing.assert_array_equal(kept, np.flatnonzero(np.isin(src["train_y"], (5, 7, 9))))
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_footwear_all_is_a_superset_of_footwear(tmp_path):
+    everything = load_dataset("footwear_all", DEBIAN_FASHION.parent, val_fraction=0.1)
+    assert len(everything.train) + len(everything.val) == 18000 and len(everything.test) == 3000
+    subset = load_dataset("footwear", "does-not-exist", val_fraction=0.1)
+    all_train = np.concatenate([everything.train.index.numpy(), everything.val.index.numpy()])
+    sub_train = np.concatenate([subset.train.index.numpy(), subset.val.index.numpy()])
+    assert np.isin(sub_train, all_train).all() and np.isin(subset.test.index.numpy(), everything.test.index.numpy()).all()
+
+
 @pytest.mark.parametrize("layout", ["FashionMNIST/raw", "."])
 def test_fashion_mnist_other_layouts_uncompressed(tmp_path, no_system_data, layout):
     src = write_fashion_mnist(tmp_path / layout, gz=False)
