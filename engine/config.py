@@ -66,6 +66,9 @@ class ModelConfig:
     head: str = "seed"  # a registered head (engine/heads.py): "seed" (256-128 MLP with dropout) or "linear"
     weights: str = "pretrained"  # "pretrained", "random", or a path to .safetensors/.pth
     on_missing_weights: str = "fail"  # "fail" or "random" when pretrained weights can't be had
+    # stochastic depth (timm's drop_path_rate): in training each residual block is skipped per image with a
+    # chance that ramps up with depth to about this; only in blocks that train; 0 = off
+    drop_path: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -378,6 +381,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.val_fraction": (lambda v: 0.0 < v < 0.9, "above 0, below 0.9"),
     "data.train_limit": (lambda v: v >= 0, "0 (all) or more"),
     "data.device_budget_mb": (lambda v: v >= 0, "0 (from free memory) or more"),
+    "model.drop_path": (lambda v: 0.0 <= v < 1.0, "0 (off) or more, below 1"),
     "train.epochs": (lambda v: v >= 1, "at least 1"),
     "train.patience": (lambda v: v >= 1, "at least 1"),
     "train.plateau_factor": (lambda v: 0.0 < v < 1.0, "above 0, below 1"),

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from engine.backbones import resolve_backbone
+from engine.errors import UserError
 from engine.heads import HEADS, build_head  # noqa: F401  (the head registry; re-exported)
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,21 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
 
-def create_backbone(name: str) -> nn.Module:
-    """A randomly initialised timm backbone with no classifier, built for ONNX export."""
+def create_backbone(name: str, drop_path: float = 0.0) -> nn.Module:
+    """A randomly initialised timm backbone with no classifier, built for ONNX export.
+
+    ``drop_path`` > 0 builds it with timm's stochastic depth (identity in eval: inference and export are the
+    same net, so a checkpoint is rebuilt without it).
+    """
     timm_name = resolve_backbone(name)
-    model = timm.create_model(timm_name, pretrained=False, num_classes=0, exportable=True)
+    extra = {"drop_path_rate": drop_path} if drop_path > 0 else {}
+    try:
+        model = timm.create_model(timm_name, pretrained=False, num_classes=0, exportable=True, **extra)
+    except TypeError as e:
+        if extra and "drop_path_rate" in str(e):
+            raise UserError(f"model.drop_path = {drop_path}: timm's {timm_name} has no stochastic depth; "
+                            "set model.drop_path = 0 for this backbone") from None
+        raise
     # VGG's pre_logits ConvMlp (100M params) is unused: we pool forward_features ourselves
     if type(getattr(model, "pre_logits", None)).__name__ == "ConvMlp":
         model.pre_logits = nn.Identity()
@@ -70,8 +82,8 @@ def feature_dim(backbone: nn.Module, in_chans: int = 3) -> int:
     return int(dim)
 
 
-def build_classifier(backbone_name: str, head: str, num_classes: int) -> Classifier:
-    backbone = create_backbone(backbone_name)
+def build_classifier(backbone_name: str, head: str, num_classes: int, drop_path: float = 0.0) -> Classifier:
+    backbone = create_backbone(backbone_name, drop_path)
     dim = feature_dim(backbone)
     return Classifier(backbone, build_head(head, dim, num_classes), dim)
 

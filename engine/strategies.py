@@ -259,8 +259,10 @@ def set_train_mode(model: "nn.Module", bn: str = "train") -> None:
     """train() everywhere, but BatchNorm of frozen layers stays in eval (running stats fixed, as Keras does).
 
     ``bn="frozen"`` keeps every backbone BatchNorm in eval: its pretrained statistics normalise the new data
-    and stay as they are (their scale and shift still train where the layer does).
+    and stay as they are (their scale and shift still train where the layer does). Stochastic depth
+    (``model.drop_path``) is off in blocks with nothing to train.
     """
+    from timm.layers import DropPath
     from torch import nn
 
     model.train()
@@ -268,3 +270,8 @@ def set_train_mode(model: "nn.Module", bn: str = "train") -> None:
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             if bn == "frozen" or not any(p.requires_grad for p in m.parameters(recurse=False)):
                 m.eval()
+        # stochastic depth only in blocks that train: a frozen block computes what its cached features hold
+        drops = [c for c in m.children() if isinstance(c, DropPath)]
+        if drops and not any(p.requires_grad for p in m.parameters()):
+            for c in drops:
+                c.eval()

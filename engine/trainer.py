@@ -182,7 +182,8 @@ class Trainer:
 
     def _build_model(self) -> None:
         cfg = self.cfg
-        self.model: Classifier = build_classifier(cfg.model.backbone, cfg.model.head, len(self.splits.classes))
+        self.model: Classifier = build_classifier(cfg.model.backbone, cfg.model.head, len(self.splits.classes),
+                                                  cfg.model.drop_path)
         self.weights = load_backbone_weights(
             self.model.backbone, cfg.model.backbone, cfg.model.weights, cfg.model.on_missing_weights
         )

@@ -121,6 +121,43 @@ def test_frozen_batchnorm_stays_in_eval_mode():
     assert not any(b.training for b in frozen) and all(b.training for b in live)
 
 
+def test_drop_path_is_stochastic_in_training_only_where_blocks_train():
+    from timm.layers import DropPath
+
+    torch.manual_seed(0)
+    m = build_classifier("test_resnet", "linear", 3, drop_path=0.5)  # every block has a skip
+    for bn in m.backbone.modules():  # timm zero-inits each branch's last BatchNorm: a dropped branch adds 0
+        if isinstance(bn, torch.nn.BatchNorm2d):
+            torch.nn.init.ones_(bn.weight)
+    plain = build_classifier("test_resnet", "linear", 3)
+    plain.load_state_dict(m.state_dict())  # stochastic depth adds no weights: checkpoints load either way
+    drops = [d for d in m.backbone.modules() if isinstance(d, DropPath)]
+    probs = [d.drop_prob for d in drops]
+    assert probs == sorted(probs) and 0 < probs[-1] <= 0.5  # timm's linear ramp, deepest blocks most
+    x = torch.randn(4, 3, 32, 32)
+    m.eval(), plain.eval()
+    assert torch.allclose(m(x), plain(x), atol=1e-6)  # identity in eval: export and inference unchanged
+    groups = layer_groups(m.backbone)
+    apply_plan(m, groups, plan(TrainConfig(strategy="partial", partial_fraction=0.2), len(groups)))
+    set_train_mode(m, "frozen")
+    on = [d for d in drops if d.training]
+    assert on and len(on) < len(drops)  # trainable blocks drop paths, frozen ones compute what the cache holds
+    for block in m.backbone.modules():
+        for d in (c for c in block.children() if isinstance(c, DropPath)):
+            assert d.training == any(p.requires_grad for p in block.parameters())
+    torch.manual_seed(1)
+    a = m(x)
+    torch.manual_seed(2)
+    assert not torch.allclose(a, m(x))  # a different set of skipped blocks per draw
+
+
+def test_drop_path_on_a_backbone_without_it_is_one_clear_line():
+    from engine.errors import UserError
+
+    with pytest.raises(UserError, match=r"model.drop_path = 0.1: timm's vgg11 has no stochastic depth"):
+        build_classifier("vgg11", "linear", 3, drop_path=0.1)
+
+
 def test_cached_prefix_gives_the_same_logits_as_the_full_net():
     torch.manual_seed(0)
     m = build_classifier("test_efficientnet", "seed", 3)

@@ -170,6 +170,30 @@ def test_train_accuracy_under_mixup_scores_each_mixed_image_against_its_dominant
     assert metrics_of(rdir).train_acc[0] == pytest.approx((pred == truth).float().mean().item(), abs=1e-6)
 
 
+def test_drop_path_run_skips_blocks_in_training_and_its_checkpoint_loads_without_it(tmp_path, monkeypatch):
+    from timm.layers import DropPath
+
+    from engine.checkpoint import load_classifier
+    from engine.trainer import Trainer
+    from tests.trainer_fixtures import set_config
+
+    seen = []
+    step = Trainer.train_step
+
+    def recording(self, x, y):
+        seen.append([d.training for d in self.model.modules() if isinstance(d, DropPath)])
+        return step(self, x, y)
+
+    monkeypatch.setattr(Trainer, "train_step", recording)
+    rdir = make_run(tmp_path, backbone="test_resnet", strategy="full", epochs=1, lr=3e-3)
+    set_config(rdir, "model", drop_path=0.2)
+    assert worker_main([str(rdir)]) == 0
+    assert seen and all(flags and all(flags) for flags in seen)  # config -> model -> training mode
+    model, _ = load_classifier(rdir / "best.safetensors")  # rebuilt without it: the same net in eval
+    assert not any(isinstance(d, DropPath) for d in model.modules())
+    assert metrics_of(rdir).val_acc.notna().all()
+
+
 def test_augmentation_policies_change_training_batches_only():
     from engine.transforms import prepare_batch
 
