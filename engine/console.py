@@ -38,8 +38,14 @@ def duration(seconds: float | None) -> str:
 
 
 def run_seconds(s: RunSummary) -> float | None:
-    """A finished run's total wall time (its worker's, start to end); older runs only recorded training."""
-    return s.total_seconds if s.total_seconds else s.train_seconds
+    """A finished run's total wall time (its worker's, start to end); older runs only recorded training.
+
+    A resumed run's last worker ran only its last part; its training seconds count every epoch, so the
+    larger of the two is shown (a run cancelled at epoch 34 of 40 and resumed said 6 s beside 42 s of training).
+    """
+    if not s.total_seconds:
+        return s.train_seconds
+    return max(s.total_seconds, s.train_seconds or 0.0)
 
 
 class ProgressView:

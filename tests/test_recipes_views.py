@@ -33,6 +33,9 @@ def test_detail_reads_the_range_test_and_plots_loss_against_log_lr(tmp_path):
     assert loss.x == (-6.0, -4.0, -2.0) and loss.y == (1.0, 0.8, 0.5)
     assert chosen.x == (-4.0, -4.0) and chosen.y == (0.5, 0.8) and chosen.label == "chosen 0.0001"
     assert tail.poll() is None  # nothing changed
+    (rdir / "lr_find.json").write_text(json.dumps(CURVE)[:60])  # cut short: said, not dropped
+    detail = tail.poll()
+    assert detail.lr_find is None and "lr_find.json" in detail.lr_find_problem
 
 
 def test_range_test_plot_leaves_the_divergence_off_so_the_valley_shows():

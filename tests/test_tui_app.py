@@ -140,6 +140,9 @@ async def test_sort_by_a_column_and_reverse(mixed):
         assert t.shown_keys == expected(False)
         assert all(runs[k].summary.test_accuracy is None for k in t.shown_keys[-4:])  # still last
         assert "sort test acc ↑" in screen_text(app)
+        t._widths["test_acc"] = 6  # a narrow column: the label gives way, the arrow stays
+        t._layout += 1
+        assert "tes… ↑" in t.render_line(0).text
 
 
 async def test_filter_narrows_rows_and_escape_clears(mixed):
@@ -168,6 +171,9 @@ async def test_narrow_to_a_grid_then_a_dataset(mixed):
         await until(pilot, lambda: t.row_count == 12)
         assert all(k.startswith("study/") for k in t.shown_keys)
         assert "grid" not in t.column_keys()  # one grid on screen: its column goes
+        header, row = t.render_line(0).text, t.render_line(1).text
+        assert not header.lstrip().startswith("grid")  # its heading goes with it: each heading over its column
+        assert header.index("dataset") == row.index(app.snapshot.runs[t.shown_keys[0]].summary.dataset)
         await pilot.press("v")
         await pick(pilot, app, "dataset transport")
         await until(pilot, lambda: t.row_count == 6)  # a dataset choice shows it across every grid
@@ -356,7 +362,29 @@ async def test_start_a_grid_from_a_preset(tmp_path):
         assert app.screen.query_one("#start-name").value == "demo-2"  # demo exists: a free name
         await pilot.press("ctrl+s")
         await until(pilot, lambda: app.actions.calls == [("start", "demo", "", "demo-2")])
-        assert isinstance(app.screen, RunsScreen) and app.screen.grid == "demo-2"
+        await until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.grid == "demo-2")
+
+
+async def test_a_grid_that_does_not_start_says_so_and_leaves_the_view_as_it_was(tmp_path):
+    from tui.actions import ActionError
+
+    store_finished(tmp_path / "runs")
+    app = make_app(tmp_path / "runs")
+
+    def refuse(preset="", file="", name=""):
+        app.actions.calls.append(("start", preset, file, name))
+        raise ActionError("unknown backbone 'no_such_net'; see `timm.list_models()` for names")
+
+    app.actions.start_grid = refuse
+    async with app.run_test(size=SIZE) as pilot:
+        t = await loaded(pilot, app, 12)
+        await pilot.press("n")
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: len(app.actions.calls) == 1)
+        await until(pilot, lambda: any(n.title.endswith("did not start") for n in app._notifications))
+        note = next(n for n in app._notifications if n.title.endswith("did not start"))
+        assert note.message.startswith("unknown backbone 'no_such_net'") and note.severity == "error"
+        assert app.screen.grid == "" and t.row_count == 12  # not narrowed to a grid that was never made
 
 
 async def test_start_refuses_an_existing_grid_and_a_bad_file(tmp_path):
@@ -405,7 +433,9 @@ async def test_command_palette_finds_screen_actions(mixed):
     app = make_app(mixed.root)
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot, app, 18)
-        names = {c.title for c in app.get_system_commands(app.screen)}
+        commands = list(app.get_system_commands(app.screen))
+        names = {c.title for c in commands}
+        assert not any("^c" in c.help for c in commands)  # ctrl+c quits here; no entry may promise it copies
         assert {"Compare", "Filter", "Sort", "Narrow", "Group", "New", "Cancel", "Cancel grid", "Resume", "Path"} <= names
         await pilot.press("ctrl+p")
         await pilot.press(*"Narrow")
@@ -535,3 +565,30 @@ async def test_opening_on_one_grid_narrows_to_it(mixed):
         assert "grid live (live)" in screen_text(app)
         await pilot.press("escape")  # back to every grid
         await until(pilot, lambda: t.row_count == 18)
+
+
+@pytest.mark.parametrize("key", ["s", "v", "n", "f"])
+async def test_a_key_right_after_quit_does_not_turn_the_quit_into_a_traceback(mixed, key):
+    # q then a screen's key in the same read: the screen used to mount into the closing app and raise
+    # NoMatches from its on_mount (exit status 1)
+    app = make_app(mixed.root)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, app, 18)
+        from textual import events
+
+        for k in ("q", key):  # queued together, as one read of the terminal delivers them
+            app.post_message(events.Key(k, k))
+        await pilot.pause(0.3)
+    assert app.return_code in (None, 0)
+    assert not app._exception
+
+
+async def test_a_grid_whose_grid_json_is_cut_short_is_named_with_why(mixed):
+    broken = mixed.root / "nogrid"
+    broken.mkdir()
+    (broken / "grid.json").write_text('{"name": "nog')
+    app = make_app(mixed.root)
+    async with app.run_test(size=(200, 40)) as pilot:
+        await loaded(pilot, app, 18)
+        await until(pilot, lambda: "grid nogrid: " in screen_text(app))
+        assert "grid.json" in screen_text(app).split("grid nogrid: ", 1)[1]

@@ -163,3 +163,46 @@ def test_free_name(tmp_path):
     (tmp_path / "demo-2").mkdir()
     assert free_name(tmp_path, "demo") == "demo-3"
     assert free_name(tmp_path, "demo-2") == "demo-3"
+
+
+def test_a_resumed_runs_time_counts_every_session_not_only_its_last_workers():
+    # cancelled at epoch 34 of 40 and resumed: the last worker ran 6 s, the run trained 41.8 s in all
+    from engine.console import run_seconds
+    from tui.columns import elapsed_seconds
+
+    resumed = RunSummary(run_id="a", status="done", total_seconds=6.0, train_seconds=41.8, started_at=NOW - 50)
+    fresh = RunSummary(run_id="b", status="done", total_seconds=45.0, train_seconds=41.8, started_at=NOW - 50)
+    for summary, seconds in ((resumed, 41.8), (fresh, 45.0)):
+        assert run_seconds(summary) == seconds
+        assert elapsed_seconds(RunState(key="g/x", path=Path("/x"), summary=summary), NOW) == seconds
+    assert COLUMNS["elapsed"].render(RunState(key="g/x", path=Path("/x"), summary=resumed),
+                                   Context(now=NOW, palette=Palette())).plain == fmt.duration(41.8)
+
+
+def test_a_cancel_request_on_a_queued_run_says_it_will_not_start_and_no_results_say_why():
+    from dataclasses import replace
+
+    from tui.screens.detail import no_results_text
+
+    queued = replace(run(status="queued"), cancel_requested=True)
+    assert describe(queued, Palette()).plain.endswith("queued: cancel requested, it will not start")
+    running = replace(run(status="running"), cancel_requested=True)
+    assert "cancel requested, waiting for the worker to stop" in describe(running, Palette()).plain
+    failed = run(status="failed", error="unknown backbone 'no_such_net'", error_kind="user")
+    assert no_results_text(failed) == "no test results: the run failed before its test (unknown backbone 'no_such_net')"
+    assert no_results_text(run(status="cancelled")).startswith("no test results: the run was cancelled")
+    assert no_results_text(run(status="running")) == "test results appear here when the run finishes"
+
+
+def test_the_winners_best_run_names_its_grid_and_axis_values():
+    # marked runs of several grids often share backbone/strategy: "test_resnet/full" alone named no run
+    from rich.console import Console
+
+    from tui.widgets.winners_table import winners_table
+
+    a = run("g2/people__vgg16__full", best_val_acc=0.9, best_val_loss=0.3, test_accuracy=0.9,
+            axes={"train.lr": 3e-4})
+    b = run("g3/people__vgg16__full", best_val_acc=0.8, best_val_loss=0.5, test_accuracy=0.8)
+    console = Console(width=200, record=True)
+    console.print(winners_table(winners([a, b]), "winners", Palette()))
+    assert "g2/vgg16/full lr=0.0003" in console.export_text()

@@ -149,6 +149,9 @@ def test_new_runs_and_grids_appear_and_vanish(tmp_path):
     root = tmp_path / "runs"
     watcher = StoreWatcher(root)
     assert watcher.poll().problem.endswith("does not exist yet")
+    root.write_text("")  # a file where the store should be: said, not shown as an empty store
+    assert watcher.poll().problem.endswith("is a file, not a folder; open the TUI with --runs on a folder")
+    root.unlink()
     store_finished(root)
     snap = watcher.poll()
     assert len(snap.runs) == 12 and snap.problem == ""

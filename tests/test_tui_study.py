@@ -136,3 +136,31 @@ async def test_study_screen_on_a_store_without_studies(tmp_path):
         await until(pilot, lambda: isinstance(app.screen, StudyScreen))
         await until(pilot, lambda: app.screen.query_one("#study-empty").display)
         assert "finetune-tui study run" in screen_text(app)
+
+
+async def test_study_keys_on_a_store_without_studies_say_there_is_none(tmp_path):
+    store = store_finished(tmp_path / "runs")
+    app = make_app(store.root, study="")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, RunsScreen))
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, StudyScreen) and app.screen.query_one("#study-empty").display)
+        await pilot.press("x", "R", "o")
+        await until(pilot, lambda: len(app._notifications) == 3)
+        assert [(n.title, n.message) for n in app._notifications] == [
+            (title, "no study in this store yet; start one with `finetune-tui study run ... --detach`")
+            for title in ("cancel", "resume", "study")]
+        assert app.actions.calls == []
+
+
+async def test_an_overflowing_footer_ends_with_the_palette_key(tmp_path):
+    # the compact footer's palette key, docked right, kept a margin: the last column showed a key's letter
+    write_study(tmp_path, "fs")
+    app = make_app(tmp_path, study="fs")
+    async with app.run_test(size=(52, 20)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, StudyScreen) and app.screen.view is not None)
+        await until(pilot, lambda: "^p palette" in screen_text(app))
+        footer = [line for line in screen_text(app).splitlines() if "^p palette" in line]
+        assert footer == ["esc Back t PCA/t-SNE d Dataset o Study x▏^p palette "]  # was "...palettee" (Cancel)
+        palette = app.screen.query_one("Footer FooterKey.-command-palette").region
+        assert palette.right == 52  # up to the last column, none left for the keys scrolled under it

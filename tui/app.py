@@ -35,6 +35,9 @@ from tui.widgets.runs_table import RunsTable
 
 POLL_INTERVAL = 0.3  # seconds between store scans; events show within one interval
 CHILD_POLL = 0.5  # seconds between checks whether an export or report child has finished
+# not offered in the command palette: quit is Textual's own entry; Textual's screen.copy_text claims ctrl+c,
+# which quits here (the palette showed "Copy selected text (key: ^c)")
+HIDDEN = ("quit", "screen.copy_text")
 FIRST_ROWS_BUDGET = 0.1  # seconds the first scan may spend loading runs before the rows so far are shown
 
 
@@ -116,6 +119,13 @@ class FinetuneApp(App[int]):
             if not watcher.pending:  # still loading a large store: go on at once
                 self._wake.wait(self.poll_interval)
                 self._wake.clear()
+
+    async def run_action(self, action, default_namespace=None) -> bool:
+        # a key read after `q`, while the app closes: a screen pushed now would mount into a dying app and
+        # fail in its on_mount (NoMatches), turning a clean quit into a traceback
+        if self._exit:
+            return True
+        return await super().run_action(action, default_namespace)
 
     def rescan(self) -> None:
         """Scan the store now instead of at the next tick (after an action)."""
@@ -223,7 +233,7 @@ class FinetuneApp(App[int]):
         seen: set[str] = set()
         for active in screen.active_bindings.values():
             binding = active.binding
-            if not binding.description or binding.system or binding.action in seen or binding.action == "quit":
+            if not binding.description or binding.system or binding.action in seen or binding.action in HIDDEN:
                 continue
             seen.add(binding.action)
             key = self.get_key_display(binding)

@@ -60,7 +60,7 @@ def _num_cell(value: float | None, text: str, style: Any = "") -> Cell:
 def elapsed_seconds(run: RunState, now: float) -> float | None:
     s = run.summary
     if s.status == "done" and s.total_seconds:  # the worker's own start-to-end wall time
-        return s.total_seconds
+        return max(s.total_seconds, s.train_seconds or 0.0)  # a resumed run's last worker saw only its part
     if s.started_at is None:
         return None
     if s.status == "running" or (run.alive and s.status == "queued"):

@@ -46,6 +46,7 @@ class RunDetail:
     export_problem: str = ""
     worker_log: tuple[str, ...] = ()
     lr_find: dict | None = None  # lr_find.json: the LR range test's curve (train.lr = "find")
+    lr_find_problem: str = ""  # why lr_find.json could not be read
     version: int = 0
     unreadable_events: int = 0  # lines of events.jsonl skipped (not events of this schema)
     newer_events: int = 0  # events of a newer finetune-tui, skipped
@@ -215,7 +216,8 @@ class RunTail:
             path=self.path, config=config, problem=problem, started=self._started, epochs=tuple(self._epochs),
             progress=self._progress, final=self._final, logs=tuple(self._logs), results=results,
             results_problem=results_problem, export=export, export_problem=export_problem,
-            worker_log=self._worker_log, lr_find=self._lr_find[0], version=self.version,
+            worker_log=self._worker_log, lr_find=self._lr_find[0], lr_find_problem=self._lr_find[1],
+            version=self.version,
             unreadable_events=self._skipped[0], newer_events=self._skipped[1], newer_version=self._skipped[2],
             summary_epoch=self._summary_epoch,
         )

@@ -323,6 +323,8 @@ class StoreWatcher:
         root_sig = file_signature(self.root)
         if root_sig is None:
             problem = f"run store {self.root} does not exist yet"
+        elif not self.root.is_dir():
+            problem = f"run store {self.root} is a file, not a folder; open the TUI with --runs on a folder"
         if root_sig != self._root_sig:
             self._root_sig = root_sig
             try:

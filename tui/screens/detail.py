@@ -14,6 +14,7 @@ from textual.widgets import Footer, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from engine.lr_find import plot_ceiling
+from tui import format as fmt
 from tui.messages import ReaderFailed, RunDetailChanged, StoreChanged
 from tui.run_tail import RunDetail, RunTail
 from tui.store_watcher import RunState
@@ -161,14 +162,18 @@ class DetailScreen(Screen):
         detail = self.detail = message.detail
         palette = self.palette
         series = curve_series(detail)
-        note = "; ".join(detail.notes)  # lost or skipped events: the curves are not the whole run
+        # lost or skipped events: the curves are not the whole run; a run folder gone or unreadable says so
+        note = "; ".join(([detail.problem] if detail.problem else []) + list(detail.notes))
         self.query_one("#plot-loss", CurvesPlot).show(series["loss"], note=note)
         self.query_one("#plot-acc", CurvesPlot).show(series["acc"], note=note)
         self.query_one("#plot-lr", CurvesPlot).show(series["lr"], note=note)
         lrfind = self.query_one("#plot-lrfind", CurvesPlot)
-        lrfind.display = detail.lr_find is not None  # only runs that chose their LR by a range test
+        # only runs that chose their LR by a range test; an unreadable curve says so instead of vanishing
+        lrfind.display = detail.lr_find is not None or bool(detail.lr_find_problem)
         if detail.lr_find is not None:
             lrfind.show(lr_find_series(detail))
+        elif detail.lr_find_problem:
+            lrfind.show([], note=detail.lr_find_problem)
         self.query_one(LayerNorms).show(detail, palette)
         self._show_results(detail, palette)
         self.query_one(ConfigView).show(detail)
@@ -182,7 +187,7 @@ class DetailScreen(Screen):
         report = self.query_one(ClassReport)
         results = detail.results
         if results is None:
-            report.update(detail.results_problem or "test results appear here when the run finishes")
+            report.update(detail.results_problem or no_results_text(self.run))
             self.query_one(ConfusionMatrix).update("")
             self.query_one(TopErrors).update("")
             return
@@ -223,3 +228,14 @@ class DetailScreen(Screen):
         if run is not None:
             self.app.copy_to_clipboard(str(run.path))
             self.notify(str(run.path), title="run folder (copied)", timeout=8)
+
+
+def no_results_text(run: RunState | None) -> str:
+    """Why the Results tab is empty, for a run that will not finish as well as one that will."""
+    status = run.status if run is not None else ""
+    if status == "failed":
+        why = fmt.one_line(run.summary.error) if run.summary.error else "see the Log tab"
+        return f"no test results: the run failed before its test ({why})"
+    if status == "cancelled":
+        return "no test results: the run was cancelled before its test; resuming the grid (R) finishes it"
+    return "test results appear here when the run finishes"

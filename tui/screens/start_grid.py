@@ -8,7 +8,7 @@ from pathlib import Path
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, OptionList
 from textual.widgets.option_list import Option
@@ -16,6 +16,7 @@ from textual.widgets.option_list import Option
 from tui.actions import ActionError, PresetInfo, check_grid_file, check_name, free_name, presets
 
 FILE_OPTION = "__file__"
+FILE_NAME = "the TOML file's own name"  # the empty name box's hint while a file is the source
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class StartGridScreen(ModalScreen[StartRequest | None]):
         Binding("escape", "dismiss(None)", "Back", id="start.back"),
         Binding("ctrl+s", "start", "Start", id="start.start"),
     ]
+    # under 30 rows (80x24) app.tcss drops the dialog's spacing and puts each preset on one line
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
 
     def __init__(self, runs_root: Path) -> None:
         super().__init__()
@@ -44,16 +47,18 @@ class StartGridScreen(ModalScreen[StartRequest | None]):
         except Exception as exc:  # the engine is broken or missing: say so, still allow a file
             self.presets, self.problem = [], f"presets unavailable: {exc}"
         self.choice = self.presets[0].name if self.presets else FILE_OPTION
+        self.suggested = ""  # the name this dialog put in the name box; anything else the user typed
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="start", classes="dialog"):
+        # scrolls where even the compact layout doesn't fit; not a tab stop of its own
+        with VerticalScroll(id="start", classes="dialog", can_focus=False):
             yield Label("Start a grid (it runs in the background; closing the TUI does not stop it)", classes="dialog-title")
             options = [Option(f"{p.name}: {p.runs} runs — {p.description}", id=p.name) for p in self.presets]
             options.append(Option("TOML grid file…", id=FILE_OPTION))
             yield OptionList(*options, id="start-source")
             yield Input(placeholder="path/to/grid.toml", id="start-file")
             yield Label("grid name (its folder in the run store)", classes="field-label")
-            yield Input(id="start-name")
+            yield Input(id="start-name", placeholder=FILE_NAME if self.choice == FILE_OPTION else "")
             yield Label(self.problem, id="start-error")
             with Horizontal(classes="buttons"):
                 yield Button("Start (ctrl+s)", id="start-go", variant="success")
@@ -62,17 +67,33 @@ class StartGridScreen(ModalScreen[StartRequest | None]):
 
     def on_mount(self) -> None:
         self.query_one("#start-file", Input).display = self.choice == FILE_OPTION
-        if self.choice != FILE_OPTION:
-            self.query_one("#start-name", Input).value = free_name(self.runs_root, self.choice)
+        self._suggest(self._source_name())
         self.query_one(OptionList).focus()
+
+    def _source_name(self) -> str:
+        """The grid name the chosen source gives: the preset's, or the TOML file's ("" while there is none)."""
+        if self.choice != FILE_OPTION:
+            return self.choice
+        try:
+            return check_grid_file(self.query_one("#start-file", Input).value.strip())
+        except ActionError:
+            return ""
+
+    def _suggest(self, name: str) -> None:
+        """Put ``name`` (a free one) in the name box, unless the user typed a name of their own."""
+        box = self.query_one("#start-name", Input)
+        if box.value.strip() in ("", self.suggested):
+            self.suggested = free_name(self.runs_root, name) if name else ""
+            box.value = self.suggested
 
     @on(OptionList.OptionHighlighted, "#start-source")
     def _source(self, message: OptionList.OptionHighlighted) -> None:
         self.choice = message.option.id or FILE_OPTION
         file_box = self.query_one("#start-file", Input)
         file_box.display = self.choice == FILE_OPTION
-        if self.choice != FILE_OPTION:
-            self.query_one("#start-name", Input).value = free_name(self.runs_root, self.choice)
+        # the name follows the source: a preset's name must not stay behind for a file's grid
+        self._suggest(self._source_name())
+        self.query_one("#start-name", Input).placeholder = FILE_NAME if self.choice == FILE_OPTION else ""
 
     @on(OptionList.OptionSelected, "#start-source")
     def _source_chosen(self) -> None:
@@ -87,7 +108,7 @@ class StartGridScreen(ModalScreen[StartRequest | None]):
             self._error(str(exc))
             return
         self._error("")
-        self.query_one("#start-name", Input).value = free_name(self.runs_root, name)
+        self._suggest(name)
         self.query_one("#start-name", Input).focus()
 
     @on(Input.Submitted, "#start-name")
@@ -113,7 +134,8 @@ class StartGridScreen(ModalScreen[StartRequest | None]):
                 if not file:
                     raise ActionError("give the path of a TOML grid file")
                 default = check_grid_file(file)
-                name = name or default
+                if name in ("", self.suggested):  # not typed by the user: the file's own name (ctrl+s skips Enter)
+                    name = self.suggested = free_name(self.runs_root, default)
             check_name(name)
         except ActionError as exc:
             self._error(str(exc))

@@ -19,6 +19,7 @@ POLL = 1.0  # seconds between looks at the study folder
 EMPTY = ("No study in this store yet. Start one with\n  finetune-tui study run --datasets fashion_mnist "
          "--extractors efficientnet_lite0,small_cnn,autoencoder --detach\n(it runs in the background and "
          "survives the TUI).")
+NO_STUDY = "no study in this store yet; start one with `finetune-tui study run ... --detach`"
 METHODS = ("tsne", "pca")
 METHOD_NAMES = {"tsne": "t-SNE", "pca": "PCA"}
 
@@ -156,7 +157,7 @@ class StudyScreen(Screen):
     def action_open_study(self) -> None:
         names = study_view.studies(self.app.runs_root)
         if not names:
-            self.notify("no studies in this store yet", title="study")
+            self.notify(NO_STUDY, title="study")
             return
 
         def chosen(name: str | None) -> None:
@@ -166,7 +167,15 @@ class StudyScreen(Screen):
 
         self.app.push_screen(PickScreen("Study", [(n, n) for n in names], self.study), chosen)
 
+    def _no_study(self, title: str) -> bool:
+        """Say so when the store has no study at all (the name is still empty): no message about a study ''."""
+        if not self.study:
+            self.notify(NO_STUDY, title=title)
+        return not self.study
+
     def action_cancel(self) -> None:
+        if self._no_study("cancel"):
+            return
         view = self.view
         if view is None or view.status.status != "running":
             self.notify(f"study {self.study} is not running", title="cancel")
@@ -181,6 +190,8 @@ class StudyScreen(Screen):
                                            "`finetune-tui study resume` goes on from there."), confirmed)
 
     def action_resume(self) -> None:
+        if self._no_study("resume"):
+            return
         view = self.view
         if view is None or view.status.status in ("running", "queued", "done"):
             state = view.status.status if view is not None else "not readable"

@@ -50,7 +50,8 @@ class CurvesPlot(PlotextPlot):
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        title = self.title_text if self.series else f"{self.title_text} (no epochs yet)"
+        # no series and a note: the note says why (an unreadable file, a deleted run), not "no epochs yet"
+        title = self.title_text if self.series or self.note else f"{self.title_text} (no epochs yet)"
         plt.title(f"{title} - {self.note}" if self.note else title)
         colours = self._colours()
         for i, s in enumerate(self.series):

@@ -24,8 +24,9 @@ def describe(run: RunState, palette: Palette) -> Text:
         text.append(f"{kind}: {fmt.one_line(s.error)}", style=palette.error)
     elif status == "cancelled":
         text.append(f": {fmt.one_line(s.error) or 'cancelled'}", style=palette.warning)
-    elif run.cancel_requested:
-        text.append(": cancel requested, waiting for the worker to stop", style=palette.warning)
+    elif run.cancel_requested:  # a queued run has no worker yet: its grid skips it
+        wait = "it will not start" if status == "queued" else "waiting for the worker to stop"
+        text.append(f": cancel requested, {wait}", style=palette.warning)
     elif status == "running":
         parts = [f"epoch {fmt.epoch(s.epoch, s.epochs)}"]
         if s.phase and s.steps:

@@ -184,6 +184,7 @@ class RunsTable(ScrollView, can_focus=True):
                    and (want_axes or not c.axes) and (want_hosts or not c.hosts)]
         if columns != self._columns or restyle:
             self._columns = columns
+            self._layout += 1  # the header strip is cached per layout: a column gone moves every heading
             self._shown.clear()
             self._cells.clear()
         order_of = (view.sort, view.reverse, view.grouped)
@@ -420,8 +421,10 @@ class RunsTable(ScrollView, can_focus=True):
             segments = []
             for column in self._columns:
                 label = COLUMNS[column].label
-                if column == self.view.sort:
-                    label = f"{label.strip()} {'↓' if self.view.reverse else '↑'}"
+                if column == self.view.sort:  # the arrow survives a narrow column: the label gives way
+                    text, room = label.strip(), self._widths[column] - 2
+                    label = f"{text if len(text) <= room else text[:max(0, room - 1)] + '…'} "
+                    label += "↓" if self.view.reverse else "↑"
                 info = COLUMNS[column]
                 justify = "right" if info.numeric else None
                 segments.append(Segment(" " * PAD + _fit(label, self._widths[column], justify) + " " * PAD, style))

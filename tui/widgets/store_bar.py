@@ -42,6 +42,10 @@ class StoreBar(Static):
             live = sum(1 for g in snapshot.grids.values() if g.running)
             n = len(snapshot.grids)
             text.append(f"  {n} grid{'s' if n != 1 else ''}" + (f", {live} live" if live else ""))
+        broken = [g for g in snapshot.grids.values() if g.problem]  # e.g. a grid.json cut short: say so
+        if broken:
+            more = f" (+{len(broken) - 1} more)" if len(broken) > 1 else ""
+            text.append(f"  grid {broken[0].name}: {broken[0].problem}{more}", style=palette.warning)
         if view.dataset:
             text.append(f"  dataset {view.dataset}", style=palette.primary)
         if view.sort:

@@ -25,6 +25,13 @@ def _versus(name: str, runner_up: RunState | None, what: str, palette: Palette) 
     return text
 
 
+def _best_run(run: RunState) -> str:
+    """grid/backbone/strategy and its axis values: compared runs of several grids often share the rest."""
+    s = run.summary
+    label = "/".join(p for p in (s.grid, s.backbone, s.strategy) if p)
+    return f"{label} {s.axes_text}" if s.axes_text else label
+
+
 def winners_table(rows: list[Winners], title: str, palette: Palette) -> Table | Text:
     if not rows:
         return Text(f"{title}: no run has a validation score yet", style=palette.muted)
@@ -39,7 +46,7 @@ def winners_table(rows: list[Winners], title: str, palette: Palette) -> Table | 
         judged = f" ({w.n_runs})" if w.finished else f" ({w.n_runs}, none finished)"
         table.add_row(
             w.dataset + judged,
-            f"{w.run.summary.backbone}/{w.run.summary.strategy}",
+            _best_run(w.run),
             Text(f"{fmt.pct(w.val_acc)}%", style=palette.best()),
             f"{fmt.pct(w.test_acc)}%" if w.test_acc is not None else fmt.MISSING,
             _versus(w.strategy, w.runner_up_strategy, "strategy", palette),
