@@ -383,6 +383,11 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.device_budget_mb": (lambda v: v >= 0, "0 (from free memory) or more"),
     "model.drop_path": (lambda v: 0.0 <= v < 1.0, "0 (off) or more, below 1"),
     "train.epochs": (lambda v: v >= 1, "at least 1"),
+    "train.weight_decay": (lambda v: v >= 0.0, "0 (none) or more"),
+    "train.plateau_patience": (lambda v: v >= 0, "0 or more"),
+    "train.seed": (lambda v: 0 <= v < 2**32, "0 to 2**32 - 1"),
+    "train.gradual_lr_decay": (lambda v: 0.0 < v <= 1.0, "above 0, at most 1"),
+    "train.threads": (lambda v: v >= 0, "0 (share the cores) or more"),
     "train.patience": (lambda v: v >= 1, "at least 1"),
     "train.plateau_factor": (lambda v: 0.0 < v < 1.0, "above 0, below 1"),
     "train.partial_fraction": (lambda v: 0.0 < v <= 1.0, "above 0, at most 1"),
@@ -540,13 +545,18 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
             return int(value)
     elif typ is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):  # nan/inf pass every range check, then break JSON and the optimiser
+                raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+            return number
     elif typ is str:
         if isinstance(value, str):
             return value

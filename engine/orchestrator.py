@@ -71,9 +71,17 @@ def validate(grid: GridConfig, root: str | Path | None = None,
         get_strategy(s)
     for b in grid.backbones:
         resolve_backbone(b)
-    w = grid.base.model.weights
-    if w not in ("pretrained", "random") and not Path(w).expanduser().is_file():
-        raise ConfigError(f"weights file {w} not found; pass an existing .safetensors/.pth, 'pretrained' or 'random'")
+    # every run's weights and device, not only the base's: [axes] and [overrides] may set them per run
+    runs = [] if grid.search.enabled else grid.runs()
+    for w in dict.fromkeys([grid.base.model.weights] + [r.model.weights for r in runs]):
+        if w not in ("pretrained", "random") and not Path(w).expanduser().is_file():
+            raise ConfigError(f"weights file {w} not found; pass an existing .safetensors/.pth, 'pretrained' "
+                              "or 'random'")
+    if grid.executor != "ray":  # a cluster's nodes may have the GPUs this machine lacks
+        from engine.trainer import resolve_device
+
+        for device in dict.fromkeys([grid.base.train.device] + [r.train.device for r in runs]):
+            resolve_device(device)  # "tpu", or CUDA on a machine without it: one line before any run starts
     check_grid_data(grid, root, missing_data=missing_data)
 
 
@@ -90,7 +98,9 @@ def prepare(grid: GridConfig, root: str | Path) -> Path:
     runs = [] if grid.search.enabled else grid.runs()  # a search's trials are made as it goes (engine.search)
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
-        raise ConfigError("grid has duplicate runs (a name listed twice?)")
+        twice = next(i for i in ids if ids.count(i) > 1)
+        raise ConfigError(f"grid {grid.name!r} has the run {twice!r} twice: a name listed twice in datasets, "
+                          "backbones or strategies, or [axes] values that give the same run id")
     gdir.path.mkdir(parents=True, exist_ok=True)
     if not gdir.exists():
         gdir.write_info(grid, ids)

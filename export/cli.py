@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from engine.errors import UserError
@@ -72,6 +73,8 @@ def _split(text: str) -> list[str]:
 def run_export(args: argparse.Namespace) -> int:
     """Handler for ``finetune-tui export``: 0 all ok, 1 some export failed, 2 user error."""
     store = RunStore(args.export_runs or getattr(args, "runs", None) or default_root())
+    if not (math.isfinite(args.atol) and args.atol > 0):  # a negative or nan tolerance fails every parity check
+        return _error(f"--atol must be a positive number (the default is 1e-3), got {args.atol}")
     try:
         target = store.locate(args.target)
         batches = [int(b) for b in _split(args.batches)]

@@ -133,9 +133,11 @@ def resolve_grid(args):
 
     layers = [(read_grid_file(args.grid), str(args.grid))] if args.grid else []
     start = None if args.grid else get_preset(args.preset or DEFAULT_PRESET)
-    layers.append((parse_set(args.set), "--set"))  # --set first, so explicit flags win over it
     if getattr(args, "axis", None):
         layers.append(({"axes": {k: v.split(",") for k, v in parse_set(args.axis).items()}}, "--axis"))
+    # after the axes: a command-line setting of an axis's key beats the axis (README), --set as much as --lr;
+    # before the flags, so explicit flags win over it
+    layers.append((parse_set(args.set), "--set"))
     flags = {key: getattr(args, attr) for attr, key in FLAG_KEYS.items() if getattr(args, attr) is not None}
     layers.append((flags, "command line"))
     return GridConfig.from_layers(*layers, start=start)
@@ -229,6 +231,15 @@ def cmd_lr_find(args) -> int:
         from engine.errors import UserError
 
         raise UserError(f"the grid has {len(runs)} runs; pick one with --run (e.g. --run {runs[0].run_id})")
+    from engine.errors import UserError
+    from engine.strategies import n_stages
+
+    if args.steps is not None and args.steps < 10:  # 0 fell back to the default, below 10 made no curve
+        raise UserError(f"--steps {args.steps}: at least 10 (the default is train.lr_find_steps, 100)")
+    stages = n_stages(chosen[0].train)
+    if args.stage is not None and not 0 <= args.stage < stages:
+        raise UserError(f"--stage {args.stage}: {chosen[0].run_id} ({chosen[0].train.strategy}) has stages "
+                        f"0 to {stages - 1}")
     curve = run_range_test(chosen[0], stage=args.stage, steps=args.steps)
     print(f"{chosen[0].run_id}, stage {curve.stage}: {len(curve.lrs)} steps"
           f"{' (stopped: the loss diverged)' if curve.stopped_early else ''}")
@@ -271,6 +282,14 @@ def cmd_runs(args) -> int:
         if not records:
             print(f"no runs in {args.runs}; start one with `finetune-tui run --preset demo`")
             return 0
+        if args.group_by:
+            from engine.errors import UserError
+
+            keys = {"dataset", "backbone", "strategy", "grid"}
+            keys |= {k for rec in records for a in rec.summary.axes for k in (a, a.rpartition(".")[2])}
+            if args.group_by not in keys:
+                raise UserError(f"--group-by {args.group_by!r}: these runs can be grouped by "
+                                f"{', '.join(sorted(keys))}")
         Console().print(runs_table(records, title=f"runs in {args.runs}", group_by=args.group_by))
         return 0
     import pandas as pd

@@ -203,6 +203,10 @@ def test_runs_groups_by_an_axis(tmp_path, capsys):
     lines = {line.split()[0]: line.split() for line in groups.splitlines() if line.strip()[:1].isdigit()}
     assert lines["0.0003"][1:] == ["2", "2", "0.840", "0.860", "0.850", "0.870"]
     assert lines["0.001"][1:] == ["2", "2", "0.820", "0.840", "0.830", "0.850"]
+    # a key nothing has: one line naming what can be grouped by (it printed one "(none)" group)
+    assert main(["runs", "--runs", str(tmp_path), "--group-by", "nonsense"]) == 2
+    err = capsys.readouterr().err
+    assert "--group-by 'nonsense': these runs can be grouped by" in err and "train.lr" in err and "lr," in err
     assert main(["runs", "--runs", str(tmp_path), "--format", "csv"]) == 0
     header = capsys.readouterr().out.splitlines()[0].split(",")
     assert "axis:train.lr" in header and "axes" not in header

@@ -34,6 +34,13 @@ def test_toml_grid_file_and_overrides(tmp_path):
     ("overrides = 3\n", "overrides: expected tables like [overrides.full]"),
     ("datasets = 3\n", "datasets: expected a list of names"),
     ("not toml [", "invalid TOML"),
+    # nan/inf passed every range check, then crashed writing grid.json (an internal error, an empty grid folder)
+    ("[train]\nweight_decay = nan\n", "train.weight_decay: expected a finite number, got nan"),
+    ("[axes]\n\"train.gradual_lr_decay\" = [0.5, inf]\n", "train.gradual_lr_decay: expected a finite number, got inf"),
+    # unranged before: each run failed with a raw ValueError/RuntimeError from torch
+    ("[train]\nweight_decay = -1.0\n", "train.weight_decay: -1.0 is out of range (0 (none) or more)"),
+    ("[train]\nseed = 99999999999999999999\n", "train.seed: 99999999999999999999 is out of range (0 to 2**32 - 1)"),
+    ("[train]\nthreads = -3\n", "train.threads: -3 is out of range (0 (share the cores) or more)"),
 ])
 def test_bad_config_values_name_key_and_file(tmp_path, text, needle):
     f = tmp_path / "bad.toml"

@@ -215,3 +215,15 @@ def test_toml_writer_nan_and_bad_types():
     assert math.isnan(tomllib.loads(toml_writer.dumps({"x": float("nan")}))["x"])
     with pytest.raises(TypeError, match="can't write"):
         toml_writer.dumps({"x": None})
+
+
+def test_a_set_of_an_axis_key_beats_the_axis_as_a_flag_does():
+    # --set used to be layered under --axis: both runs trained at the axis's values, 5e-4 never used
+    for extra in (["--set", "train.lr=5e-4"], ["--lr", "5e-4"]):
+        grid = resolve_grid(build_parser().parse_args(["run", "--preset", "demo", "--axis", "train.lr=1e-3,2e-3",
+                                                       *extra]))
+        assert "train.lr" not in dict(grid.axes) and grid.base.train.lr == 5e-4
+        assert {r.train.lr for r in grid.runs()} == {5e-4}
+    grid = resolve_grid(build_parser().parse_args(["run", "--preset", "demo", "--axis", "train.lr=1e-3,2e-3",
+                                                   "--set", "train.epochs=2"]))
+    assert {r.train.lr for r in grid.runs()} == {1e-3, 2e-3}  # another key leaves the axis alone

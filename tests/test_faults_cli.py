@@ -122,6 +122,38 @@ def test_show_config_runs_the_checks_run_runs(capsys, tmp_path):
     assert "dataset 'transport' needs CIFAR-10" in line and not (tmp_path / "runs").exists()
 
 
+def test_a_device_and_per_axis_weights_are_checked_before_anything_starts(capsys, tmp_path):
+    # they were each run's failure (rc 1, run folders made), and cuda:9 was reported as cuda:0
+    runs = str(tmp_path / "runs")
+    line = fails(capsys, "run", "--preset", "demo", "--runs", runs, "--set", "train.device=tpu")
+    assert line == "finetune-tui: error: train.device 'tpu' is not a device; use auto, cpu, cuda or cuda:N"
+    import torch
+
+    if not torch.cuda.is_available():
+        line = fails(capsys, "run", "--preset", "demo", "--runs", runs, "--set", "train.device=cuda:9")
+        assert line.startswith("finetune-tui: error: train.device 'cuda:9' asked for, but CUDA is not available")
+    missing = tmp_path / "nope.safetensors"
+    line = fails(capsys, "run", "--preset", "demo", "--runs", runs, "--axis", f"model.weights=random,{missing}")
+    assert line.startswith(f"finetune-tui: error: weights file {missing} not found")
+    line = fails(capsys, "run", "--datasets", "digits,digits", "--backbones", "test_efficientnet", "--runs", runs)
+    assert "has the run 'digits__test_efficientnet__frozen' twice" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_lr_find_steps_and_stage_and_export_atol_out_of_range_are_one_line(capsys, tmp_path):
+    base = ("lr-find", "--preset", "demo", "--strategies", "frozen", "--runs", str(tmp_path / "runs"))
+    assert fails(capsys, *base, "--steps", "5") == (
+        "finetune-tui: error: --steps 5: at least 10 (the default is train.lr_find_steps, 100)")
+    assert fails(capsys, *base, "--steps", "0").startswith("finetune-tui: error: --steps 0: at least 10")
+    assert fails(capsys, *base, "--stage", "7") == (
+        "finetune-tui: error: --stage 7: footwear__efficientnet_lite0__frozen (frozen) has stages 0 to 0")
+    assert "--stage -1:" in fails(capsys, *base, "--stage", "-1")
+    for atol in ("-1", "nan"):
+        capsys.readouterr()
+        assert main(["export", "--runs", str(tmp_path / "runs"), "demo", "--atol", atol]) == 2
+        assert f"--atol must be a positive number (the default is 1e-3), got {float(atol)}" in capsys.readouterr().err
+
+
 def test_unknown_backbone_and_missing_data_stop_run_before_anything_starts(tmp_path):
     r = cli("run", "--datasets", "digits", "--backbones", "no_such_net", "--runs", str(tmp_path / "runs"))
     assert r.returncode == 2 and "no_such_net" in one_line(r.stderr)
