@@ -475,13 +475,13 @@ def _parse_study(key: str, value: Any, source: str, scope: str) -> tuple[str, st
     return STUDY, name, _check(key, _coerce(value, hints[name], f"{source} {key}"), source)
 
 
-def parse_set(items: list[str]) -> dict[str, str]:
+def parse_set(items: list[str], flag: str = "--set", example: str = "train.epochs=5") -> dict[str, str]:
     """``["train.epochs=3", ...]`` -> ``{"train.epochs": "3"}`` (``parse_setting`` checks them)."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.epochs=5")
+            raise ConfigError(f"{flag} {item!r}: expected section.key=value, e.g. {example}")
         out[key.strip()] = value.strip()
     return out
 
@@ -791,7 +791,10 @@ def _read_toml(path: Path, what: str, missing_hint: str) -> dict[str, Any]:
     """A TOML file's table; every way of not being one is a ConfigError naming the file (``what``: grid, study)."""
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            data = fh.read()
+        # a UTF-8 byte-order mark (Windows editors write one) is not TOML: "invalid statement at line 1,
+        # column 1" named nothing a user could see; it is read past instead
+        return tomllib.loads(data.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{what} file {path} not found; {missing_hint}") from None
     except IsADirectoryError:

@@ -74,7 +74,13 @@ def validate(grid: GridConfig, root: str | Path | None = None,
     # every run's weights and device, not only the base's: [axes] and [overrides] may set them per run
     runs = [] if grid.search.enabled else grid.runs()
     for w in dict.fromkeys([grid.base.model.weights] + [r.model.weights for r in runs]):
-        if w not in ("pretrained", "random") and not Path(w).expanduser().is_file():
+        if w in ("pretrained", "random"):
+            continue
+        where = Path(w).expanduser()
+        if not w.strip() or where.is_dir():
+            what = "is empty" if not w.strip() else f"{w} is a folder, not a weights file"
+            raise ConfigError(f"model.weights {what}; pass 'pretrained', 'random' or a .safetensors/.pth file")
+        if not where.is_file():
             raise ConfigError(f"weights file {w} not found; pass an existing .safetensors/.pth, 'pretrained' "
                               "or 'random'")
     if grid.executor != "ray":  # a cluster's nodes may have the GPUs this machine lacks

@@ -134,7 +134,8 @@ def resolve_grid(args):
     layers = [(read_grid_file(args.grid), str(args.grid))] if args.grid else []
     start = None if args.grid else get_preset(args.preset or DEFAULT_PRESET)
     if getattr(args, "axis", None):
-        layers.append(({"axes": {k: v.split(",") for k, v in parse_set(args.axis).items()}}, "--axis"))
+        axes = parse_set(args.axis, "--axis", "train.lr=1e-3,3e-4")
+        layers.append(({"axes": {k: v.split(",") for k, v in axes.items()}}, "--axis"))
     # after the axes: a command-line setting of an axis's key beats the axis (README), --set as much as --lr;
     # before the flags, so explicit flags win over it
     layers.append((parse_set(args.set), "--set"))
@@ -378,9 +379,18 @@ def cmd_settings(args) -> int:
     print(f"theme: {settings.theme or 'textual-dark (default)'}")
     for binding_id, keys in sorted(settings.keymap.items()):
         print(f"keymap: {binding_id} = {keys}")
-    if args.keys or args.themes:
-        from tui.app import binding_ids, theme_names
+    from engine.settings import SettingsError
+    from tui.app import binding_ids, theme_names
 
+    # what the TUI would refuse to open with is an error here too, not a listing that looks fine
+    if settings.theme and settings.theme not in theme_names():
+        raise SettingsError(f"settings file {settings.path}: theme {settings.theme!r} is not a Textual theme; "
+                            f"choose from {', '.join(theme_names())}")
+    unknown = sorted(set(settings.keymap) - set(binding_ids()))
+    if unknown:
+        raise SettingsError(f"settings file {settings.path}: keymap: no key binding has the id {unknown[0]!r}; "
+                            "`finetune-tui settings --keys` lists them")
+    if args.keys or args.themes:
         if args.themes:
             print("themes: " + ", ".join(theme_names()))
         if args.keys:

@@ -97,6 +97,20 @@ def test_a_bad_settings_file_is_one_line_naming_it(tmp_path, text, message):
     assert message in lines[0]
 
 
+@pytest.mark.parametrize("text,message", [
+    ('theme = "nope"\n', "theme 'nope' is not a Textual theme; choose from "),
+    ('[keymap]\n"app.nope" = "x"\n', "keymap: no key binding has the id 'app.nope'"),
+])
+def test_settings_refuses_what_the_tui_refuses(monkeypatch, capsys, tmp_path, text, message):
+    # it listed "theme: nope" with exit status 0, where opening the TUI with the same file is an error
+    settings = tmp_path / "config.toml"
+    settings.write_text(text)
+    monkeypatch.setenv(ENV_CONFIG, str(settings))
+    assert main(["settings"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"finetune-tui: error: settings file {settings}: {message}")
+
+
 def test_settings_lists_binding_ids_and_themes(monkeypatch, capsys):
     assert main(["settings", "--keys", "--themes"]) == 0
     out = capsys.readouterr().out

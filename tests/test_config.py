@@ -51,6 +51,13 @@ def test_bad_config_values_name_key_and_file(tmp_path, text, needle):
     assert str(f) in str(info.value)
 
 
+def test_a_grid_file_with_a_utf8_byte_order_mark_reads(tmp_path):
+    f = tmp_path / "bom.toml"
+    f.write_bytes(b"\xef\xbb\xbf" + 'datasets = ["digits"]\n[train]\nepochs = 2\n'.encode())
+    grid = load_grid_file(f)
+    assert grid.datasets == ("digits",) and grid.base.train.epochs == 2
+
+
 def test_missing_grid_file_message(tmp_path):
     with pytest.raises(ConfigError, match="not found; pass a TOML file"):
         load_grid_file(tmp_path / "nope.toml")
@@ -60,6 +67,8 @@ def test_set_syntax_and_unknown_section():
     assert parse_set(["train.epochs=3", "data.image_size = 96"]) == {"train.epochs": "3", "data.image_size": "96"}
     with pytest.raises(ConfigError, match="expected section.key=value"):
         parse_set(["epochs"])
+    with pytest.raises(ConfigError, match=r"^--axis 'train.lr': expected section.key=value, e.g. train.lr=1e-3"):
+        parse_set(["train.lr"], "--axis", "train.lr=1e-3,3e-4")  # it named --set for an --axis
     with pytest.raises(ConfigError, match="unknown section"):
         apply_settings(GridConfig(), {"optim.lr": "1"})
 

@@ -532,6 +532,10 @@ def test_imagefolder_empty_or_missing(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no class folders"):
         load_dataset(f"imagefolder:{tmp_path / 'empty'}")
+    # one class trained "to 100%" without a word: a folder given one level too deep
+    write_image_class(tmp_path / "one" / "cat", 0, 4)
+    with pytest.raises(DataError, match=r"has one class folder \('cat'\); a classifier needs at least 2"):
+        check_dataset(f"imagefolder:{tmp_path / 'one'}")
 
 
 def test_a_folder_lists_in_path_order_and_fingerprints_its_relative_paths(tmp_path):

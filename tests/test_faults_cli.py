@@ -135,6 +135,11 @@ def test_a_device_and_per_axis_weights_are_checked_before_anything_starts(capsys
     missing = tmp_path / "nope.safetensors"
     line = fails(capsys, "run", "--preset", "demo", "--runs", runs, "--axis", f"model.weights=random,{missing}")
     assert line.startswith(f"finetune-tui: error: weights file {missing} not found")
+    assert fails(capsys, "run", "--preset", "demo", "--runs", runs, "--weights", str(tmp_path)) == (
+        f"finetune-tui: error: model.weights {tmp_path} is a folder, not a weights file; pass 'pretrained', "
+        "'random' or a .safetensors/.pth file")
+    assert fails(capsys, "run", "--preset", "demo", "--runs", runs, "--set", "model.weights=").startswith(
+        "finetune-tui: error: model.weights is empty; pass 'pretrained'")
     line = fails(capsys, "run", "--datasets", "digits,digits", "--backbones", "test_efficientnet", "--runs", runs)
     assert "has the run 'digits__test_efficientnet__frozen' twice" in line
     assert not (tmp_path / "runs").exists()
@@ -237,3 +242,11 @@ def test_tui_actions_refuse_grid_names_that_leave_the_store(two_stores):
             act("../other/g")
     untouched(GridDir(two_stores / "other" / "g"))
     assert RunStore(two_stores / "store").grids() == ["g"]
+
+
+def test_a_run_store_that_is_a_file_is_one_line_not_an_empty_store(capsys, tmp_path):
+    store = tmp_path / "h.sh"
+    store.write_text("#!/bin/sh\n")
+    for argv in (["runs"], ["runs", "--format", "json"], ["study", "list"]):
+        assert fails(capsys, *argv, "--runs", str(store)) == (
+            f"finetune-tui: error: run store {store} is a file, not a folder; pass --runs a folder")

@@ -146,6 +146,14 @@ def _list(folder: Path, classes: tuple[str, ...], dataset: str, require_all: boo
 
 def scan(root: Path, dataset: str) -> Tree:
     """Find the layout, the classes and every image path with its size and mtime; decodes nothing."""
+    tree = _scan(root, dataset)
+    if len(tree.classes) < 2:  # one class trains to 100% on nothing: a folder given one level too deep?
+        raise DataError(f"dataset {dataset!r}: {root} has one class folder ({tree.classes[0]!r}); a classifier "
+                        f"needs at least 2 (point at the folder that holds the class folders); {_LAYOUT_HINT}")
+    return tree
+
+
+def _scan(root: Path, dataset: str) -> Tree:
     if root.is_file():
         raise DataError(f"dataset {dataset!r}: {root} is a file, not a folder; {_LAYOUT_HINT}")
     if not root.is_dir():

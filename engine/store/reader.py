@@ -119,11 +119,18 @@ class RunStore:
     def mlflow_artifacts(self) -> Path:
         return self.root / self.MLFLOW / self.MLFLOW_ARTIFACTS
 
-    def grids(self) -> list[str]:
+    def _folders(self) -> list[Path]:
+        """The store's sub-folders; none when it doesn't exist yet. A file where the store should be is an
+        error ("no runs in FILE" read as an empty store)."""
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"run store {self.root} is a file, not a folder; pass --runs a folder")
         try:
-            return sorted(p.name for p in self.root.iterdir() if p.is_dir() and GridDir(p).exists())
+            return [p for p in self.root.iterdir() if p.is_dir()]
         except OSError:
             return []
+
+    def grids(self) -> list[str]:
+        return sorted(p.name for p in self._folders() if GridDir(p).exists())
 
     def grid(self, name: str) -> GridDir:
         """The grid folder for ``name`` (which may not exist yet); refuses names that leave the store
@@ -136,10 +143,7 @@ class RunStore:
     # --- studies (engine/study): folders next to the grids ---------------------------
 
     def studies(self) -> list[str]:
-        try:
-            return sorted(p.name for p in self.root.iterdir() if p.is_dir() and StudyDir(p).exists())
-        except OSError:
-            return []
+        return sorted(p.name for p in self._folders() if StudyDir(p).exists())
 
     def study(self, name: str) -> StudyDir:
         """The study folder for ``name`` (which may not exist yet); refuses paths and the names of grids."""
