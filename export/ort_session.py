@@ -172,7 +172,9 @@ def open_session(model: str | Path | bytes, provider: str = CPU, *, threads: int
         reason = (provider_load_error(provider) or ep_error[:300]
                   or "the provider failed to initialise (see onnxruntime's log)")
         info.error = f"{provider} requested, session runs on {info.actual}: {reason}"
-        log.warning(info.error)
+        # info: every caller says it itself (predict's warning line, export's notes); a warning here went to
+        # logging's last-resort handler too, so `predict --provider cuda` printed it twice
+        log.info(info.error)
     return info
 
 

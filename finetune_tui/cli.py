@@ -235,6 +235,8 @@ def cmd_lr_find(args) -> int:
     from engine.errors import UserError
     from engine.strategies import n_stages
 
+    if args.out and Path(args.out).is_dir():  # found only after the whole test, naming a temp file
+        raise UserError(f"--out {args.out} is a folder; give the PNG's file name, e.g. {Path(args.out) / 'lr.png'}")
     if args.steps is not None and args.steps < 10:  # 0 fell back to the default, below 10 made no curve
         raise UserError(f"--steps {args.steps}: at least 10 (the default is train.lr_find_steps, 100)")
     stages = n_stages(chosen[0].train)

@@ -153,6 +153,8 @@ def test_lr_find_steps_and_stage_and_export_atol_out_of_range_are_one_line(capsy
     assert fails(capsys, *base, "--stage", "7") == (
         "finetune-tui: error: --stage 7: footwear__efficientnet_lite0__frozen (frozen) has stages 0 to 0")
     assert "--stage -1:" in fails(capsys, *base, "--stage", "-1")
+    assert fails(capsys, *base, "--out", str(tmp_path)) == (
+        f"finetune-tui: error: --out {tmp_path} is a folder; give the PNG's file name, e.g. {tmp_path / 'lr.png'}")
     for atol in ("-1", "nan"):
         capsys.readouterr()
         assert main(["export", "--runs", str(tmp_path / "runs"), "demo", "--atol", atol]) == 2

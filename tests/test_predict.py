@@ -159,3 +159,23 @@ def test_predict_text_output(model_and_images, capsys):
         # top-k is capped at the number of classes, most likely first
         shown = line.split(": ", 1)[1].split("  ")
         assert len(shown) == 3 and shown[0].startswith(CLASSES[int(probs.argmax())])
+
+
+def test_a_provider_that_falls_back_to_cpu_is_said_once(model_and_images):
+    # the fallback went to logging's last-resort handler as well as predict's own warning line: said twice
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers() or _cuda_loads():
+        pytest.skip("needs a CUDA provider that can't load (a CPU machine with onnxruntime-gpu)")
+    m = model_and_images
+    proc = subprocess.run([sys.executable, "-m", "finetune_tui.cli", "predict", str(m["path"]), m["images"][0],
+                           "--provider", "cuda"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    said = [line for line in proc.stderr.splitlines() if "requested, session runs on CPUExecutionProvider" in line]
+    assert len(said) == 1 and said[0].startswith("finetune-tui: warning: CUDAExecutionProvider requested")
+
+
+def _cuda_loads() -> bool:
+    from export.ort_session import provider_load_error
+
+    return not provider_load_error("CUDAExecutionProvider")
