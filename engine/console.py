@@ -198,8 +198,16 @@ class _Widest:
         yield self.choices[-1]
 
 
+GROUP_NAMES = ("dataset", "backbone", "strategy", "grid")
+
+
+def group_keys(records) -> set[str]:
+    """What ``runs_table(group_by=...)`` can group these runs by: the names, each axis key and its last part."""
+    return set(GROUP_NAMES) | {k for rec in records for a in rec.summary.axes for k in (a, a.rpartition(".")[2])}
+
+
 def _group_value(summary: RunSummary, key: str) -> tuple:
-    if key in ("dataset", "backbone", "strategy", "grid"):
+    if key in GROUP_NAMES:
         return (0, getattr(summary, key))
     for k, v in summary.axes.items():
         if key in (k, k.rpartition(".")[2]):

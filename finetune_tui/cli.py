@@ -216,25 +216,20 @@ def add_lr_find_parser(sub) -> None:
 
 
 def cmd_lr_find(args) -> int:
+    from engine.errors import UserError
     from engine.lr_find import run_range_test
+    from engine.strategies import n_stages
 
     grid = resolve_grid(args)
     runs = grid.runs()
     if args.run:
         chosen = [r for r in runs if r.run_id == args.run]
         if not chosen:
-            from engine.errors import UserError
-
             raise UserError(f"no run {args.run!r} in the grid; its runs: {', '.join(r.run_id for r in runs)}")
     elif len(runs) == 1:
         chosen = runs
     else:
-        from engine.errors import UserError
-
         raise UserError(f"the grid has {len(runs)} runs; pick one with --run (e.g. --run {runs[0].run_id})")
-    from engine.errors import UserError
-    from engine.strategies import n_stages
-
     if args.out and Path(args.out).is_dir():  # found only after the whole test, naming a temp file
         raise UserError(f"--out {args.out} is a folder; give the PNG's file name, e.g. {Path(args.out) / 'lr.png'}")
     if args.steps is not None and args.steps < 10:  # 0 fell back to the default, below 10 made no curve
@@ -280,19 +275,15 @@ def cmd_runs(args) -> int:
     if args.format == "table":
         from rich.console import Console
 
-        from engine.console import runs_table
+        from engine.console import group_keys, runs_table
 
         if not records:
             print(f"no runs in {args.runs}; start one with `finetune-tui run --preset demo`")
             return 0
-        if args.group_by:
+        if args.group_by and args.group_by not in (keys := group_keys(records)):
             from engine.errors import UserError
 
-            keys = {"dataset", "backbone", "strategy", "grid"}
-            keys |= {k for rec in records for a in rec.summary.axes for k in (a, a.rpartition(".")[2])}
-            if args.group_by not in keys:
-                raise UserError(f"--group-by {args.group_by!r}: these runs can be grouped by "
-                                f"{', '.join(sorted(keys))}")
+            raise UserError(f"--group-by {args.group_by!r}: these runs can be grouped by {', '.join(sorted(keys))}")
         Console().print(runs_table(records, title=f"runs in {args.runs}", group_by=args.group_by))
         return 0
     import pandas as pd
@@ -382,16 +373,12 @@ def cmd_settings(args) -> int:
     for binding_id, keys in sorted(settings.keymap.items()):
         print(f"keymap: {binding_id} = {keys}")
     from engine.settings import SettingsError
-    from tui.app import binding_ids, theme_names
+    from tui.app import binding_ids, check_look, theme_names
 
-    # what the TUI would refuse to open with is an error here too, not a listing that looks fine
-    if settings.theme and settings.theme not in theme_names():
-        raise SettingsError(f"settings file {settings.path}: theme {settings.theme!r} is not a Textual theme; "
-                            f"choose from {', '.join(theme_names())}")
-    unknown = sorted(set(settings.keymap) - set(binding_ids()))
-    if unknown:
-        raise SettingsError(f"settings file {settings.path}: keymap: no key binding has the id {unknown[0]!r}; "
-                            "`finetune-tui settings --keys` lists them")
+    try:  # what the TUI would refuse to open with is an error here too, not a listing that looks fine
+        check_look(settings.theme, settings.keymap)
+    except SettingsError as exc:
+        raise SettingsError(f"settings file {settings.path}: {exc}") from None
     if args.keys or args.themes:
         if args.themes:
             print("themes: " + ", ".join(theme_names()))

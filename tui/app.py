@@ -68,15 +68,10 @@ class FinetuneApp(App[int]):
     ) -> None:
         super().__init__()
         # the user's settings file (engine.settings): checked here so a typo is one line, not a blank screen
+        check_look(theme, keymap, self.available_themes)
         if theme:
-            if theme not in self.available_themes:
-                raise SettingsError(f"theme {theme!r} is not a Textual theme; choose from {', '.join(theme_names())}")
             self.theme = theme
         if keymap:
-            unknown = sorted(set(keymap) - set(binding_ids()))
-            if unknown:
-                raise SettingsError(f"keymap: no key binding has the id {unknown[0]!r}; "
-                                    f"`finetune-tui settings --keys` lists them")
             self.set_keymap(keymap)
         self.runs_root = Path(runs_root) if runs_root is not None else default_root()
         self.start_grid_name = grid
@@ -159,15 +154,19 @@ class FinetuneApp(App[int]):
                                        f"{detail} Resuming the grid (R) runs it again."), confirmed)
 
     @work(thread=True, exit_on_error=False, group="actions")
-    def run_store_action(self, what: str, fn: Callable[..., object], *args, **kwargs) -> None:
-        """Run ``fn`` in a thread; report the outcome as an :class:`ActionDone`."""
+    def run_store_action(self, what: str, fn: Callable[..., object], *args, failed: str = "",
+                         then: Callable[[], None] | None = None, **kwargs) -> None:
+        """Run ``fn`` in a thread; report the outcome as an :class:`ActionDone` (``failed``: its title on
+        failure); ``then`` runs on the UI thread after a success."""
         try:
             fn(*args, **kwargs)
         except ActionError as exc:
-            self.post_message(ActionDone(what, error=str(exc)))
+            self.post_message(ActionDone(what, error=str(exc), failed=failed))
         except Exception as exc:  # an engine bug must not take the TUI down
-            self.post_message(ActionDone(what, error=f"{type(exc).__name__}: {exc}".splitlines()[0]))
+            self.post_message(ActionDone(what, error=f"{type(exc).__name__}: {exc}".splitlines()[0], failed=failed))
         else:
+            if then is not None:
+                self.call_from_thread(then)
             self.post_message(ActionDone(what))
 
     @work(thread=True, exit_on_error=False, group="children")
@@ -199,7 +198,8 @@ class FinetuneApp(App[int]):
     @on(ActionDone)
     def _action_done(self, message: ActionDone) -> None:
         if message.error:
-            self.notify(message.error, title=f"{message.what} failed", severity="error", timeout=10)
+            self.notify(message.error, title=message.failed or f"{message.what} failed", severity="error",
+                        timeout=10)
         else:
             self.notify(message.what, title="done")
         self.rescan()
@@ -249,6 +249,17 @@ def binding_ids() -> dict[str, tuple[str, str]]:
             if b.id and b.id not in out:
                 out[b.id] = (b.key, b.description)
     return out
+
+
+def check_look(theme: str | None, keymap: dict[str, str] | None, themes: Iterable[str] | None = None) -> None:
+    """A settings file's theme and keymap as the TUI takes them (``themes``: the app's, default the built-in
+    ones); SettingsError naming the first that isn't (``finetune-tui settings`` says the same)."""
+    if theme and theme not in (themes if themes is not None else theme_names()):
+        raise SettingsError(f"theme {theme!r} is not a Textual theme; choose from {', '.join(theme_names())}")
+    unknown = sorted(set(keymap or {}) - set(binding_ids()))
+    if unknown:
+        raise SettingsError(f"keymap: no key binding has the id {unknown[0]!r}; "
+                            "`finetune-tui settings --keys` lists them")
 
 
 def theme_names() -> list[str]:

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from rich.text import Text
 
+from engine.console import run_seconds
 from engine.store.summary import axis_value_text
 from tui import format as fmt
 from tui.store_watcher import RunState
@@ -59,8 +60,8 @@ def _num_cell(value: float | None, text: str, style: Any = "") -> Cell:
 
 def elapsed_seconds(run: RunState, now: float) -> float | None:
     s = run.summary
-    if s.status == "done" and s.total_seconds:  # the worker's own start-to-end wall time
-        return max(s.total_seconds, s.train_seconds or 0.0)  # a resumed run's last worker saw only its part
+    if s.status == "done" and s.total_seconds:  # the worker's own wall time, every epoch's for a resumed run
+        return run_seconds(s)
     if s.started_at is None:
         return None
     if s.status == "running" or (run.alive and s.status == "queued"):

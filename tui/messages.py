@@ -54,6 +54,7 @@ class ActionDone(Message):
     what: str
     error: str = ""
     path: Path | None = None
+    failed: str = ""  # the title of a failure, when "<what> failed" would misread (a grid "started ... failed")
 
 
 @dataclass

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Input
 
-from tui.actions import ActionError
 from tui.columns import COLUMNS
 from tui.messages import HeaderClicked, RowHighlighted, RowSelected, StoreChanged
 from tui.screens.compare import CompareScreen
@@ -259,28 +258,19 @@ class RunsScreen(Screen):
         def chosen(request: StartRequest | None) -> None:
             if request is None:
                 return
+            label = request.file or f"preset {request.preset}"
             self.notify(f"starting grid {request.name}…", title="new grid")
-            self._start_grid(request)
+            # narrowed only once it exists: a grid that failed to start (an unknown backbone) left the view
+            # narrowed to nothing under "grid X started ... failed"
+            self.app.run_store_action(f"grid {request.name} started ({label})", self.app.actions.start_grid,
+                                      preset=request.preset, file=request.file, name=request.name,
+                                      failed=f"grid {request.name} did not start",
+                                      then=lambda: self._narrow_to(request.name))
 
         self.app.push_screen(StartGridScreen(self.app.runs_root), chosen)
 
-    @work(thread=True, exit_on_error=False, group="actions")
-    def _start_grid(self, request: StartRequest) -> None:
-        """Start it off the UI thread; narrow the view to it only once it exists (a grid that failed to start,
-        e.g. an unknown backbone, left the view narrowed to nothing under "grid X started ... failed")."""
-        try:
-            self.app.actions.start_grid(preset=request.preset, file=request.file, name=request.name)
-        except Exception as exc:  # ActionError: the CLI's one line; anything else: its first line
-            error = str(exc) if isinstance(exc, ActionError) else f"{type(exc).__name__}: {exc}".splitlines()[0]
-            self.app.call_from_thread(self.notify, error, title=f"grid {request.name} did not start",
-                                      severity="error", timeout=10)
-            return
-        self.app.call_from_thread(self._grid_started, request)
-
-    def _grid_started(self, request: StartRequest) -> None:
-        self.notify(f"grid {request.name} started ({request.file or f'preset {request.preset}'})", title="done")
-        self.grid, self.dataset = request.name, ""
-        self.app.rescan()
+    def _narrow_to(self, grid: str) -> None:
+        self.grid, self.dataset = grid, ""
 
     def action_cancel_run(self) -> None:
         run = self.current_run()
