@@ -248,7 +248,7 @@ class GridConfig:
 
     @classmethod
     def from_layers(cls, *layers: tuple[dict, str], start: "GridConfig | None" = None,
-                    strict: bool = True) -> "GridConfig":
+                    strict: bool = True, unused: list | None = None) -> "GridConfig":
         """Merge ``(settings, source)`` layers over ``start`` (default: the defaults), later beating earlier.
 
         A layer is a grid file's table or a flat ``{"train.epochs": 5, "datasets": "a,b"}``. Its run
@@ -258,12 +258,20 @@ class GridConfig:
         An ``[overrides.NAME]`` whose name no layer ever listed as a dataset, backbone or strategy is a
         typo: a ConfigError naming the close match (``strict``). One for a name that was listed, then
         narrowed away (``--preset demo --strategies frozen`` leaves the preset's ``full`` table), applies
-        to no run and is dropped, so the grid reads back the same from its TOML or grid.json.
+        to no run and is dropped, so the grid reads back the same from its TOML or grid.json; ``unused``, when
+        given, gets a line for each such table a layer wrote (not the start grid's own: a preset's tables for
+        strategies narrowed away are expected), for the caller to warn about.
         """
         draft = _Draft.of(start or GridConfig())
         for obj, source in layers:
             draft.apply(obj, source)
-        return draft.freeze(strict)
+        grid = draft.freeze(strict)
+        if unused is not None:
+            kinds = {"datasets": grid.datasets, "backbones": grid.backbones, "strategies": grid.strategies}
+            names = ", ".join(f"{k} {', '.join(v)}" for k, v in kinds.items())
+            unused += [f"{where}: applies to no run of this grid ({names}); ignored"
+                       for name, where in draft.where.items() if name not in grid.overrides]
+        return grid
 
     def to_toml(self) -> str:
         """A grid file that ``load_grid_file`` reads back to this grid (every key, resolved)."""

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine import events as ev
-from engine.store import RunSummary, fold
+from engine.store import GridDir, RunSummary, fold
 from engine.store.summary import axis_value_text
 
 STATUS_STYLE = {"queued": "dim", "running": "cyan", "done": "green", "failed": "red", "cancelled": "yellow"}
@@ -146,6 +146,9 @@ def runs_table(records, title: str = "runs", group_by: str = "") -> Group:
             layouts.append((False, False))
         tables.append(_Widest(*[_grid_table(f"{title}, grid {grid}", recs, axes, with_time, with_host)
                                 for with_time, with_host in layouts]))
+        orphan = GridDir(recs[0].path.parent).orphan_problem()
+        if orphan:
+            notes.append(Text.assemble((f"{grid}: ", "bold"), (orphan, "yellow")))
         for rec in recs:
             s = rec.summary
             note = rec.problem or s.error

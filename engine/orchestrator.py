@@ -83,6 +83,11 @@ def validate(grid: GridConfig, root: str | Path | None = None,
         if not where.is_file():
             raise ConfigError(f"weights file {w} not found; pass an existing .safetensors/.pth, 'pretrained' "
                               "or 'random'")
+        from engine.weights import FORMATS, weights_file_problem  # torch: only for a grid with a weights file
+
+        problem = weights_file_problem(where)
+        if problem:
+            raise ConfigError(f"weights file {w} {problem}; pass {FORMATS}, or 'pretrained' or 'random'")
     if grid.executor != "ray":  # a cluster's nodes may have the GPUs this machine lacks
         from engine.trainer import resolve_device
 
@@ -198,11 +203,14 @@ class Orchestrator:
             self.search = SearchDriver(self.grid_dir, self.grid)
 
     def pending(self) -> list[RunDir]:
-        """Runs to (re)start: everything not done, in grid order."""
+        """Runs to (re)start: everything not done, in grid order; and a done run whose results.json,
+        best.safetensors or test_probs.npz is gone (its worker tests it again from the resume point, which
+        rebuilds them)."""
         out = []
         for rd in self.grid_dir.run_dirs():
             rec = load_run(rd)
-            if rec.problem or rec.summary.status == "done":
+            tested = all(p.is_file() for p in (rd.results_file, rd.best, rd.probs_file))
+            if rec.problem or (rec.summary.status == "done" and tested):
                 continue
             if self.search is not None and self.search.is_settled(rd):  # a pruned trial is over
                 continue

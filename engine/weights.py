@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
 import socket
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
@@ -45,11 +47,41 @@ def _lite0_file() -> Path | None:
 OFFLINE_WEIGHTS = {"efficientnet_lite0": _lite0_file}
 
 
+FORMATS = "a .safetensors file or a torch.save'd state dict (.pth)"
+
+
+def weights_file_problem(path: str | Path) -> str:
+    """Why ``path`` can't be a weights file, judged from its first bytes without loading it ('' when it may
+    be one): for the up-front check of a grid (``orchestrator.validate``), before any run starts."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        if path.suffix == ".safetensors":  # an 8-byte header length, then that much JSON
+            n = int.from_bytes(head, "little") if len(head) == 8 else 0
+            return "" if 2 <= n <= size - 8 else "is not a .safetensors file (its header is cut or damaged)"
+        if head[:1] == b"\x80":  # a pickle stream: torch.save before torch 1.6 (the Lite0 package's file)
+            return ""
+        if not zipfile.is_zipfile(path):
+            return "is not a torch.save file (neither a zip archive nor a pickle stream)"
+        with zipfile.ZipFile(path) as archive:  # torch.save's archive: NAME/data.pkl, NAME/version, NAME/data/...
+            names = archive.namelist()
+        if not any(n.endswith("/data.pkl") for n in names) or not any(n.endswith("/version") for n in names):
+            return "is a zip archive but not one torch.save wrote (no data.pkl and version in it)"
+        return ""
+    except (OSError, zipfile.BadZipFile) as exc:
+        return f"can't be read ({getattr(exc, 'strerror', None) or exc})"
+
+
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors from .safetensors, or from a torch file loaded with weights_only=True."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} not found; pass an existing .safetensors or .pth file")
+    problem = weights_file_problem(path)
+    if problem:
+        raise WeightsError(f"weights file {path} {problem}; it should be {FORMATS}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -57,8 +89,14 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's text goes on to suggest weights_only=False: never here
+        raise WeightsError(f"weights file {path} holds Python objects besides tensors, or is damaged; it is only "
+                           "loaded as plain tensors: save the state dict (torch.save(model.state_dict(), PATH)) "
+                           "or a .safetensors file") from None
     except Exception as exc:  # corrupt or foreign file: say which, not a traceback
-        raise WeightsError(f"weights file {path} can't be read ({type(exc).__name__}: {str(exc)[:120]})") from None
+        first = (str(exc).strip().splitlines() or [""])[0][:120]
+        raise WeightsError(f"weights file {path} can't be read ({type(exc).__name__}: {first}); it should be "
+                           f"{FORMATS}") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

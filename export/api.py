@@ -58,7 +58,8 @@ def export_run(run_dir: str | Path, *, benchmark: bool = True, batches: Iterable
     except ValueError as exc:
         raise ExportError(str(exc)) from None
     if not rd.has_checkpoint():
-        raise ExportError(f"{rd.path} has no {rd.BEST} (not a finished run?)")
+        raise ExportError(f"{rd.path} has no {rd.BEST}: the run has not finished an epoch, or the file was deleted "
+                          f"(`finetune-tui resume {rd.grid_name}` rebuilds it)")
     lock = rd.export.lock()
     if not lock.acquire():
         raise ExportError(f"another export of {rd.run_id} is running")

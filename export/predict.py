@@ -88,7 +88,10 @@ def load_model(path: str | Path, provider: str = "cpu", threads: int | None = No
     try:
         info = open_session(path, provider, threads=threads)
     except Exception as exc:  # onnxruntime raises its own (Fail, InvalidProtobuf, ...) types
-        raise PredictError(f"{path} can't be loaded by onnxruntime: {str(exc).splitlines()[0][:200]}") from None
+        # "[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model from PATH failed:Protobuf parsing failed."
+        why = (str(exc).splitlines() or [type(exc).__name__])[0].split(" : ")[-1].split(" failed:")[-1].strip()[:200]
+        raise PredictError(f"{path} can't be loaded by onnxruntime ({why}): a cut-short copy or not an ONNX file? "
+                           "Export it again (`finetune-tui export GRID`) or give the file export wrote") from None
     props = info.session.get_modelmeta().custom_metadata_map
     try:
         meta = ModelMeta.from_strings(props, str(path), ONNX)

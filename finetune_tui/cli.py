@@ -141,7 +141,11 @@ def resolve_grid(args):
     layers.append((parse_set(args.set), "--set"))
     flags = {key: getattr(args, attr) for attr, key in FLAG_KEYS.items() if getattr(args, attr) is not None}
     layers.append((flags, "command line"))
-    return GridConfig.from_layers(*layers, start=start)
+    unused: list[str] = []
+    grid = GridConfig.from_layers(*layers, start=start, unused=unused)
+    for line in unused:  # e.g. a file's [overrides.full] in a grid of frozen runs only: said, not silently dropped
+        print(f"finetune-tui: warning: {line}", file=sys.stderr)
+    return grid
 
 
 def cmd_run(args) -> int:

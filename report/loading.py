@@ -147,8 +147,10 @@ def load_run_data(run_dir: str | Path | RunDir, grid: str = "") -> RunData:
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     record = load_run(rd, grid)
     s = record.summary
-    run = RunData(run_id=rd.run_id, path=rd.path, status=s.status, dataset=s.dataset or "?",
-                  backbone=s.backbone or "?", strategy=s.strategy or "?", error=s.error or record.problem,
+    # an unreadable config names no dataset: the run id's own parts do (dataset__backbone__strategy[__axes])
+    named = (rd.run_id.split("__") + ["?", "?", "?"])[:3]
+    run = RunData(run_id=rd.run_id, path=rd.path, status=s.status, dataset=s.dataset or named[0],
+                  backbone=s.backbone or named[1], strategy=s.strategy or named[2], error=s.error or record.problem,
                   summary=s)
     if record.problem:
         run.problems.append(record.problem)
@@ -157,9 +159,7 @@ def load_run_data(run_dir: str | Path | RunDir, grid: str = "") -> RunData:
     run.config = _read(run, rd.config)
     _read_started(run)
     run.metrics = _read(run, rd.metrics)
-    run.results = _read(run, rd.results)
-    if run.results is None and s.status == "done" and not rd.results_file.exists():
-        run.problems.append(f"{rd.results_file} is missing")
+    run.results = _read(run, rd.results)  # a done run's missing file is in its notes, with what to do
     if rd.has_checkpoint():
         run.meta = _read(run, rd.checkpoint_meta)
     probs = _read(run, rd.probs)

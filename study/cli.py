@@ -114,10 +114,14 @@ def cmd_run(args) -> int:
     from engine.study import control
 
     cfg = resolve_study(args)
-    if args.show_config:
+    root = _root(args)
+    if args.show_config:  # every check `study run` makes; data that isn't there yet is a warning only
+        from engine.store import RunStore
+
+        control.validate(cfg, RunStore(root), missing_data=lambda exc: print(
+            f"finetune-tui: warning: {str(exc).splitlines()[0]}", file=sys.stderr))
         print(cfg.to_toml(), end="")
         return 0
-    root = _root(args)
     if args.detach or args.tui:
         sdir = control.start_detached(cfg, root)
         print(f"study {cfg.name!r} started in the background: {sdir.path}  (log: {sdir.log_file})")

@@ -227,3 +227,16 @@ def test_a_set_of_an_axis_key_beats_the_axis_as_a_flag_does():
     grid = resolve_grid(build_parser().parse_args(["run", "--preset", "demo", "--axis", "train.lr=1e-3,2e-3",
                                                    "--set", "train.epochs=2"]))
     assert {r.train.lr for r in grid.runs()} == {1e-3, 2e-3}  # another key leaves the axis alone
+
+
+def test_an_override_table_that_applies_to_no_run_is_a_warning_not_silence(ov_file, capsys):
+    # the file's [overrides.full] when the command line narrows the grid to frozen runs: kept out of the grid,
+    # and said (it was dropped without a word); the preset's own tables for names narrowed away are not
+    grid = grid_of("--grid", str(ov_file), "--strategies", "frozen", "--backbones", "test_efficientnet")
+    assert set(grid.overrides) == {'imagefolder:/data/my "pets"'}
+    warnings = capsys.readouterr().err.splitlines()
+    names = 'datasets digits, imagefolder:/data/my "pets", backbones test_efficientnet, strategies frozen'
+    assert warnings == [f"finetune-tui: warning: {ov_file} [overrides.{name}]: applies to no run of this grid "
+                        f"({names}); ignored" for name in ("full", "partial", "resnet50.a1_in1k")]
+    grid_of("--preset", "demo", "--strategies", "frozen")
+    assert capsys.readouterr().err == ""

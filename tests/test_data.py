@@ -538,6 +538,29 @@ def test_imagefolder_empty_or_missing(tmp_path):
         check_dataset(f"imagefolder:{tmp_path / 'one'}")
 
 
+def test_classes_every_run_would_fail_on_are_refused_before_the_grid(tmp_path):
+    # both were each run's failure, after the grid had started
+    flat = tmp_path / "flat"
+    write_image_class(flat / "cat", 0, 5)
+    write_image_class(flat / "dog", 1, 1)
+    with pytest.raises(DataError) as err:
+        check_dataset(f"imagefolder:{flat}")
+    assert str(err.value) == (f"dataset 'imagefolder:{flat}': class 'dog' has 1 image(s); a flat folder needs at "
+                              "least 2 per class to carve a test split (or use train/ and test/ folders)")
+    write_image_class(flat / "dog", 1, 3)
+    for f in (flat / "dog").iterdir():
+        f.write_bytes(b"not an image")  # every dog unreadable: skip would leave the class empty
+    with pytest.raises(DataError, match="class 'dog' has no readable training image left once the unreadable ones "
+                                        "are skipped; fix them or remove the class folder"):
+        check_dataset(f"imagefolder:{flat}", on_bad_image="skip")
+    # one image per class is enough where test/ is given
+    split = tmp_path / "split"
+    for part in ("train", "test"):
+        write_image_class(split / part / "cat", 0, 1)
+        write_image_class(split / part / "dog", 1, 1)
+    assert check_dataset(f"imagefolder:{split}") == []
+
+
 def test_a_folder_lists_in_path_order_and_fingerprints_its_relative_paths(tmp_path):
     # names where string order and Path order differ ("a-b/..." < "a/..." as strings, not as paths)
     import hashlib

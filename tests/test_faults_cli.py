@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,18 @@ def test_a_device_and_per_axis_weights_are_checked_before_anything_starts(capsys
         "'random' or a .safetensors/.pth file")
     assert fails(capsys, "run", "--preset", "demo", "--runs", runs, "--set", "model.weights=").startswith(
         "finetune-tui: error: model.weights is empty; pass 'pretrained'")
+    # files that can't hold weights, told from their first bytes (a random .pth was each run's "KeyError: 174812789")
+    junk, foreign, cut = tmp_path / "junk.pth", tmp_path / "foreign.pth", tmp_path / "cut.safetensors"
+    junk.write_bytes(bytes(range(7, 200)))
+    with zipfile.ZipFile(foreign, "w") as archive:
+        archive.writestr("notes/readme.txt", "hello")
+    cut.write_bytes((10 ** 6).to_bytes(8, "little") + b'{"a": ')
+    for path, why in ((junk, "is not a torch.save file (neither a zip archive nor a pickle stream)"),
+                      (foreign, "is a zip archive but not one torch.save wrote (no data.pkl and version in it)"),
+                      (cut, "is not a .safetensors file (its header is cut or damaged)")):
+        assert fails(capsys, "run", "--preset", "demo", "--runs", runs, "--axis", f"model.weights=random,{path}") == (
+            f"finetune-tui: error: weights file {path} {why}; pass a .safetensors file or a torch.save'd state dict "
+            "(.pth), or 'pretrained' or 'random'")
     line = fails(capsys, "run", "--datasets", "digits,digits", "--backbones", "test_efficientnet", "--runs", runs)
     assert "has the run 'digits__test_efficientnet__frozen' twice" in line
     assert not (tmp_path / "runs").exists()

@@ -50,8 +50,10 @@ def store(root: Path) -> GridDir:
     gdir = add_to_grid(root, "g", cfgs)
     for i, cfg in enumerate(cfgs):
         accs = [0.5 + 0.05 * e + 0.01 * i for e in range(6)]
-        emit(new_run(gdir, cfg), finished_events(cfg, accs, [1.0 - 0.1 * e for e in range(6)],
-                                                 test={"accuracy": 0.8 + 0.01 * i, "f1_macro": 0.7}))
+        test = {"accuracy": 0.8 + 0.01 * i, "f1_macro": 0.7}
+        rd = new_run(gdir, cfg)
+        rd.write_results({"run_id": cfg.run_id, **test})  # a worker writes it before its finished event
+        emit(rd, finished_events(cfg, accs, [1.0 - 0.1 * e for e in range(6)], test=test))
     return gdir
 
 

@@ -201,7 +201,8 @@ def test_weights_that_dont_fit_or_dont_parse_are_clear_errors(tmp_path):
         load_backbone_weights(dst, "test_efficientnet", str(f), "fail")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsError, match="can't be read"):
+    with pytest.raises(WeightsError, match=r"junk.pth is not a torch.save file \(neither a zip archive nor a pickle "
+                                           "stream\); it should be a .safetensors file or a torch.save'd state dict"):
         load_backbone_weights(dst, "test_efficientnet", str(junk), "fail")
     with pytest.raises(WeightsError, match="not found"):
         load_backbone_weights(dst, "test_efficientnet", str(tmp_path / "nope.pth"), "fail")
@@ -218,8 +219,11 @@ def test_pickled_code_in_weights_file_is_refused(tmp_path):
     with open(f, "wb") as fh:
         pickle.dump({"conv_stem.weight": Evil()}, fh)
     dst = build_classifier("test_efficientnet", "linear", 3).backbone
-    with pytest.raises(WeightsError, match="can't be read"):
+    with pytest.raises(WeightsError) as caught:
         load_backbone_weights(dst, "test_efficientnet", str(f), "fail")
+    assert str(caught.value) == (f"weights file {f} holds Python objects besides tensors, or is damaged; it is only "
+                                 "loaded as plain tensors: save the state dict (torch.save(model.state_dict(), PATH)) "
+                                 "or a .safetensors file")  # torch's own text goes on to suggest weights_only=False
 
 
 def test_missing_pretrained_weights_policy():

@@ -134,11 +134,15 @@ def test_predict_user_errors(model_and_images, tmp_path, capsys):
         torch.onnx.export(torch.nn.Linear(2, 2), (torch.zeros(1, 2),), str(not_ours), dynamo=False)
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"not a model")
+    cut = tmp_path / "cut.onnx"  # a copy that stopped half-way
+    cut.write_bytes(m["path"].read_bytes()[: m["path"].stat().st_size // 2])
     text = tmp_path / "notes.png"
     text.write_text("hello")
     cases = [
         ([str(tmp_path / "missing.onnx"), m["images"][0]], "model file"),
         ([str(garbage), m["images"][0]], "can't be loaded by onnxruntime"),
+        ([str(cut), m["images"][0]], f"{cut} can't be loaded by onnxruntime (Protobuf parsing failed.): a cut-short "
+                                     "copy or not an ONNX file? Export it again"),
         ([str(not_ours), m["images"][0]], "not a finetune-tui ONNX export"),
         ([str(m["path"]), str(tmp_path / "nope.png")], "image"),
         ([str(m["path"]), str(text)], "can't be read"),

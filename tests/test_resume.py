@@ -5,13 +5,17 @@ stopped (mid-epoch, or between the files of a checkpoint) and resumed, and
 compares metrics (per-epoch losses within 1e-6 on the CPU) and final weights.
 """
 
+import json
+
 import pytest
 import torch
 
 import engine.resume
 import engine.trainer
 from engine.checkpoint import load_classifier
-from engine.store import RunDir, load_run
+from engine.config import GridConfig
+from engine.orchestrator import Orchestrator
+from engine.store import GridDir, RunDir, load_run
 from engine.trainer import Trainer
 from engine.worker import main as worker_main
 from tests.trainer_fixtures import (
@@ -221,3 +225,59 @@ def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
     # a generator with no saved state (augmentation switched on since) keeps its seed and is named
     late = {"shuffle": gens["shuffle"], "augment": None, "extra": torch.Generator().manual_seed(3)}
     assert restore_rng(saved, cuda=False, generators=late) == ["extra"]
+
+
+def test_finished_run_whose_results_are_gone_is_failed_and_resume_tests_it_again(tmp_path, reference):
+    rdir = make_run(tmp_path, "lost", strategy="frozen", epochs=3)
+    assert worker_main([str(rdir)]) == 0
+    results = json.loads((rdir / "results.json").read_text())
+    (rdir / "results.json").unlink()
+    summary = load_run(rdir).summary
+    assert summary.status == "done" and summary.test_accuracy == results["accuracy"]  # from the finished event
+    assert summary.notes == ["results.json is missing (deleted?); `finetune-tui resume grid` tests it again from its "
+                             "last checkpoint"]
+    GridDir(rdir.parent).write_info(GridConfig(name="grid"), [rdir.name])
+    assert [rd.run_id for rd in Orchestrator(rdir.parent).pending()] == ["lost"]  # what resume starts again
+    assert worker_main([str(rdir)]) == 0
+    assert [s.resumed_from_epoch for s in of_type(rdir, "started")] == [0, 3]  # no epoch trained again
+    again = json.loads((rdir / "results.json").read_text())
+    assert again["accuracy"] == results["accuracy"] and again["confusion_matrix"] == results["confusion_matrix"]
+    assert load_run(rdir).summary.notes == []
+
+
+def test_finished_run_whose_kept_weights_are_gone_is_resumed_and_gets_them_back(tmp_path, reference):
+    from export.api import ExportError, export_run
+
+    rdir = make_run(tmp_path, "lost", strategy="frozen", epochs=3)
+    GridDir(rdir.parent).write_info(GridConfig(name="grid"), [rdir.name])
+    assert worker_main([str(rdir)]) == 0
+    assert Orchestrator(rdir.parent).pending() == []
+    (rdir / "best.safetensors").unlink()
+    summary = load_run(rdir).summary
+    assert summary.status == "done"  # its results stand; only export needs the file
+    assert summary.notes == []
+    with pytest.raises(ExportError, match=r"has no best.safetensors: .* \(`finetune-tui resume grid` rebuilds it\)"):
+        export_run(rdir)
+    assert [rd.run_id for rd in Orchestrator(rdir.parent).pending()] == ["lost"]  # what resume starts again
+    assert worker_main([str(rdir)]) == 0
+    assert [s.resumed_from_epoch for s in of_type(rdir, "started")] == [0, 3]
+    assert_same_training(reference, rdir)
+    assert load_classifier(rdir / "best.safetensors")[1]["epoch"] == 3
+    assert load_run(rdir).summary.notes == []
+
+
+def test_kept_weights_of_an_earlier_epoch_gone_retrains_the_run(tmp_path, reference):
+    rdir = make_run(tmp_path, "lost", strategy="frozen", epochs=3)
+    assert worker_main([str(rdir)]) == 0
+    rewrite_point(rdir, first_best_epoch)  # the point now keeps epoch 1, whose weights only best.safetensors had
+    (rdir / "best.safetensors").unlink()
+    (rdir / "results.json").unlink()
+    summary = load_run(rdir).summary
+    assert summary.results_missing
+    assert worker_main([str(rdir)]) == 0
+    assert [s.resumed_from_epoch for s in of_type(rdir, "started")] == [0, 0]
+    assert of_type(rdir, "log")[-1].message == ("checkpoint refused: best.safetensors is missing or unreadable, but "
+                                                "last_state.pt's best is epoch 1 (ModelMetaError); restarted from "
+                                                "scratch")
+    assert_same_training(reference, rdir)
+    assert load_run(rdir).summary.status == "done"

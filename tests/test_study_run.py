@@ -246,6 +246,19 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, args, message):
     assert len(lines) == 1 and lines[0].startswith("finetune-tui: error: ") and message in lines[0]
 
 
+def test_cli_show_config_makes_the_checks_the_run_makes(tmp_path):
+    finished_run(tmp_path)
+    base = ("study", "run", "--runs", str(tmp_path), "--show-config")
+    bad = _cli(*base, "--extractors", "run:g/nope")  # printed as a valid study before
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "finetune-tui: error: no run 'nope' in grid 'g'; `finetune-tui runs --grid g` lists them"], bad.stderr
+    unknown = _cli(*base, "--datasets", "nope")
+    assert unknown.returncode == 2 and "dataset 'nope' not found" in unknown.stderr
+    missing = _cli(*base, "--datasets", "mnist", "--data-root", str(tmp_path))  # data not there yet: said, not fatal
+    assert missing.returncode == 0 and 'datasets = ["mnist"]' in missing.stdout
+    assert missing.stderr.startswith("finetune-tui: warning: dataset 'mnist' needs MNIST")
+
+
 def test_cli_show_config_round_trips(tmp_path):
     proc = _cli("study", "run", "--datasets", "digits", "--extractors", "small_cnn,efficientnet_lite0@96",
                 "--sample", "300", "--show-config")

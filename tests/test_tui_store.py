@@ -217,6 +217,30 @@ def test_export_summary_appears(tmp_path):
     assert info.cpu_b1_p50_ms == 2.5 and info.onnx_accuracy == 0.9
 
 
+def test_done_run_whose_results_go_says_so_and_how_to_get_them_back(tmp_path):
+    root = tmp_path / "runs"
+    store_finished(root, export=False)
+    watcher = StoreWatcher(root)
+    key = "study/transport__resnet50__full"
+    assert not watcher.poll().runs[key].summary.results_missing
+    RunDir(root / key).results_file.unlink()
+    snaps = [watcher.poll() for _ in range(EXPORT_EVERY)]  # looked at with the export, on the slow polls
+    run = [s for s in snaps if s is not None][-1].runs[key]
+    note = "results.json is missing (deleted?); `finetune-tui resume study` trains it again"  # no resume point
+    assert run.status == "done" and run.summary.notes[0] == note
+    assert StoreWatcher(root).poll().runs[key].summary.notes[0] == note  # a TUI opened afterwards says the same
+
+
+def test_grid_folder_without_grid_json_is_shown_with_its_runs(tmp_path):
+    root = tmp_path / "runs"
+    store_finished(root, export=False)
+    GridDir(root / "study").info_file.unlink()
+    (root / "notes").mkdir()  # a folder of the user's, with no runs: not a grid
+    snap = StoreWatcher(root).poll()
+    assert list(snap.grids) == ["study"] and len(snap.runs) == len(list((root / "study").iterdir()))
+    assert snap.grids["study"].problem.startswith(f"{root / 'study' / 'grid.json'} is missing: its runs are shown")
+
+
 def test_run_tail_follows_one_run(running):
     rdir = running.root / "live" / "footwear__resnet50__frozen"
     tail = RunTail(rdir)

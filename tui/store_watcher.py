@@ -34,6 +34,7 @@ from engine.store import (
     is_locked,
     load_run,
     settle,
+    settle_finished,
 )
 
 Signature = tuple[int, int, int] | None  # (inode, size, mtime_ns) of a file, None when missing
@@ -223,7 +224,7 @@ class RunTracker:
     def _visible(self) -> tuple:
         s = self.summary
         return (s.updated_at, s.status, self.problem, self.alive, self.export, self.cancel, s.unreadable_events,
-                s.newer_events, len(s.warnings))
+                s.newer_events, len(s.warnings), s.results_missing)
 
     def poll(self, slow: bool = True) -> bool:
         """Bring the run up to date; True when anything visible changed.
@@ -257,6 +258,8 @@ class RunTracker:
                 settle(self.summary, self.alive, self.path)
         live = self.summary.status in ("running", "queued")
         self.cancel = live and os.path.exists(self._cancel)
+        if slow:
+            settle_finished(self.summary, self.dir)  # a done run's results.json or best.safetensors deleted since
         if self.summary.status == "done" and slow:
             self._check_export()
 
@@ -336,7 +339,7 @@ class StoreWatcher:
             # existing folders, taken as they are (RunStore.grid would refuse a name no grid can be given)
             self._candidates = {g: self._candidates.get(g) or GridDir(self.root / g) for g in names}
         # a grid folder may get its grid file after the folder itself: look for it on every poll
-        grids = [g for g, gd in self._candidates.items() if gd.exists()]
+        grids = [g for g, gd in self._candidates.items() if gd.listed()]
         if grids != self._grid_list:
             self._grid_list = grids
             changed = True

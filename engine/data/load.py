@@ -29,7 +29,7 @@ from .errors import DataError
 from .names import folder_spec, is_folder
 from .raw import RawDataset
 from .recipes import RECIPE_SEED, DatasetRecipe, draw_recipe, get_recipe
-from .select import Rows, Selection, select
+from .select import Rows, Selection, select, too_few_to_carve
 from .sources import SOURCES
 from .splits import DatasetSplits, to_split
 
@@ -254,6 +254,21 @@ def load_recipe(recipe: DatasetRecipe, data_root: str | Path = "data", *, val_fr
     return OpenDataset(recipe.name, arrays, selection).materialise()
 
 
+def _check_class_sizes(name: str, tree: "folder.Tree", skipped: set[str]) -> None:
+    """What every run would fail on after loading, said before the grid starts: a class left without training
+    images (all of them unreadable and skipped), or a flat folder's class too small to carve a test split."""
+    counts = [0] * len(tree.classes)
+    for path, label in zip(tree.train.names, tree.train.labels):
+        counts[label] += path not in skipped
+    need = 2 if tree.test is None else 1
+    for cls, n in zip(tree.classes, counts):
+        if n < need:
+            if n == 0 and skipped:
+                raise DataError(f"dataset {name!r}: class {cls!r} has no readable training image left once the "
+                                "unreadable ones are skipped; fix them or remove the class folder")
+            raise DataError(too_few_to_carve(name, cls, n))
+
+
 def check_dataset(name: str, data_root: str | Path = "data", download: bool = False, *,
                   cache: DatasetCacheDir | None = None, on_bad_image: str = "fail") -> list[tuple[str, str]]:
     """Raise DataError now if ``name`` can't be loaded later; returns the unreadable images ``skip`` leaves out.
@@ -269,6 +284,7 @@ def check_dataset(name: str, data_root: str | Path = "data", download: bool = Fa
         if bad and on_bad_image == "fail":
             where = cache.scan_file(folder.fingerprint(tree, scan.FORMAT)) if cache is not None else None
             scan.fail_on(name, tree.root, bad, where)
+        _check_class_sizes(name, tree, {p for p, _ in bad})
         return bad
     recipe = get_recipe(name)
     if embedded.matches(recipe):

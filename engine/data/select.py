@@ -46,6 +46,11 @@ def _rows(arrays: SourceArrays, rows: np.ndarray) -> Rows:
     return Rows(rows, arrays.labels[rows], arrays.index[rows])
 
 
+def too_few_to_carve(name: str, cls: str, n: int) -> str:
+    return (f"dataset {name!r}: class {cls!r} has {n} image(s); a flat folder needs at least 2 per class to carve "
+            "a test split (or use train/ and test/ folders)")
+
+
 def carve_test(arrays: SourceArrays, rows: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     """A flat folder's test split: 20% of its images, stratified, with the recipe seed (fixed: every run is
     scored on the same images)."""
@@ -54,9 +59,7 @@ def carve_test(arrays: SourceArrays, rows: np.ndarray, name: str) -> tuple[np.nd
     y = arrays.labels[rows]
     counts = np.bincount(y, minlength=len(arrays.classes))
     if counts.min() < 2:
-        small = arrays.classes[int(counts.argmin())]
-        raise DataError(f"dataset {name!r}: class {small!r} has {counts.min()} image(s); a flat folder needs "
-                        f"at least 2 per class to carve a test split (or use train/ and test/ folders)")
+        raise DataError(too_few_to_carve(name, arrays.classes[int(counts.argmin())], int(counts.min())))
     try:
         keep, held = train_test_split(np.arange(len(y)), test_size=TEST_FRACTION, stratify=y,
                                       random_state=RECIPE_SEED)

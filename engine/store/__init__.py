@@ -52,6 +52,7 @@ from engine.store.summary import (
     is_dead_worker_error,
     selection_key,
     settle,
+    settle_finished,
 )
 from engine.store.writer import RunWriter
 
@@ -61,5 +62,5 @@ __all__ = [
     "RunSummary", "RunWriter", "StoreError", "StudyDir", "StudyStatus", "TestProbs", "atomic_write",
     "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "best_epoch_of", "cell_key", "check_name",
     "dataset_cache_for", "default_root", "default_root_and_source", "file_key", "fold", "fold_batch",
-    "is_dead_worker_error", "is_locked", "load_run", "read_json", "read_json_object", "selection_key", "settle",
+    "is_dead_worker_error", "is_locked", "load_run", "read_json", "read_json_object", "selection_key", "settle", "settle_finished",
 ]

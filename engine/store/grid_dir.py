@@ -48,13 +48,39 @@ class GridDir(ControlledFolder):
     def exists(self) -> bool:
         return self.info_file.is_file()
 
+    def orphaned(self) -> bool:
+        """No grid.json, but run folders: a grid whose file went (deleted, or a copy that left it out).
+        Listed with its runs, so they are not lost from sight; it can't be resumed without the file."""
+        if self.exists() or self.name.startswith((".", "_")):  # the dataset cache, the trackers' folders
+            return False
+        try:
+            return any(RunDir(p).is_run() for p in self.path.iterdir() if p.is_dir())
+        except OSError:
+            return False
+
+    def listed(self) -> bool:
+        """A grid to show: one with its grid.json, or an orphaned one (``orphaned``)."""
+        return self.exists() or self.orphaned()
+
     def run(self, run_id: str) -> RunDir:
         return RunDir(self.path / run_id)
 
     # --- grid.json ---------------------------------------------------------------
 
     def info(self) -> dict:
-        return read_json_object(self.info_file)
+        try:
+            return read_json_object(self.info_file)
+        except MissingFile:
+            if self.orphaned():
+                raise MissingFile(self.orphan_problem()) from None
+            raise
+
+    def orphan_problem(self) -> str:
+        """What an orphaned grid (``orphaned``) lacks and how to mend it; '' for any other folder."""
+        if not self.orphaned():
+            return ""
+        return (f"{self.info_file} is missing: its runs are shown, but the grid can't be resumed without it; run "
+                "the grid's command again (same settings and --name) to write it")
 
     def config(self) -> "GridConfig":
         """The grid's config as stored; StoreError naming grid.json when it can't be read."""

@@ -12,7 +12,7 @@ from engine.store.dataset_cache import DatasetCacheDir
 from engine.store.grid_dir import GridDir
 from engine.store.run_dir import RunDir
 from engine.store.study_dir import StudyDir
-from engine.store.summary import RunSummary, fold_batch, settle
+from engine.store.summary import RunSummary, fold_batch, settle, settle_finished
 
 DEFAULT_ROOT = "runs"
 
@@ -80,6 +80,7 @@ def load_run(run_dir: str | Path | RunDir, grid: str = "") -> RunRecord:
         settle(summary, live.alive, rd.path, because=live.dead_because())
     elif summary.status == "queued":
         settle(summary, rd.alive(), rd.path, grid_running=GridDir(rd.path.parent).running())
+    settle_finished(summary, rd)
     return RunRecord(rd.path, summary)
 
 
@@ -130,7 +131,7 @@ class RunStore:
             return []
 
     def grids(self) -> list[str]:
-        return sorted(p.name for p in self._folders() if GridDir(p).exists())
+        return sorted(p.name for p in self._folders() if GridDir(p).listed())
 
     def grid(self, name: str) -> GridDir:
         """The grid folder for ``name`` (which may not exist yet); refuses names that leave the store
@@ -165,8 +166,10 @@ class RunStore:
         return self._existing(self.study(name), "study", "studies", self.studies)
 
     def find_grid(self, name: str) -> GridDir:
-        """An existing grid by name; StoreError listing the store's grids otherwise."""
-        return self._existing(self.grid(name), "grid", "grids", self.grids)
+        """An existing grid by name (an orphaned one too: its runs can be listed); StoreError listing the
+        store's grids otherwise."""
+        gdir = self.grid(name)
+        return gdir if gdir.orphaned() else self._existing(gdir, "grid", "grids", self.grids)
 
     def find_run(self, grid: str, run_id: str) -> RunDir:
         gdir = self.find_grid(grid)

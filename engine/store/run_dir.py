@@ -20,7 +20,9 @@ Readers never import torch: the TUI, the report and ``predict`` use them.
 
 from __future__ import annotations
 
+import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -44,6 +46,46 @@ if TYPE_CHECKING:
 
     from engine.config import RunConfig
     from engine.model_meta import ModelMeta
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _square(v) -> bool:
+    return isinstance(v, list) and all(isinstance(r, list) and len(r) == len(v) and all(map(_whole, r)) for r in v)
+
+
+# results.json's keys (engine.metrics.test_results and the trainer's additions), each with its check; a
+# key not listed, or missing, is left to its reader
+RESULTS_TYPES: dict[str, tuple[str, Callable]] = {
+    **{k: ("a number", _number) for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro",
+                                          "precision_weighted", "recall_weighted", "f1_weighted", "train_seconds",
+                                          "total_seconds", "cpu_seconds", "peak_rss_mb")},
+    **{k: ("a whole number", _whole) for k in ("n_test", "best_epoch", "epochs_run", "image_size")},
+    "classes": ("a list of names", lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v)),
+    "per_class": ("a table of per-class numbers", lambda v: isinstance(v, dict) and all(
+        isinstance(row, dict) and all(map(_number, row.values())) for row in v.values())),
+    "confusion_matrix": ("a square table of counts", _square),
+    "top_errors": ("a list of tables", lambda v: isinstance(v, list) and all(isinstance(e, dict) for e in v)),
+    "skipped_images": ("a list of paths", lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v)),
+    "phases": ("a table of seconds", lambda v: isinstance(v, dict) and all(map(_number, v.values()))),
+}
+
+
+def results_misfit(obj: dict) -> str:
+    """The first known key of a results.json holding the wrong type, said in words; '' when all fit."""
+    for key, (what, fits) in RESULTS_TYPES.items():
+        if key in obj and not fits(obj[key]):
+            return f"{key} should be {what}, not {json.dumps(obj[key])[:40]}"
+    matrix, classes = obj.get("confusion_matrix"), obj.get("classes")
+    if isinstance(matrix, list) and isinstance(classes, list) and len(matrix) != len(classes):
+        return f"confusion_matrix has {len(matrix)} rows for {len(classes)} classes"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -179,11 +221,17 @@ class RunDir(StoreFolder):
         return read_json_object(self.summary_file)
 
     def results(self) -> dict | None:
-        """results.json (test metrics, per-class report, confusion matrix, top errors); None before the test."""
+        """results.json (test metrics, per-class report, confusion matrix, top errors); None before the test;
+        StoreError naming the file and its first misfit key when a known key holds the wrong type."""
         try:
-            return read_json_object(self.results_file)
+            obj = read_json_object(self.results_file)
         except MissingFile:
             return None
+        bad = results_misfit(obj)
+        if bad:
+            raise StoreError(f"{self.results_file}: {bad}; delete it and `finetune-tui resume {self.grid_name}` "
+                             "tests the run again")
+        return obj
 
     def lr_find(self) -> dict | None:
         """lr_find.json: ``{"stage", "lrs", "losses", "suggestion", ...}`` (engine.lr_find.LrCurve); None when the
@@ -213,15 +261,26 @@ class RunDir(StoreFolder):
 
         if not self.probs_file.exists():
             return None
+        again = f"delete it and `finetune-tui resume {self.grid_name}` tests the run again"
         try:
-            with np.load(self.probs_file, allow_pickle=False) as npz:
+            npz = np.load(self.probs_file, allow_pickle=False)
+        except (OSError, ValueError, EOFError):  # numpy's words for "not an .npz" talk about pickles
+            raise StoreError(f"{self.probs_file} is not a numpy .npz file (damaged?); {again}") from None
+        try:
+            with npz:
                 probs = np.asarray(npz["probs"], dtype=np.float64)
                 labels = np.asarray(npz["labels"], dtype=np.int64)
-                preds = np.asarray(npz["preds"], dtype=np.int64) if "preds" in npz else probs.argmax(1)
+                preds = np.asarray(npz["preds"], dtype=np.int64) if "preds" in npz else None
                 index = np.asarray(npz["index"], dtype=np.int64) if "index" in npz else None
-        except (OSError, KeyError, ValueError) as exc:
-            raise StoreError(f"{self.probs_file} is unreadable ({exc})") from None
-        return TestProbs(probs, labels, preds, index)
+        except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as exc:
+            raise StoreError(f"{self.probs_file} is unreadable ({type(exc).__name__}: {exc}); {again}") from None
+        n = len(labels)
+        shapes_fit = (probs.ndim == 2 and probs.shape[0] == n and probs.shape[1] >= 2 and labels.ndim == 1
+                      and all(a is None or a.shape == (n,) for a in (preds, index)))
+        if not shapes_fit or not np.isfinite(probs).all():
+            raise StoreError(f"{self.probs_file} doesn't hold one finite row of probabilities per test label "
+                             f"(probs {probs.shape}, labels {labels.shape}); {again}")
+        return TestProbs(probs, labels, probs.argmax(1) if preds is None else preds, index)
 
     def checkpoint_meta(self) -> "ModelMeta":
         """The ``ModelMeta`` of best.safetensors, read from the file's header (no torch)."""

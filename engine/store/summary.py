@@ -1,6 +1,6 @@
 """A run's summary: the fold of its event stream, what every list view shows.
 
-Two rules live here and nowhere else:
+Three rules live here and nowhere else:
 
 - **best**: the kept checkpoint is the epoch with the lowest validation loss
   (the first one, as the trainer keeps only strict improvements); a run's
@@ -9,6 +9,9 @@ Two rules live here and nowhere else:
 - **dead worker**: a run whose events say ``running`` but whose worker holds
   no lock any more (or, on another host, stopped beating) died without a
   final event (``settle``).
+- **done means tested**: a finished run whose results.json has gone since
+  (deleted, or a copy of the store that left it out) says so in its notes,
+  and how ``resume`` brings it back (``settle_finished``).
 
 Folding never trusts what it reads: events come checked field by field
 (``engine.events``), values nested in their dicts are taken only when they have
@@ -26,6 +29,7 @@ from engine import events as ev
 from engine.errors import disk_full_message, free_megabytes
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "unreadable")
+UNSTORED = ("results_missing", "retest")  # RunSummary fields read from the run folder each time, not from summary.json
 BEST_RULE = "best = the epoch with the lowest validation loss (the kept checkpoint); runs are ranked by its val accuracy"
 DEAD_WORKER = "worker stopped without a final event (killed or crashed); run the grid again to resume it"
 NOT_STARTED = "not started: its grid stopped"
@@ -81,9 +85,16 @@ class RunSummary:
     events_missing: bool = False  # events.jsonl holds less than this summary was folded from
     total_seconds: float | None = None  # the finishing worker's wall time, start to end (None: not recorded)
     phases: dict = field(default_factory=dict)  # its seconds per phase: startup, data, model, features, train, test
+    # read from the folder, never stored (settle_finished): a done run's results.json is gone, and whether its
+    # resume point can bring it back without training again
+    results_missing: bool = False
+    retest: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        for name in UNSTORED:
+            out.pop(name)
+        return out
 
     @classmethod
     def from_dict(cls, obj: dict) -> "RunSummary":
@@ -95,7 +106,7 @@ class RunSummary:
                 bad.append(name)
         if bad:
             raise TypeError(f"summary field(s) of the wrong type: {', '.join(bad)}")
-        names = set(cls.__dataclass_fields__)
+        names = set(cls.__dataclass_fields__) - set(UNSTORED)
         summary = cls(**{k: v for k, v in obj.items() if k in names})
         at_best = _at(summary.val_acc_history, summary.best_epoch)
         if at_best is not None and not summary.val_loss_history:
@@ -129,6 +140,9 @@ class RunSummary:
                        f"(v{self.newer_version}); upgrade to read them")
         if self.events_missing:
             out.append("events are missing: events.jsonl is shorter than its summary (the summary is kept)")
+        if self.results_missing:
+            again = "tests it again from its last checkpoint" if self.retest else "trains it again"
+            out.append(f"results.json is missing (deleted?); `finetune-tui resume {self.grid}` {again}")
         return out + list(self.warnings)
 
 
@@ -292,6 +306,23 @@ def settle(summary: RunSummary, alive: bool, run_dir, grid_running: bool | None 
         if free is not None and free < LOW_DISK_MB:
             summary.status, summary.error_kind = "failed", "disk_full"
             summary.error = f"{NOT_STARTED}; {disk_full_message(run_dir, free)}"
+    return summary
+
+
+def settle_finished(summary: RunSummary, run_dir) -> RunSummary:
+    """The done-means-tested rule: a ``done`` run whose results.json is gone says so, in ``results_missing``
+    (in place; its notes say how ``resume`` brings it back).
+
+    ``run_dir`` is the run's ``RunDir``. The summary's test metrics came with the finished event and stand;
+    the per-class report, confusion matrix and worst errors were in the file. ``resume`` starts such a run
+    again (``Orchestrator.pending``, which also takes a done run whose best.safetensors is gone): its worker
+    re-tests from the last epoch's resume point (rebuilding best.safetensors when that epoch was the kept
+    one), else trains it again.
+    """
+    summary.results_missing = summary.status == "done" and not run_dir.results_file.is_file()
+    # the resume point holds the last epoch's weights: enough unless the kept epoch was an earlier one
+    summary.retest = summary.results_missing and run_dir.state_file.is_file() and (
+        run_dir.best.is_file() or summary.best_epoch == summary.epoch)
     return summary
 
 

@@ -17,17 +17,12 @@ import numpy as np
 import torch
 
 from engine.config import StudyConfig
-from engine.data import DatasetSplits, check_dataset, open_dataset
+from engine.data import DatasetSplits, open_dataset
 from engine.data.recipes import draw_balanced
 from engine.store import DatasetCacheDir
 from engine.transforms import preprocess
 
 Step = Callable[[int, int], None]  # (images done, images in all); may raise to cancel
-
-
-def check_data(name: str, cfg: StudyConfig, cache: DatasetCacheDir | None = None) -> None:
-    """Fail fast (DataError, one line) when a dataset can't be had; downloads it once if allowed."""
-    check_dataset(name, cfg.data_root, download=cfg.download, cache=cache)
 
 
 def load_splits(name: str, cfg: StudyConfig, cache: DatasetCacheDir | None = None) -> tuple[DatasetSplits, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from engine.config import ConfigError, StudyConfig
@@ -20,14 +21,24 @@ from engine.study.progress import StudyBusy
 START_WAIT = 60.0  # seconds to wait for a detached study to hold its lock (it imports torch first)
 
 
-def validate(cfg: StudyConfig, store: RunStore) -> None:
-    """Fail before anything starts: unknown datasets or extractors, missing data, runs not finished."""
-    from engine.study import adapter
+def validate(cfg: StudyConfig, store: RunStore, missing_data: Callable | None = None) -> None:
+    """Fail before anything starts: unknown datasets or extractors, missing data, runs not finished.
+
+    With ``missing_data`` (``study run --show-config``) nothing is downloaded, and data that can't be had
+    is handed to it instead of raised; an unknown dataset name still raises (as ``orchestrator.validate``)."""
+    from engine.data import DataError, UnknownDatasetError, check_dataset
     from engine.study.extractors import resolve
 
     resolve(cfg, store)
     for ds in cfg.datasets:
-        adapter.check_data(ds, cfg, store.dataset_cache)
+        try:
+            check_dataset(ds, cfg.data_root, download=cfg.download and missing_data is None, cache=store.dataset_cache)
+        except UnknownDatasetError:
+            raise
+        except DataError as exc:
+            if missing_data is None:
+                raise
+            missing_data(exc)
 
 
 def prepare(cfg: StudyConfig, root: str | Path) -> StudyDir:

@@ -15,10 +15,13 @@ Names are checked against the registries (backbones, baselines) and runs are rea
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from engine.config import ConfigError, StudyConfig
 from engine.store import RunStore, StoreError, load_run
+
+log = logging.getLogger(__name__)
 
 RUN, GRID = "run:", "grid:"
 
@@ -97,7 +100,13 @@ def resolve(cfg: StudyConfig, store: RunStore) -> list[Extractor]:
         elif spec.startswith(GRID):
             name = spec[len(GRID):]
             gdir = store.find_grid(name)
-            finished = [rd for rd in gdir.run_dirs() if load_run(rd).summary.status == "done" and rd.has_checkpoint()]
+            finished = []
+            for rd in gdir.run_dirs():
+                rec = load_run(rd)
+                if rec.problem:  # not silently: the user asked for every run of the grid
+                    log.warning("study extractor %s leaves out %s: %s", spec, rd.run_id, rec.problem)
+                elif rec.summary.status == "done" and rd.has_checkpoint():
+                    finished.append(rd)
             if not finished:
                 raise StoreError(f"study extractor {spec!r}: grid {name!r} has no finished run yet")
             out += [_run_extractor(store, name, rd.run_id) for rd in finished]
