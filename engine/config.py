@@ -98,7 +98,9 @@ class TrainConfig:
     # or train (batch statistics, updated as Keras does: the seed's); random weights always train them
     bn: str = "frozen"
     ema: bool = False  # evaluate and keep an exponential moving average of the weights (timm's ModelEmaV3)
-    ema_decay: float = 0.998  # per step, warmed up (timm's use_warmup)
+    # per step, warmed up (timm's use_warmup: 1 - (1 + step) ** -2/3 until it reaches this, after 11,181 steps for
+    # 0.998; a run that ends sooner says in its log what decay it reached)
+    ema_decay: float = 0.998
     clip_grad: float = 0.0  # clip the gradient's global L2 norm to this; 0 = off
     mixup: float = 0.0  # Mixup alpha (timm's Mixup); 0 = off
     cutmix: float = 0.0  # CutMix alpha; 0 = off (with both on, each batch picks one)

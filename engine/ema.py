@@ -9,6 +9,7 @@ before training goes on. Its state goes into the resume point.
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 from torch import nn
@@ -23,6 +24,18 @@ class WeightAverage:
         self.ema = ModelEmaV3(model, decay=decay, use_warmup=True)
         self.ema.module.requires_grad_(False)
         self.updates = 0
+
+    def short_of_decay(self, steps: int) -> str:
+        """A line for the run's log when its ``steps`` end before the warm-up reaches the configured decay
+        (timm's schedule, 1 - (1 + step) ** -2/3, reaches 0.998 after 11,181 steps); '' otherwise."""
+        end, decay = self.ema.get_decay(steps), self.ema.decay
+        if end >= decay:
+            return ""
+        # timm counts a step from update_after_step + 1
+        need = math.ceil(((1 - decay) ** (-1 / self.ema.warmup_power) - 1) * self.ema.warmup_gamma
+                         ) + self.ema.update_after_step + 1
+        return (f"EMA: the decay warms up to {end:.4f} by the last of about {steps} steps; train.ema_decay {decay:g} "
+                f"would take {need:,.0f} steps (an average of about the last {1 / (1 - end):.0f} steps)")
 
     def update(self, model: nn.Module) -> None:
         self.updates += 1

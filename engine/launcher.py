@@ -67,9 +67,15 @@ def local_capacity(request: Resources) -> int:
 
 
 def project_env(env: dict | None = None) -> dict:
-    """The environment with this checkout first on PYTHONPATH, so an un-installed checkout works too."""
+    """The environment with this checkout first on PYTHONPATH, so an un-installed checkout works too.
+
+    PYTHONSAFEPATH: ``python -m engine.worker`` (and the orchestrator, a study, the TUI's commands) would
+    otherwise put the current folder first on sys.path, and a user's own ``engine/`` or ``tui/`` package
+    there would be imported instead of ours: a detached grid then died at its first import, never started.
+    """
     env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = PROJECT_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONSAFEPATH"] = "1"
     return env
 
 

@@ -85,7 +85,8 @@ def recommended() -> GridConfig:
     # two_stage's layer-wise LRs (x0.8 per group) cost 0.4-0.6 points, a head warm-up gained nothing, 64 and
     # 80 px lost 0.3-0.8, crop/flip/jitter lost 0.9 (every footwear image faces the same way: a mirrored shoe
     # is not in the data); Mixup and CutMix tied it, SGD and a linear head lost 0.2-0.3, stochastic depth
-    # 0.3-0.4, label smoothing 0.2 0.1, and the seed alone moves it by 0.2 (0.977-0.979).
+    # 0.3-0.4, label smoothing 0.2 0.1, no EMA or a longer one 0.16, LR 3e-4 0.3, and the seed alone moves it
+    # by 0.2 (0.977-0.979).
     return GridConfig(
         name="recommended",
         datasets=("footwear",),

@@ -592,6 +592,11 @@ class Trainer:
         if self._refused:
             self.writer.emit(ev.Log(level="warning", message=f"checkpoint refused: {self._refused}; "
                                                              "restarted from scratch"))
+        if self.ema is not None and point is None:
+            note = self.ema.short_of_decay(tc.epochs * math.ceil(train_rows(len(self.data["train"]),
+                                                                          cfg.data.batch_size) / cfg.data.batch_size))
+            if note:
+                self.writer.emit(ev.Log(message=note))
         if point is not None and self.writer.summary.epoch < state.epoch:
             for event in resume_point.replay_events(point):  # saved, but killed before it was announced
                 self.writer.emit(event)

@@ -256,3 +256,24 @@ def test_unexpected_errors_are_one_line(tmp_path, monkeypatch, capsys):
     crash_file = Path(err.split("traceback in ")[1].split(";")[0])
     assert "RuntimeError: something internal broke" in crash_file.read_text()
     crash_file.unlink()
+
+
+def test_a_grid_started_from_a_folder_with_its_own_engine_package_runs(tmp_path, stop_grids):
+    # the detached orchestrator (python -m engine.orchestrator) imported the user's engine/ from the folder the
+    # command ran in, died at once, and its runs stayed "queued" without a word
+    script = Path(sys.executable).parent / "finetune-tui"  # the console script, as a user runs it
+    if not script.is_file():
+        pytest.skip("finetune-tui is not installed next to this Python")
+    project = tmp_path / "my_project"
+    for package in ("engine", "tui", "export"):
+        (project / package).mkdir(parents=True)
+        (project / package / "__init__.py").write_text(f"raise ImportError('the project own {package}')\n")
+    root = str(tmp_path / "runs")
+    r = subprocess.run([str(script), "run", *FAST, "--strategies", "frozen", "--epochs", "1", "--name", "mine",
+                        "--runs", root, "--detach"], capture_output=True, text=True, timeout=180, cwd=project,
+                       env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert r.returncode == 0, r.stderr
+    gdir = GridDir(Path(root) / "mine")
+    assert wait_for(lambda: not gdir.running(), timeout=180)
+    assert statuses(root, "mine") == {"digits__test_efficientnet__frozen": "done"}
+    assert "ImportError" not in gdir.orchestrator_log.read_text()

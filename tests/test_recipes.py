@@ -301,6 +301,21 @@ def test_ema_is_what_gets_evaluated_and_kept(tmp_path):
     if metrics_of(rdir)["is_best"].tolist()[-1]:
         best = load_file(rdir / "best.safetensors")
         assert torch.equal(best[key], ema[key]) and not torch.equal(best[key], raw[key])
+    assert not [e for e in of_type(rdir, "log") if e.message.startswith("EMA")]  # 0.9 is reached in 42 steps
+
+
+def test_an_ema_decay_the_warm_up_never_reaches_is_said_in_the_runs_log():
+    # the preset's run: 8 epochs of 141 steps end at 0.9908, where train.ema_decay says 0.998 (it takes 11,181)
+    import torch
+
+    from engine.ema import WeightAverage
+
+    ema = WeightAverage(torch.nn.Linear(2, 2), 0.998)
+    assert ema.short_of_decay(1128) == ("EMA: the decay warms up to 0.9908 by the last of about 1128 steps; "
+                                        "train.ema_decay 0.998 would take 11,181 steps (an average of about the "
+                                        "last 108 steps)")
+    assert ema.ema.get_decay(11181) >= 0.998 > ema.ema.get_decay(11180)  # the count it names
+    assert ema.short_of_decay(11181) == ""
 
 
 def len_train(rdir):

@@ -241,6 +241,28 @@ def test_grid_folder_without_grid_json_is_shown_with_its_runs(tmp_path):
     assert snap.grids["study"].problem.startswith(f"{root / 'study' / 'grid.json'} is missing: its runs are shown")
 
 
+def test_queued_runs_of_a_grid_no_orchestrator_drives_say_so_until_it_runs_again(tmp_path):
+    # an orchestrator killed (or dead at start) left its queued runs "queued" without a word
+    from engine.store import load_run
+
+    store = store_running(tmp_path / "runs")
+    watcher = StoreWatcher(store.root)
+    queued = [k for k, r in watcher.poll().runs.items() if r.status == "queued"]
+    assert queued and all(not watcher.snapshot.runs[k].summary.notes for k in queued)
+    grid_lock, *workers = store.locks
+    grid_lock.release()  # the orchestrator is gone; two workers still hold their runs
+    stalled = ("queued, but grid live is not running (its orchestrator stopped: see orchestrator.log in the grid's "
+               "folder); `finetune-tui resume live` starts it")
+    runs = watcher.poll().runs
+    assert all(runs[k].summary.notes == [stalled] for k in queued)
+    assert load_run(RunDir(store.root / queued[0])).summary.notes == [stalled]  # `runs` says the same
+    assert all(stalled not in r.summary.notes for k, r in runs.items() if k not in queued)
+    store.locks = [hold_lock(GridDir(store.root / "live").lock_file), *workers]  # resumed
+    runs = watcher.poll().runs
+    assert all(runs[k].summary.notes == [] for k in queued)
+    store.release()
+
+
 def test_run_tail_follows_one_run(running):
     rdir = running.root / "live" / "footwear__resnet50__frozen"
     tail = RunTail(rdir)

@@ -13,7 +13,6 @@ Cancelling only writes a cancel request into the store (``engine.store``).
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from engine.launcher import project_env
 from engine.store import GridDir, RunDir, RunStore, StoreError
 
 START_TIMEOUT = 120.0  # validating a grid imports torch; the orchestrator then starts in the background
@@ -101,7 +101,7 @@ def _cli(args: list[str]) -> str:
     """Run ``finetune-tui ARGS`` in its own session; its stdout, or ActionError with its error line."""
     try:
         proc = subprocess.run(_command(args), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=START_TIMEOUT, start_new_session=True)
+                              timeout=START_TIMEOUT, start_new_session=True, env=project_env())
     except subprocess.TimeoutExpired:
         raise ActionError(f"`finetune-tui {' '.join(args)}` did not return in {START_TIMEOUT:.0f} s") from None
     if proc.returncode != 0:
@@ -137,7 +137,7 @@ def _spawn(args: list[str], log: Path, success: Callable[[str], str]) -> Child:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w", encoding="utf-8") as fh:
         proc = subprocess.Popen(_command(args), stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                start_new_session=True, env={**project_env(), "PYTHONUNBUFFERED": "1"})
     return Child(proc, log, success)
 
 

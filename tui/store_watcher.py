@@ -390,10 +390,11 @@ class StoreWatcher:
         if live != (state.running, state.cancel_requested):
             self._grids[grid] = dataclasses.replace(state, running=live[0], cancel_requested=live[1])
             changed = True
-            if state.running and not live[0]:  # its orchestrator ended: queued runs may never start now
+            if state.running != live[0]:  # its orchestrator ended (queued runs may never start now) or began
                 for run_dir in self._run_dirs.get(grid, []):
                     tracker = self._trackers.get(f"{grid}/{run_dir.name}")
-                    if tracker is not None and tracker.summary.status == "queued":
+                    if tracker is not None and tracker.summary.status == "queued" and (
+                            state.running or tracker.summary.stalled):
                         tracker.load()
                         tracker.publish()
         for run_dir in self._run_dirs.get(grid, []):

@@ -25,6 +25,23 @@ def grid_cache(grid: GridConfig, root: str | Path | None) -> DatasetCacheDir | N
     return RunStore(root).dataset_cache if root is not None else None
 
 
+def check_or_hand_on(name: str, data_root: str | Path, *, download: bool, cache: DatasetCacheDir | None,
+                     on_bad_image: str = "fail", missing_data: Callable[[DataError], None] | None = None
+                     ) -> list[tuple[str, str]]:
+    """check_dataset; with ``missing_data`` nothing is downloaded and data that can't be had is handed to it
+    (returning no unreadable images) instead of raised. An unknown dataset name always raises."""
+    try:
+        return check_dataset(name, data_root, download=download and missing_data is None, cache=cache,
+                             on_bad_image=on_bad_image)
+    except UnknownDatasetError:
+        raise
+    except DataError as exc:
+        if missing_data is None:
+            raise
+        missing_data(exc)
+        return []
+
+
 def check_grid_data(grid: GridConfig, root: str | Path | None = None,
                     missing_data: Callable[[DataError], None] | None = None) -> dict[str, list[tuple[str, str]]]:
     """check_dataset for each dataset of the grid (its first run's data settings: overrides count), raising on
@@ -38,17 +55,9 @@ def check_grid_data(grid: GridConfig, root: str | Path | None = None,
         d = run.data
         if d.dataset in seen:
             continue
-        try:
-            seen[d.dataset] = check_dataset(d.dataset, d.data_root, download=d.download and missing_data is None,
-                                            cache=cache if d.cache else None, on_bad_image=d.on_bad_image)
-        except UnknownDatasetError:
-            raise
-        except DataError as exc:
-            if missing_data is None:
-                raise
-            missing_data(exc)
-            seen[d.dataset] = []
-        bad = seen[d.dataset]
+        seen[d.dataset] = bad = check_or_hand_on(d.dataset, d.data_root, download=d.download,
+                                                 cache=cache if d.cache else None, on_bad_image=d.on_bad_image,
+                                                 missing_data=missing_data)
         if bad:
             shown = ", ".join(p for p, _ in bad[:INLINE]) + (f", and {len(bad) - INLINE} more" if len(bad) > INLINE
                                                              else "")

@@ -29,7 +29,7 @@ from engine import events as ev
 from engine.errors import disk_full_message, free_megabytes
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "unreadable")
-UNSTORED = ("results_missing", "retest")  # RunSummary fields read from the run folder each time, not from summary.json
+UNSTORED = ("results_missing", "retest", "stalled")  # RunSummary fields read from the run folder each time, not from summary.json
 BEST_RULE = "best = the epoch with the lowest validation loss (the kept checkpoint); runs are ranked by its val accuracy"
 DEAD_WORKER = "worker stopped without a final event (killed or crashed); run the grid again to resume it"
 NOT_STARTED = "not started: its grid stopped"
@@ -89,6 +89,7 @@ class RunSummary:
     # resume point can bring it back without training again
     results_missing: bool = False
     retest: bool = False
+    stalled: bool = False  # queued, in a grid no orchestrator drives (settle)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -140,6 +141,9 @@ class RunSummary:
                        f"(v{self.newer_version}); upgrade to read them")
         if self.events_missing:
             out.append("events are missing: events.jsonl is shorter than its summary (the summary is kept)")
+        if self.stalled and self.status == "queued":
+            out.append(f"queued, but grid {self.grid} is not running (its orchestrator stopped: see orchestrator.log "
+                       f"in the grid's folder); `finetune-tui resume {self.grid}` starts it")
         if self.results_missing:
             again = "tests it again from its last checkpoint" if self.retest else "trains it again"
             out.append(f"results.json is missing (deleted?); `finetune-tui resume {self.grid}` {again}")
@@ -296,7 +300,8 @@ def settle(summary: RunSummary, alive: bool, run_dir, grid_running: bool | None 
 
     Given ``grid_running`` (whether an orchestrator holds the grid), a ``queued`` run of a grid that
     nothing drives, on a nearly full disk, is ``failed`` too: its grid stopped for lack of space before it
-    could start it, and couldn't even write that down.
+    could start it, and couldn't even write that down. Elsewhere such a run is ``stalled`` (its notes say
+    so, and how to resume), until a call with ``grid_running`` True or its first event.
     """
     if summary.status == "running" and not alive:
         summary.status = "failed"
@@ -306,6 +311,9 @@ def settle(summary: RunSummary, alive: bool, run_dir, grid_running: bool | None 
         if free is not None and free < LOW_DISK_MB:
             summary.status, summary.error_kind = "failed", "disk_full"
             summary.error = f"{NOT_STARTED}; {disk_full_message(run_dir, free)}"
+        else:
+            summary.stalled = True  # killed, or died at start: its notes say how to go on
+    summary.stalled = summary.stalled and summary.status == "queued" and grid_running is not True
     return summary
 
 

@@ -26,19 +26,13 @@ def validate(cfg: StudyConfig, store: RunStore, missing_data: Callable | None = 
 
     With ``missing_data`` (``study run --show-config``) nothing is downloaded, and data that can't be had
     is handed to it instead of raised; an unknown dataset name still raises (as ``orchestrator.validate``)."""
-    from engine.data import DataError, UnknownDatasetError, check_dataset
+    from engine.data.check import check_or_hand_on
     from engine.study.extractors import resolve
 
     resolve(cfg, store)
     for ds in cfg.datasets:
-        try:
-            check_dataset(ds, cfg.data_root, download=cfg.download and missing_data is None, cache=store.dataset_cache)
-        except UnknownDatasetError:
-            raise
-        except DataError as exc:
-            if missing_data is None:
-                raise
-            missing_data(exc)
+        check_or_hand_on(ds, cfg.data_root, download=cfg.download, cache=store.dataset_cache,
+                         missing_data=missing_data)
 
 
 def prepare(cfg: StudyConfig, root: str | Path) -> StudyDir:
