@@ -29,7 +29,8 @@ from engine import events as ev
 from engine.errors import disk_full_message, free_megabytes
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "unreadable")
-UNSTORED = ("results_missing", "retest", "stalled")  # RunSummary fields read from the run folder each time, not from summary.json
+# RunSummary fields worked out from the run folder (its files, its grid's lock) each time, never kept in summary.json
+UNSTORED = ("results_missing", "retest", "stalled")
 BEST_RULE = "best = the epoch with the lowest validation loss (the kept checkpoint); runs are ranked by its val accuracy"
 DEAD_WORKER = "worker stopped without a final event (killed or crashed); run the grid again to resume it"
 NOT_STARTED = "not started: its grid stopped"
