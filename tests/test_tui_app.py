@@ -227,7 +227,7 @@ async def test_mark_three_runs_and_compare(tmp_path):
         assert "winners among the compared runs" in text
         # chosen on validation by the store's rule, its test accuracy beside it
         chosen = runs[min(marked, key=lambda k: selection_key(runs[k].summary))].summary
-        assert (f"{chosen.backbone}/{chosen.strategy} {chosen.best_val_acc * 100:.1f}% "
+        assert (f"{chosen.backbone} / {chosen.strategy} {chosen.best_val_acc * 100:.1f}% "
                 f"{chosen.test_accuracy * 100:.1f}%") in text
         assert " ".join(BEST_RULE.split()) in text
         await pilot.press("2")

@@ -205,4 +205,20 @@ def test_the_winners_best_run_names_its_grid_and_axis_values():
     b = run("g3/people__vgg16__full", best_val_acc=0.8, best_val_loss=0.5, test_accuracy=0.8)
     console = Console(width=200, record=True)
     console.print(winners_table(winners([a, b]), "winners", Palette()))
-    assert "g2/vgg16/full lr=0.0003" in console.export_text()
+    assert "g2 / vgg16 / full lr=0.0003" in console.export_text()
+
+
+def test_the_winners_table_breaks_lines_between_names_at_80_columns():
+    # it folded them mid-word: "g2/test_effici" over "entnet/frozen", "test_efficient" over "net"
+    from rich.console import Console
+
+    from tui.widgets.winners_table import winners_table
+
+    runs = [run(f"g{i}/digits__{b}__{s}", best_val_acc=acc, best_val_loss=1 - acc, test_accuracy=acc)
+            for i, (b, s, acc) in enumerate([("test_efficientnet", "frozen", 0.83), ("test_efficientnet", "full", 0.7),
+                                             ("test_resnet", "discriminative", 0.75)], 1)]
+    console = Console(width=80, record=True)
+    console.print(winners_table(winners(runs), "winners", Palette()))
+    words = console.export_text().split()
+    for name in ("g1", "test_efficientnet", "frozen", "discriminative", "test_resnet"):
+        assert name in words, console.export_text()

@@ -26,32 +26,36 @@ def _versus(name: str, runner_up: RunState | None, what: str, palette: Palette) 
 
 
 def _best_run(run: RunState) -> str:
-    """grid/backbone/strategy and its axis values: compared runs of several grids often share the rest."""
+    """grid / backbone / strategy and its axis values: compared runs of several grids often share the rest.
+    Spaced, so that a narrow terminal wraps it between names (rich breaks lines at spaces only)."""
     s = run.summary
-    label = "/".join(p for p in (s.grid, s.backbone, s.strategy) if p)
+    label = " / ".join(p for p in (s.grid, s.backbone, s.strategy) if p)
     return f"{label} {s.axes_text}" if s.axes_text else label
+
+
+def _longest_word(cells) -> int:
+    return max((len(word) for cell in cells for word in str(cell).split()), default=0)
 
 
 def winners_table(rows: list[Winners], title: str, palette: Palette) -> Table | Text:
     if not rows:
         return Text(f"{title}: no run has a validation score yet", style=palette.muted)
-    table = Table(box=None, padding=(0, 1), title=title, title_justify="left")
-    table.add_column("dataset", style="bold", overflow="fold")
-    table.add_column("best run", overflow="fold")
-    table.add_column("val acc", justify="right")
-    table.add_column("test acc", justify="right")
-    table.add_column("best strategy", overflow="fold")
-    table.add_column("best backbone", overflow="fold")
-    for w in rows:
-        judged = f" ({w.n_runs})" if w.finished else f" ({w.n_runs}, none finished)"
-        table.add_row(
-            w.dataset + judged,
-            _best_run(w.run),
-            Text(f"{fmt.pct(w.val_acc)}%", style=palette.best()),
-            f"{fmt.pct(w.test_acc)}%" if w.test_acc is not None else fmt.MISSING,
-            _versus(w.strategy, w.runner_up_strategy, "strategy", palette),
-            _versus(w.backbone, w.runner_up_backbone, "backbone", palette),
-        )
+    cells = [(w.dataset + (f" ({w.n_runs})" if w.finished else f" ({w.n_runs}, none finished)"), _best_run(w.run),
+              Text(f"{fmt.pct(w.val_acc)}%", style=palette.best()),
+              f"{fmt.pct(w.test_acc)}%" if w.test_acc is not None else fmt.MISSING,
+              _versus(w.strategy, w.runner_up_strategy, "strategy", palette),
+              _versus(w.backbone, w.runner_up_backbone, "backbone", palette)) for w in rows]
+    # one space between columns, none at the edges, and each column at least as wide as its longest name:
+    # at 80 columns the cells wrap between names instead of folding one ("test_efficientne" over "t")
+    table = Table(box=None, padding=(0, 1), collapse_padding=True, pad_edge=False, title=title,
+                  title_justify="left")
+    for i, (heading, justify) in enumerate([("dataset", "left"), ("best run", "left"), ("val", "right"),
+                                            ("test", "right"), ("best strategy", "left"),
+                                            ("best backbone", "left")]):
+        table.add_column(heading, justify=justify, overflow="fold", style="bold" if i == 0 else "",
+                         min_width=_longest_word(row[i] for row in cells) if justify == "left" else None)
+    for row in cells:
+        table.add_row(*row)
     return table
 
 
