@@ -209,8 +209,8 @@ class Orchestrator:
         out = []
         for rd in self.grid_dir.run_dirs():
             rec = load_run(rd)
-            tested = all(p.is_file() for p in (rd.results_file, rd.best, rd.probs_file))
-            if rec.problem or (rec.summary.status == "done" and tested):
+            if rec.problem or (rec.summary.status == "done" and all(
+                    p.is_file() for p in (rd.results_file, rd.best, rd.probs_file))):
                 continue
             if self.search is not None and self.search.is_settled(rd):  # a pruned trial is over
                 continue

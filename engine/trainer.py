@@ -396,11 +396,16 @@ class Trainer:
         self.scheduler.after_step()
         return logits, loss, truth
 
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps of a training epoch (``train_rows``: no last batch of one)."""
+        bs = self.cfg.data.batch_size
+        return math.ceil(train_rows(len(self.data["train"].y), bs) / bs)
+
     def train_epoch(self, epoch: int, gen: torch.Generator, aug_gen: torch.Generator | None) -> tuple[float, float, float]:
         set_train_mode(self.model, self.bn_mode)  # the cached-tail net shares these modules
         y_all = self.data["train"].y
-        n, bs = len(y_all), self.cfg.data.batch_size
-        steps = math.ceil(train_rows(n, bs) / bs)
+        bs = self.cfg.data.batch_size
+        steps = self.steps_per_epoch()
         total_loss = correct = seen = 0
         t0 = time.perf_counter()
         for step, (idx, xb) in enumerate(self._batches("train", bs, gen, images=not self._cached("train")), 1):
@@ -593,8 +598,7 @@ class Trainer:
             self.writer.emit(ev.Log(level="warning", message=f"checkpoint refused: {self._refused}; "
                                                              "restarted from scratch"))
         if self.ema is not None and point is None:
-            note = self.ema.short_of_decay(tc.epochs * math.ceil(train_rows(len(self.data["train"]),
-                                                                          cfg.data.batch_size) / cfg.data.batch_size))
+            note = self.ema.short_of_decay(tc.epochs * self.steps_per_epoch())
             if note:
                 self.writer.emit(ev.Log(message=note))
         if point is not None and self.writer.summary.epoch < state.epoch:

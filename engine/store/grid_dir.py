@@ -22,6 +22,7 @@ from engine.errors import StoreError
 from engine.store.atomic import MissingFile, atomic_write_json, read_json_object
 from engine.store.folder import ControlledFolder
 from engine.store.run_dir import RunDir
+from engine.store.study_dir import StudyDir
 
 if TYPE_CHECKING:
     from engine.config import GridConfig
@@ -51,8 +52,8 @@ class GridDir(ControlledFolder):
     def orphaned(self) -> bool:
         """No grid.json, but run folders: a grid whose file went (deleted, or a copy that left it out).
         Listed with its runs, so they are not lost from sight; it can't be resumed without the file."""
-        if self.exists() or self.name.startswith((".", "_")):  # the dataset cache, the trackers' folders
-            return False
+        if self.exists() or self.name.startswith((".", "_")) or StudyDir(self.path).exists():
+            return False  # a grid, the dataset cache, the trackers' folders, a study: no need to look inside
         try:
             return any(RunDir(p).is_run() for p in self.path.iterdir() if p.is_dir())
         except OSError:
@@ -71,8 +72,9 @@ class GridDir(ControlledFolder):
         try:
             return read_json_object(self.info_file)
         except MissingFile:
-            if self.orphaned():
-                raise MissingFile(self.orphan_problem()) from None
+            problem = self.orphan_problem()
+            if problem:
+                raise MissingFile(problem) from None
             raise
 
     def orphan_problem(self) -> str:

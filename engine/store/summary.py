@@ -302,7 +302,7 @@ def settle(summary: RunSummary, alive: bool, run_dir, grid_running: bool | None 
     Given ``grid_running`` (whether an orchestrator holds the grid), a ``queued`` run of a grid that
     nothing drives, on a nearly full disk, is ``failed`` too: its grid stopped for lack of space before it
     could start it, and couldn't even write that down. Elsewhere such a run is ``stalled`` (its notes say
-    so, and how to resume), until a call with ``grid_running`` True or its first event.
+    so, and how to resume) until the next call that doesn't find it so.
     """
     if summary.status == "running" and not alive:
         summary.status = "failed"
@@ -312,9 +312,8 @@ def settle(summary: RunSummary, alive: bool, run_dir, grid_running: bool | None 
         if free is not None and free < LOW_DISK_MB:
             summary.status, summary.error_kind = "failed", "disk_full"
             summary.error = f"{NOT_STARTED}; {disk_full_message(run_dir, free)}"
-        else:
-            summary.stalled = True  # killed, or died at start: its notes say how to go on
-    summary.stalled = summary.stalled and summary.status == "queued" and grid_running is not True
+    # killed, or died at start: its notes say how to go on
+    summary.stalled = summary.status == "queued" and grid_running is False and not alive
     return summary
 
 
