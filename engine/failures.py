@@ -143,10 +143,12 @@ def memory_cgroups(pid: int) -> list[MemoryCgroup]:
     return found
 
 
-def memory_limit(pid: int, address_space: bool = False) -> tuple[int, str] | None:
-    """The tightest limit on ``pid``'s memory, (bytes, what it is): its memory cgroups', the machine's RAM,
-    and with ``address_space`` its RLIMIT_AS (``ulimit -v``: what makes an allocation fail, not a kill)."""
-    limits = [(g.limit(), "memory limit") for g in memory_cgroups(pid)]
+def memory_limit(pid: int, address_space: bool = False,
+                 groups: list[MemoryCgroup] | None = None) -> tuple[int, str] | None:
+    """The tightest limit on ``pid``'s memory, (bytes, what it is): its memory cgroups' (``groups`` where
+    already read), the machine's RAM, and with ``address_space`` its RLIMIT_AS (``ulimit -v``: what makes an
+    allocation fail, not a kill)."""
+    limits = [(g.limit(), "memory limit") for g in (memory_cgroups(pid) if groups is None else groups)]
     meminfo = re.search(r"^MemTotal:\s+(\d+) kB", _read(Path("/proc/meminfo")) or "", re.M)
     if meminfo:
         limits.append((int(meminfo.group(1)) * 1024, "RAM"))
@@ -186,8 +188,11 @@ class MemoryWatch:
             if group not in self.baseline:
                 self.baseline[group] = group.oom_kills()
         if groups or self.limit is None:
-            limit = memory_limit(self.pid)
-            self.limit = limit[0] if limit else self.limit
+            # the groups just read, and the tightest limit seen: a worker the OOM killer is ending may already
+            # show the root cgroup (older kernels) or none, and must not turn its limit into the machine's RAM
+            limit = memory_limit(self.pid, groups=groups)
+            if limit:
+                self.limit = min(self.limit or limit[0], limit[0])
 
     def oom_killed(self) -> bool:
         """After the worker died of SIGKILL: did the OOM killer do it?"""

@@ -75,3 +75,28 @@ def test_a_plain_sigkill_is_not_taken_for_oom(tmp_path):
         assert watch.failure(64).message.endswith("try --batch-size 32, or lower --concurrency")
     finally:
         proc.kill()
+
+
+def test_a_dying_worker_seen_in_the_root_cgroup_keeps_the_limit_it_had(tmp_path, monkeypatch):
+    """A worker the OOM killer is ending can show the root cgroup (older kernels) on its last sample; the
+    limit in its message stays its own cgroup's, not the machine's RAM (CI once printed 25.3 GB for 2.8 GB)."""
+    import engine.failures as failures
+
+    def group(name, limit, kills):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "memory.limit_in_bytes").write_text(f"{limit}\n")
+        (folder / "memory.oom_control").write_text(f"oom_kill_disable 0\nunder_oom 0\noom_kill {kills}\n")
+        return failures.MemoryCgroup(folder, v2=False)
+
+    child, root = group("child", 2_818_572_288, 0), group("root", 9223372036854771712, 0)
+    views = iter([[child, root], [child, root], [root]])  # the last sample: the dying worker's view
+    monkeypatch.setattr(failures, "memory_cgroups", lambda pid: next(views))
+    watch = MemoryWatch(os.getpid())
+    for _ in range(3):
+        watch.sample()
+    assert watch.limit == 2_818_572_288
+    (child.path / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+    assert watch.oom_killed()
+    assert re.fullmatch(r"killed by the kernel's out-of-memory killer at batch size 64 \(peak [\d.]+ [MG]B, "
+                        r"memory limit 2\.8 GB\): try --batch-size 32, or lower --concurrency", watch.failure(64).message)

@@ -202,7 +202,7 @@ def test_weights_that_dont_fit_or_dont_parse_are_clear_errors(tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match=r"junk.pth is not a torch.save file \(neither a zip archive nor a pickle "
-                                           "stream\); it should be a .safetensors file or a torch.save'd state dict"):
+                                           r"stream\); it should be a .safetensors file or a torch.save'd state dict"):
         load_backbone_weights(dst, "test_efficientnet", str(junk), "fail")
     with pytest.raises(WeightsError, match="not found"):
         load_backbone_weights(dst, "test_efficientnet", str(tmp_path / "nope.pth"), "fail")
