@@ -261,8 +261,7 @@ class Trainer:
         tc = self.cfg.train
         self.plan = plan(self.plan_config(), len(self.groups), stage)
         self.optimizer = self._optimizer(apply_plan(self.model, self.groups, self.plan))
-        steps = math.ceil(len(self.data["train"].y) / self.cfg.data.batch_size)
-        self.scheduler = build_schedule(self.optimizer, tc, stage_span(tc, stage, first_epoch), steps)
+        self.scheduler = build_schedule(self.optimizer, tc, stage_span(tc, stage, first_epoch), self.steps_per_epoch())
         self.trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
     def find_lr(self, stage: int) -> float:

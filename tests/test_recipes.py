@@ -402,3 +402,14 @@ def test_tta_averages_the_probabilities_of_the_image_and_its_mirror():
     probs = torch.softmax(tta_logits(net, x), 1)
     assert torch.allclose(probs, mean, atol=1e-6)
     assert not torch.allclose(probs, torch.softmax(net(x), 1), atol=1e-3)  # the mirror image counted
+
+
+def test_a_cosine_schedule_ends_on_the_last_step_when_a_last_batch_of_one_is_left_out(tmp_path):
+    # 129 training images at batch 64: two steps an epoch (the 129th would be a batch of one), not three
+    rdir = make_run(tmp_path, "odd", data={"train_limit": 129}, strategy="full", epochs=2, schedule="cosine",
+                    warmup_epochs=0, lr=1e-3, patience=5)
+    assert worker_main([str(rdir)]) == 0
+    assert len_train(rdir) == 129
+    schedule = resume_point(rdir)["scheduler"]
+    assert schedule["updates"] == 4
+    assert schedule["impl"]["t_initial"] == 4  # the cosine reaches its floor on the last step taken
