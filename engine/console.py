@@ -104,6 +104,8 @@ class ProgressView:
             return f"{stamp} FAILED: {event.error}"
         if isinstance(event, ev.Cancelled):
             return f"{stamp} cancelled: {event.reason}"
+        if isinstance(event, ev.Queued):
+            return f"{stamp} queued: {event.reason}"
         return ""
 
     def table(self) -> Table:

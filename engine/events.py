@@ -153,6 +153,14 @@ class Cancelled(Event):
 
 
 @dataclass(frozen=True)
+class Queued(Event):
+    """A failed or cancelled run is in a grid's queue again (``resume``): it waits for a worker."""
+
+    type: str = "queued"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class LrFound(Event):
     """An LR range test chose a stage's learning rate (the curve is in lr_find.json)."""
 
@@ -175,7 +183,7 @@ class Log(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls  # type: ignore[misc]
-    for cls in (Started, Progress, Epoch, Checkpoint, EarlyStop, Finished, Failed, Cancelled, LrFound, Log)
+    for cls in (Started, Progress, Epoch, Checkpoint, EarlyStop, Finished, Failed, Cancelled, Queued, LrFound, Log)
 }
 
 

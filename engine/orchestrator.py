@@ -88,11 +88,14 @@ def validate(grid: GridConfig, root: str | Path | None = None,
         problem = weights_file_problem(where)
         if problem:
             raise ConfigError(f"weights file {w} {problem}; pass {FORMATS}, or 'pretrained' or 'random'")
-    if grid.executor != "ray":  # a cluster's nodes may have the GPUs this machine lacks
-        from engine.trainer import resolve_device
+    # "tpu", or CUDA on a machine without it: one line before any run starts (auto and cpu need no torch to
+    # tell); not for a cluster, whose nodes may have the GPUs this machine lacks
+    devices = {grid.base.train.device} | {r.train.device for r in runs}
+    if grid.executor != "ray" and devices - {"auto", "cpu"}:
+        from engine.device import resolve_device
 
-        for device in dict.fromkeys([grid.base.train.device] + [r.train.device for r in runs]):
-            resolve_device(device)  # "tpu", or CUDA on a machine without it: one line before any run starts
+        for device in sorted(devices):
+            resolve_device(device)
     check_grid_data(grid, root, missing_data=missing_data)
 
 
@@ -236,8 +239,16 @@ class Orchestrator:
             counts[rec.summary.status] = counts.get(rec.summary.status, 0) + 1
         return counts
 
+    def _queue_again(self, queue: list[RunDir]) -> None:
+        """Failed and cancelled runs of a resumed grid read as queued from its start, not as they ended until
+        their turn comes (a live worker's run is running, and left as it is)."""
+        for rd in queue:
+            if load_run(rd).summary.status in ("failed", "cancelled"):
+                self._mark(rd, ev.Queued(reason="grid resumed; waiting for a worker"))
+
     def _loop(self) -> None:
         queue = self.pending()
+        self._queue_again(queue)
         active: list[Slot] = []
         try:
             while queue or active or self.requeued or (self.search is not None and self.search.wants_more()

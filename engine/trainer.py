@@ -28,9 +28,10 @@ from engine import resume as resume_point
 from engine.augment import AugmentPolicy, soft_cross_entropy, tta_logits
 from engine.bn import retire_dead_channels
 from engine.checkpoint import save_checkpoint
-from engine.config import ConfigError, RunConfig
+from engine.config import RunConfig
 from engine.data.load import OpenDataset, open_dataset
 from engine.data.stream import Feed, feeds
+from engine.device import device_label, device_name, resolve_device
 from engine.ema import WeightAverage
 from engine.errors import UserError
 from engine.feature_cache import SplitModel, forward_units, run_prefix, split_point
@@ -76,36 +77,6 @@ def diverged_message(what: str, value: float, epoch: int) -> str:
     kept = ("no checkpoint was saved (it happened in the first epoch)" if epoch == 1
             else f"the checkpoint after epoch {epoch - 1} is kept")
     return f"{what} became {became} at epoch {epoch} (try a lower train.lr); {kept}"
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError:
-        raise ConfigError(f"train.device {spec!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device {spec!r} asked for, but CUDA is not available here; use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"train.device {spec!r}: this process sees {torch.cuda.device_count()} GPU(s)")
-    return dev
-
-
-def device_label(device: torch.device, visible: str | None = None) -> str:
-    """The device as the machine names it: cuda:0 of a process pinned to GPU 3 is cuda:3."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
-    if device.type != "cuda" or not visible:
-        return str(device)
-    ids = [v.strip() for v in visible.split(",") if v.strip()]
-    index = device.index or 0
-    return f"cuda:{ids[index]}" if index < len(ids) else str(device)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
 
 
 def train_rows(n: int, batch_size: int) -> int:

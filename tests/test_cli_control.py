@@ -93,6 +93,13 @@ def test_detach_then_runs_cancel_and_resume(tmp_path, stop_grids):
     assert r.returncode == 0 and "resumed in the background" in r.stdout
     assert wait_for(lambda: len(starts()) == before + 1)
     assert starts()[-1].resumed_from_epoch >= 1
+    # the run whose turn hasn't come reads queued from the resume on, not cancelled with last time's reason
+    waiting = load_run(gdir.run("digits__test_efficientnet__full")).summary
+    assert (waiting.status, waiting.error) == ("queued", "")
+    rows = {row["run_id"]: row for row in json.loads(cli("runs", "--runs", root, "--grid", "bg", "--format",
+                                                         "json").stdout)}
+    assert (rows["digits__test_efficientnet__full"]["status"], rows["digits__test_efficientnet__full"]["error"]) \
+        == ("queued", "")
     assert cli("cancel", "bg", "--runs", root).returncode == 0
     assert wait_for(lambda: not gdir.running())
 
@@ -224,7 +231,7 @@ def test_a_pinned_gpu_is_cuda0_inside_the_worker():
     import torch
 
     from engine.config import ConfigError
-    from engine.trainer import device_label, resolve_device
+    from engine.device import device_label, resolve_device
 
     assert device_label(torch.device("cuda:0"), "3") == "cuda:3"
     assert device_label(torch.device("cuda:1"), "2,5") == "cuda:5"

@@ -134,6 +134,24 @@ def test_resumed_run_history_is_replaced_not_appended(tmp_path):
     assert s.val_acc_history == [0.5, 0.65, 0.8]
 
 
+def test_a_cancelled_run_queued_again_reads_queued_and_keeps_its_epochs_and_time(tmp_path):
+    from tui.columns import elapsed_seconds
+    from tui.run_tail import RunTail
+    from tui.store_watcher import RunState
+
+    rdir = _run_folder(tmp_path, [
+        ev.Started(ts=100.0), ev.Epoch(epoch=1, val_acc=0.5, ts=150.0),
+        ev.Cancelled(reason="grid cancelled by user", epoch=1, ts=160.0),
+        ev.Queued(reason="grid resumed; waiting for a worker", ts=1000.0),
+    ])
+    s = load_run(rdir).summary
+    assert (s.status, s.error, s.error_kind, s.epoch, s.val_acc_history) == ("queued", "", "", 1, [0.5])
+    # the minute it trained, not the quarter of an hour until the resume
+    assert elapsed_seconds(RunState(key="g/r", path=rdir, summary=s), now=1200.0) == 60.0
+    detail = RunTail(rdir).poll()
+    assert detail.final is None and detail.logs[-1].message == "queued: grid resumed; waiting for a worker"
+
+
 @pytest.mark.parametrize("damage", ["missing", "torn", "empty-object"])
 def test_corrupt_run_folder_is_unreadable_with_reason(tmp_path, damage):
     rdir = _run_folder(tmp_path, config=False)

@@ -68,3 +68,16 @@ def test_report_reads_a_whole_run_without_torch(tmp_path):
     proc = _fresh(code, str(gdir.path))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["done", "48", "48", "2", "0.7", "[1,", "2,", "3,", "3]", "2", "ok", "[]"]
+
+
+def test_checking_a_cpu_grid_before_it_starts_imports_neither_timm_nor_the_trainer(tmp_path):
+    """`resume` (and the TUI's R) validate the grid in the foreground: on a cpu/auto grid that took 7 s of
+    torch, timm and scikit-learn imports before the orchestrator could start."""
+    code = ("import sys\n"
+            "from engine.orchestrator import validate\n"
+            "from engine.presets import get_preset\n"
+            "validate(get_preset('demo'), sys.argv[1])\n"
+            "print(sorted(m for m in ('timm', 'engine.trainer', 'sklearn') if m in sys.modules))")
+    proc = _fresh(code, str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

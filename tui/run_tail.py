@@ -131,6 +131,8 @@ def _describe(event: ev.Event) -> LogLine | None:
         return LogLine(event.ts, "error", f"failed ({fmt.failure_kind(event.kind)}): {event.error}")
     if isinstance(event, ev.Cancelled):
         return LogLine(event.ts, "warning", f"cancelled: {event.reason}")
+    if isinstance(event, ev.Queued):
+        return LogLine(event.ts, "info", f"queued: {event.reason}")
     if isinstance(event, ev.LrFound):
         return LogLine(event.ts, "info", f"LR range test (stage {event.stage}, {event.steps} steps): lr {event.lr:.3g}"
                                          f" (lowest loss at {event.min_loss_lr:.3g})")
@@ -253,6 +255,8 @@ class RunTail:
         elif isinstance(event, (ev.Finished, ev.Failed, ev.Cancelled)):
             self._final = event
             self._progress = None
+        elif isinstance(event, ev.Queued):
+            self._final = None
         line = _describe(event)
         if line is not None:
             self._logs.append(line)

@@ -263,6 +263,9 @@ def fold(summary: RunSummary, event: ev.Event) -> RunSummary:
         summary.error = event.reason
         summary.finished_at = event.ts
         summary.phase = ""
+    elif isinstance(event, ev.Queued):  # its epochs so far stand: the worker resumes from its checkpoint
+        summary.status = "queued"
+        summary.error = summary.error_kind = summary.phase = ""  # finished_at stays: where its time so far ends
     elif isinstance(event, ev.Log) and event.level == "warning" and event.message:
         line = event.message.splitlines()[0][:300]
         if line not in summary.warnings:

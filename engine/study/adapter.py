@@ -46,7 +46,7 @@ def balanced_positions(y: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def device(spec: str) -> torch.device:
-    from engine.trainer import resolve_device  # the run's own rule (auto, cpu, cuda, cuda:N; checked)
+    from engine.device import resolve_device  # the run's own rule (auto, cpu, cuda, cuda:N; checked)
 
     return resolve_device(spec)
 
