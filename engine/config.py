@@ -117,7 +117,7 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     amp: bool = True  # autocast on CUDA: bf16 where the GPU has it natively, else fp16 with loss scaling; CPU: fp32
     channels_last: bool = True  # NHWC memory format (measured faster on CUDA and on CPU: engine/speed.py)
-    threads: int = 0  # CPU threads for this run; 0 = share the machine's cores across workers
+    threads: int = 0  # CPU threads of the run; 0 = share the cores with the runs of every grid on this host
     cache_features: bool = True  # compute the frozen part of the backbone once
 
 

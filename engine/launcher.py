@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
+from engine.cpu_claims import CLAIM_ENV
 from engine.store import RunDir
 from engine.store.heartbeat import local_host
 
@@ -38,6 +39,7 @@ class Resources:
     gpus: int = 0  # GPUs it needs: 0 or 1
     gpu_pool: tuple[int, ...] = ()  # this machine's GPUs the grid may spread over (a local launcher's capacity)
     gpu_index: int | None = None  # the one of them this run is pinned to (local launchers only)
+    claim: str = ""  # the file of its CPU threads claim, which the worker follows (engine.cpu_claims; local only)
 
     @property
     def cpus(self) -> int:
@@ -79,10 +81,13 @@ def project_env(env: dict | None = None) -> dict:
     return env
 
 
-def worker_command(run_dir: Path, gpu: int | None, threads: int) -> tuple[list[str], dict]:
+def worker_command(run_dir: Path, gpu: int | None, threads: int, claim: str = "") -> tuple[list[str], dict]:
     """(argv, env) of the worker process for a run."""
     env = project_env()
     env["PYTHONUNBUFFERED"] = "1"
+    env.pop(CLAIM_ENV, None)  # never an orchestrator's own (a grid started from inside a worker)
+    if claim:
+        env[CLAIM_ENV] = claim
     argv = [sys.executable, "-m", "engine.worker", str(run_dir)]
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
@@ -165,7 +170,7 @@ class SubprocessLauncher:
         return local_capacity(request)
 
     def launch(self, run_dir: Path, request: Resources, on_line: Callable[[str], None]) -> ProcessHandle:
-        argv, env = worker_command(run_dir, request.gpu_index, request.threads)
+        argv, env = worker_command(run_dir, request.gpu_index, request.threads, request.claim)
         log = open(RunDir(run_dir).worker_log, "ab")
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env)
         log.close()

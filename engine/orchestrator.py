@@ -26,6 +26,7 @@ from typing import Callable
 
 from engine import events as ev
 from engine.config import ConfigError, GridConfig, check_grid_name
+from engine.cpu_claims import Claim, claimed, cpu_threads
 from engine.errors import DiskFull, StoreError, UserError, is_disk_full
 from engine.failures import MemoryWatch
 from engine.launcher import Launcher, Resources, RunHandle, project_env
@@ -38,6 +39,7 @@ EXIT_DISK_FULL = 4  # engine.worker's code when not even its failed event could 
 KILL_AFTER = 30.0  # seconds a worker may ignore its cancel file before it is killed
 SAMPLE_EVERY = 1.0  # seconds between memory samples of a live worker (to tell an OOM kill from a plain SIGKILL)
 RETRY_EVERY = 2.0  # seconds between tries to record an event a write failure left pending
+REBALANCE_EVERY = 2.0  # seconds between looks at the CPU threads other grids' runs on this host claim
 
 
 class GridBusy(UserError):
@@ -163,6 +165,7 @@ class Slot:
     cancel_sent: float = 0.0
     memory: MemoryWatch | None = None
     sampled: float = 0.0
+    claim: Claim | None = None  # its CPU threads, claimed on this host while it runs (engine.cpu_claims)
 
     @property
     def run_dir(self) -> Path:
@@ -189,6 +192,10 @@ class Orchestrator:
         self.threads = self.grid.base.train.threads or (
             request.threads if not self.launcher.local else 0 if self.gpus else max(1, cores // self.concurrency))
         self.request = replace(request, threads=self.threads)
+        # this host's CPU runs claim their threads; a grid sharing the cores counts the other grids' claims
+        self.claims = self.launcher.local and not self.gpus
+        self.shares_cores = self.claims and not self.grid.base.train.threads
+        self._balanced = 0.0  # when the shares were last looked at (_rebalance)
         self.retries: dict[RunDir, int] = {}  # re-queues after a lost node, per run (grid.retries at most)
         # re-queued after a lost node: its actor died with the node, so it starts anew rather than being
         # adopted (the cluster may still list the dead actor by name for a moment)
@@ -287,12 +294,15 @@ class Orchestrator:
                         self._mark(rd, ev.Failed(error=f"its worker could not start: {exc}", kind=kind))
                         if kind == "disk_full":
                             self._stop_for(DiskFull(rd.path))
+                self._rebalance(active)
                 for s in list(active):
                     self._sample(s)
                     if not s.cancel_sent and s.run.cancel_reason():
                         s.cancel_sent = time.monotonic()  # a cancel sent to the run itself (TUI, CLI)
                     if self._finished(s):
                         active.remove(s)
+                        if s.claim is not None:
+                            s.claim.stop()
                         if self.search is not None:
                             self.search.settle(s.run)
                     elif s.cancel_sent and time.monotonic() - s.cancel_sent > KILL_AFTER and s.handle is not None:
@@ -319,13 +329,55 @@ class Orchestrator:
             return Slot(rd, handle, gpu)
         if rd.alive():  # a worker left by a dead orchestrator: wait for it, don't double-train
             log.info("%s: adopting a live worker", rd.run_id)
-            return Slot(rd, None, gpu)
-        handle = self.launcher.launch(rd.path, replace(self.request, gpu_index=gpu),
-                                      lambda line: self._line(run_id, line))
+            return Slot(rd, None, gpu, claim=Claim(self.threads or 1).start() if self.claims else None)
+        threads = self._threads(rd, active)
+        claim = Claim(threads or 1).start() if self.claims else None
+        try:
+            request = replace(self.request, gpu_index=gpu, threads=threads,
+                              claim=str(claim.path) if claim is not None and claim.path and self.shares_cores else "")
+            handle = self.launcher.launch(rd.path, request, lambda line: self._line(run_id, line))
+        except BaseException:
+            if claim is not None:
+                claim.stop()
+            raise
         log.info("%s: started (%s on %s, gpu %s)", run_id, getattr(handle, "id", f"pid {handle.pid}"),
                  getattr(handle, "host", "") or "a node not chosen yet", gpu)
         memory = MemoryWatch(handle.pid) if self.launcher.local and handle.pid else None
-        return Slot(rd, handle, gpu, memory=memory)
+        return Slot(rd, handle, gpu, memory=memory, claim=claim)
+
+    def _threads(self, rd: RunDir, active: list[Slot]) -> int:
+        """The run's CPU threads: the grid's share, fewer where other grids' runs use this host's cores too."""
+        if not self.shares_cores:
+            return self.threads
+        other_runs, other_threads = claimed(exclude_pid=os.getpid())
+        cores = os.cpu_count() or 1
+        own = [s.claim.threads if s.claim is not None else self.threads for s in active]
+        threads = cpu_threads(cores, self.concurrency, own, other_runs, other_threads)
+        if other_runs:
+            message = (f"{other_runs} run(s) of other grids on this host use {other_threads} CPU thread(s): this "
+                       f"one gets {threads} of {cores} cores (train.threads sets a number)")
+            log.info("%s: %s", rd.run_id, message)
+            self._mark(rd, ev.Log(message=message), announce=False)
+        return threads
+
+    def _rebalance(self, active: list[Slot]) -> None:
+        """Every few seconds, each running run's share again as other grids' runs start and end; its worker
+        takes the new count up between batches (adopted workers don't follow this orchestrator's claims)."""
+        now = time.monotonic()
+        if not self.shares_cores or not active or now - self._balanced < REBALANCE_EVERY:
+            return
+        self._balanced = now
+        other_runs, other_threads = claimed(exclude_pid=os.getpid())
+        cores = os.cpu_count() or 1
+        for s in active:
+            if s.claim is None or s.handle is None:
+                continue
+            own = [o.claim.threads if o.claim is not None else self.threads for o in active if o is not s]
+            threads = cpu_threads(cores, self.concurrency, own, other_runs, other_threads)
+            if threads != s.claim.threads:
+                log.info("%s: %d CPU thread(s) instead of %d (%d run(s) of other grids on this host)",
+                         s.run.run_id, threads, s.claim.threads, other_runs)
+                s.claim.update(threads)
 
     def _sample(self, s: Slot) -> None:
         """A memory sample of a live worker, about once a second."""
@@ -465,6 +517,8 @@ class Orchestrator:
             if s.handle is not None and s.handle.poll() is None:
                 s.handle.kill()
             self._finished(s)
+            if s.claim is not None:
+                s.claim.stop()
 
 
 def make_launcher(grid: GridConfig) -> Launcher:

@@ -29,6 +29,7 @@ from engine.augment import AugmentPolicy, soft_cross_entropy, tta_logits
 from engine.bn import retire_dead_channels
 from engine.checkpoint import save_checkpoint
 from engine.config import RunConfig
+from engine.cpu_claims import Follower
 from engine.data.load import OpenDataset, open_dataset
 from engine.data.stream import Feed, feeds
 from engine.device import device_label, device_name, resolve_device
@@ -96,6 +97,8 @@ class Trainer:
         self.cfg, self.writer = cfg, writer
         self.dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         self.device = resolve_device(device or cfg.train.device)
+        # a grid sharing the cores rebalances them as other grids' runs come and go (engine.cpu_claims)
+        self.follower = Follower.from_env() if self.device.type == "cpu" else None
         self.cuda = self.device.type == "cuda"
         self.times = PhaseTimes()  # from the process start: what "done in Ns" reports
         self.precision = for_device(self.device, cfg.train.amp)
@@ -317,6 +320,7 @@ class Trainer:
                 out[start: start + len(idx)] = part
                 self._progress("features", start + len(idx), total, None, None)
                 self._check_cancel()
+                self._follow_threads()
             self.cache[split] = out if out is not None else probe.new_empty((0, *probe.shape[1:])).float()
         self.net = SplitModel(self.model, self.units[k:])
         log.info("cached %d of %d backbone units (%.1f MB)", k, len(self.units), need / 1e6)
@@ -330,10 +334,17 @@ class Trainer:
         order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
         if gen is not None:  # training: BatchNorm can't take a batch of one image
             order = order[:train_rows(n, bs)]
-        if not images:
-            yield from ((idx, None) for idx in order.split(bs))
-            return
-        yield from self.data[split].batches(order, bs)
+        for batch in (((idx, None) for idx in order.split(bs)) if not images else self.data[split].batches(order, bs)):
+            self._follow_threads()
+            yield batch
+
+    def _follow_threads(self) -> None:
+        """Take up the CPU threads the orchestrator gives the run now (other grids' runs came or went)."""
+        threads = self.follower.check() if self.follower is not None else None
+        if threads is not None:
+            torch.set_num_threads(threads)  # between batches, on the thread that computes: where it acts
+            self.writer.emit(ev.Log(message=f"{threads} CPU thread(s) from here on: other grids' runs on this host "
+                                            "started or ended"))
 
     def _cached(self, split: str) -> bool:
         return self.cache is not None and split in self.cache

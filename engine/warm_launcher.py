@@ -29,7 +29,8 @@ from engine.store import RunDir
 from engine.store.heartbeat import local_host
 
 PRELOAD = ["engine.warm_preload"]
-_CHILD_ENV = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONUNBUFFERED", "PYTHONPATH")
+_CHILD_ENV = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONUNBUFFERED", "PYTHONPATH",
+              "FINETUNE_TUI_CPU_CLAIM")  # engine.cpu_claims.CLAIM_ENV
 
 _context = None
 _context_lock = threading.Lock()
@@ -112,7 +113,7 @@ class WarmLauncher:
 
     def launch(self, run_dir: Path, request: Resources, on_line: Callable[[str], None]) -> WarmHandle:
         threads = request.threads
-        argv, env = worker_command(run_dir, request.gpu_index, threads)
+        argv, env = worker_command(run_dir, request.gpu_index, threads, request.claim)
         worker_args = argv[argv.index("engine.worker") + 1:]  # RUN_DIR [--device cuda:0]
         process = context().Process(target=_child, args=(str(run_dir), worker_args, env, threads),
                                     name=f"worker {Path(run_dir).name}")
