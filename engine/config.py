@@ -324,7 +324,7 @@ class StudyConfig:
     on_missing_weights: str = "skip"  # pretrained weights unavailable: skip (one line), random (labelled), fail
     seed: int = 42  # subsamples, k-means, t-SNE, baselines
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    threads: int = 0  # CPU threads; 0 = torch's default (all cores)
+    threads: int = 0  # CPU threads; 0 = the cores the runs of grids on this host leave (all when none run)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

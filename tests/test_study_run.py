@@ -290,3 +290,30 @@ def test_cli_detached_study_outlives_its_starter(tmp_path):
     assert [r["extractor"] for r in rows] == ["small_cnn"] and rows[0]["n_test"] == 360
     cancelled = _cli("study", "cancel", "bg", "--runs", str(tmp_path))
     assert cancelled.returncode == 0 and "(it is not running)" in cancelled.stdout
+
+
+def test_a_study_beside_a_grids_run_takes_the_cores_it_leaves(tmp_path, monkeypatch):
+    import torch
+
+    from engine.cpu_claims import ENV, claimed
+
+    monkeypatch.setenv(ENV, str(tmp_path / "host"))
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    code = ("from engine.cpu_claims import Claim\nc = Claim(3).start()\nprint('ready', flush=True)\n"
+            "import time; time.sleep(120)")
+    grid = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)))
+    before = torch.get_num_threads()
+    try:
+        assert grid.stdout.readline().strip() == "ready"
+        sdir = control.prepare(small_study("beside", ("small_cnn",), threads=0, device="cpu"), tmp_path)
+        status = StudyRunner(sdir).run()
+        assert status.status == "done", status.error
+        assert torch.get_num_threads() == 1  # 4 cores, 3 of them the grid's
+        assert ("1 run(s) of grids on this host use 3 CPU thread(s): the study gets 1 of 4 cores (study.threads "
+                "sets a number)") in status.notes
+        assert claimed() == (1, 3)  # the study's own claim went with it
+    finally:
+        torch.set_num_threads(before)
+        grid.kill()
+        grid.wait()

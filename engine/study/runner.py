@@ -22,6 +22,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from engine.config import StudyConfig
+from engine.cpu_claims import Claim, claimed, cpu_threads
 from engine.data import DatasetSplits
 from engine.errors import UserError
 from engine.store import FileLock, RunStore, StoreError, StudyDir, StudyStatus, cell_key
@@ -76,14 +77,14 @@ class StudyRunner:
                 lock.release()
 
     def _run(self) -> StudyStatus:
-        cfg = self.cfg
         self.sdir.clear_cancel()
         status = StudyStatus(status="running", pid=os.getpid(), started=time.time())
         self.progress = progress = Progress(self.sdir, status, self.echo)
         limits = contextlib.nullcontext()
-        if cfg.threads:  # torch's threads and scikit-learn's (OpenMP, BLAS) alike
-            torch.set_num_threads(cfg.threads)
-            limits = threadpool_limits(limits=cfg.threads)
+        threads, claim = self._cpu_share()
+        if threads:  # torch's threads and scikit-learn's (OpenMP, BLAS) alike
+            torch.set_num_threads(threads)
+            limits = threadpool_limits(limits=threads)
         try:
             with limits:
                 self._all()
@@ -99,10 +100,28 @@ class StudyRunner:
             progress.end("failed", error=f"internal error: {type(exc).__name__}: {first} (traceback in "
                                          f"{self.sdir.log_file.name})")
             return status
+        finally:
+            if claim is not None:
+                claim.stop()
         scored = len(self.sdir.cells())
         progress.end("done", message=f"study {self.sdir.name} done: {scored} cell(s) scored, "
                                      f"{len(self.skipped)} extractor(s) skipped")
         return status
+
+    def _cpu_share(self) -> tuple[int, Claim | None]:
+        """The study's CPU threads (0: torch's default, all cores) and its claim on them among the host's
+        grids (engine.cpu_claims): with ``threads = 0`` beside other grids' runs, the cores they leave."""
+        cfg = self.cfg
+        if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+            return cfg.threads, None
+        threads, cores = cfg.threads, os.cpu_count() or 1
+        if not threads:
+            runs, used = claimed()
+            if runs:
+                threads = cpu_threads(cores, 1, [], runs, used)
+                self.progress.note(f"{runs} run(s) of grids on this host use {used} CPU thread(s): the study gets "
+                                  f"{threads} of {cores} cores (study.threads sets a number)")
+        return threads, Claim(threads or cores).start()
 
     def _all(self) -> None:
         cfg, status = self.cfg, self.progress.status
