@@ -8,6 +8,8 @@ operation. A claim nobody holds belongs to an orchestrator that is gone and is r
 The orchestrator rebalances its runs' claims as other grids' runs come and go, and each worker follows
 its claim's number between batches (``Follower``; ``torch.set_num_threads`` acts on the calling thread, so
 the training loop itself calls it). Claims are advice: a run whose claim can't be written still trains.
+Not engine.store's ``FileLock``: a claim is locked under a temporary name and renamed into place, so a
+counter never finds one not yet locked and removes it as stale.
 """
 
 from __future__ import annotations

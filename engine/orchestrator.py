@@ -216,6 +216,10 @@ class Orchestrator:
         """Runs to (re)start: everything not done, in grid order; and a done run whose results.json,
         best.safetensors or test_probs.npz is gone (its worker tests it again from the resume point, which
         rebuilds them)."""
+        return [rd for rd, _ in self._pending_statuses()]
+
+    def _pending_statuses(self) -> list[tuple[RunDir, str]]:
+        """``pending``'s runs with the status each has now."""
         out = []
         for rd in self.grid_dir.run_dirs():
             rec = load_run(rd)
@@ -224,7 +228,7 @@ class Orchestrator:
                 continue
             if self.search is not None and self.search.is_settled(rd):  # a pruned trial is over
                 continue
-            out.append(rd)
+            out.append((rd, rec.summary.status))
         return out
 
     def run(self) -> dict[str, int]:
@@ -246,16 +250,14 @@ class Orchestrator:
             counts[rec.summary.status] = counts.get(rec.summary.status, 0) + 1
         return counts
 
-    def _queue_again(self, queue: list[RunDir]) -> None:
-        """Failed and cancelled runs of a resumed grid read as queued from its start, not as they ended until
-        their turn comes (a live worker's run is running, and left as it is)."""
-        for rd in queue:
-            if load_run(rd).summary.status in ("failed", "cancelled"):
-                self._mark(rd, ev.Queued(reason="grid resumed; waiting for a worker"))
-
     def _loop(self) -> None:
-        queue = self.pending()
-        self._queue_again(queue)
+        pending = self._pending_statuses()
+        queue = [rd for rd, _ in pending]
+        # failed and cancelled runs of a resumed grid read as queued from its start, not as they ended until
+        # their turn comes (a live worker's run is running, and left as it is)
+        for rd, status in pending:
+            if status in ("failed", "cancelled"):
+                self._mark(rd, ev.Queued(reason="grid resumed; waiting for a worker"))
         active: list[Slot] = []
         try:
             while queue or active or self.requeued or (self.search is not None and self.search.wants_more()
@@ -349,13 +351,11 @@ class Orchestrator:
         """The run's CPU threads: the grid's share, fewer where other grids' runs use this host's cores too."""
         if not self.shares_cores:
             return self.threads
-        other_runs, other_threads = claimed(exclude_pid=os.getpid())
-        cores = os.cpu_count() or 1
-        own = [s.claim.threads if s.claim is not None else self.threads for s in active]
-        threads = cpu_threads(cores, self.concurrency, own, other_runs, other_threads)
+        other_runs, other_threads = others = claimed(exclude_pid=os.getpid())
+        threads = self._share(active, others)
         if other_runs:
             message = (f"{other_runs} run(s) of other grids on this host use {other_threads} CPU thread(s): this "
-                       f"one gets {threads} of {cores} cores (train.threads sets a number)")
+                       f"one gets {threads} of {os.cpu_count() or 1} cores (train.threads sets a number)")
             log.info("%s: %s", rd.run_id, message)
             self._mark(rd, ev.Log(message=message), announce=False)
         return threads
@@ -367,17 +367,20 @@ class Orchestrator:
         if not self.shares_cores or not active or now - self._balanced < REBALANCE_EVERY:
             return
         self._balanced = now
-        other_runs, other_threads = claimed(exclude_pid=os.getpid())
-        cores = os.cpu_count() or 1
+        others = claimed(exclude_pid=os.getpid())
         for s in active:
             if s.claim is None or s.handle is None:
                 continue
-            own = [o.claim.threads if o.claim is not None else self.threads for o in active if o is not s]
-            threads = cpu_threads(cores, self.concurrency, own, other_runs, other_threads)
+            threads = self._share([o for o in active if o is not s], others)
             if threads != s.claim.threads:
                 log.info("%s: %d CPU thread(s) instead of %d (%d run(s) of other grids on this host)",
-                         s.run.run_id, threads, s.claim.threads, other_runs)
+                         s.run.run_id, threads, s.claim.threads, others[0])
                 s.claim.update(threads)
+
+    def _share(self, beside: list[Slot], others: tuple[int, int]) -> int:
+        """A run's threads beside the grid's runs ``beside`` and the other grids' (runs, threads) ``others``."""
+        own = [s.claim.threads if s.claim is not None else self.threads for s in beside]
+        return cpu_threads(os.cpu_count() or 1, self.concurrency, own, *others)
 
     def _sample(self, s: Slot) -> None:
         """A memory sample of a live worker, about once a second."""

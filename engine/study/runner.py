@@ -112,7 +112,7 @@ class StudyRunner:
         """The study's CPU threads (0: torch's default, all cores) and its claim on them among the host's
         grids (engine.cpu_claims): with ``threads = 0`` beside other grids' runs, the cores they leave."""
         cfg = self.cfg
-        if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()):
             return cfg.threads, None
         threads, cores = cfg.threads, os.cpu_count() or 1
         if not threads:
